@@ -1,0 +1,3 @@
+from mumo.cli import main
+
+main()

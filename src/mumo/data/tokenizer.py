@@ -1,0 +1,160 @@
+"""Byte-level BPE tokenizer on the ``tokenizers`` library: train on captions, save, load, encode.
+
+Every encoded sequence is ``<bos> tokens… <eot>`` and fits ``context_length``: long texts are cut so
+that the end-of-text token always survives (the text tower pools there), and every cut is counted,
+returned and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer as _HFTokenizer
+from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+from torch import Tensor
+
+from mumo.errors import TokenizerError
+
+logger = logging.getLogger(__name__)
+
+PAD, BOS, EOT, MASK = "<pad>", "<bos>", "<eot>", "<mask>"
+SPECIAL_TOKENS = [PAD, BOS, EOT, MASK]  # ids 0, 1, 2, 3 in a trained tokenizer
+
+
+@dataclass
+class TokenBatch:
+    """Encoded texts, right-padded.
+
+    Attributes:
+        input_ids: (B, T) token ids.
+        attention_mask: (B, T) 1 for real tokens (end token included), 0 for padding.
+        truncated: (B,) True where the text was cut to fit.
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    truncated: Tensor
+
+    @property
+    def num_truncated(self) -> int:
+        return int(self.truncated.sum())
+
+
+class Tokenizer:
+    """A byte-level BPE tokenizer with ``<pad> <bos> <eot> <mask>`` special tokens.
+
+    Args:
+        tokenizer: a ``tokenizers.Tokenizer`` whose vocabulary holds the four special tokens.
+        context_length: default longest encoded sequence, end token included.
+    """
+
+    def __init__(self, tokenizer: _HFTokenizer, context_length: int = 77) -> None:
+        missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
+        if missing:
+            raise TokenizerError(f"tokenizer lacks the special tokens {missing}; train it with Tokenizer.train")
+        if context_length < 3:
+            raise TokenizerError(f"context_length must be at least 3 (<bos> x <eot>), got {context_length}")
+        self._tok = tokenizer
+        self.context_length = context_length
+        self.pad_id, self.bos_id, self.eot_id, self.mask_id = (tokenizer.token_to_id(t) for t in SPECIAL_TOKENS)
+        self.total_truncated = 0  # running count over this tokenizer's life, for end-of-epoch reports
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int = 1000,
+        min_frequency: int = 2,
+        lowercase: bool = True,
+        context_length: int = 77,
+    ) -> Tokenizer:
+        """Learn a byte-level BPE vocabulary of at most ``vocab_size`` ids from ``texts``.
+
+        Byte-level means any string encodes (no unknown token); the 256 byte symbols plus the special
+        tokens are always in the vocabulary, so ``vocab_size`` must be above 260.
+        """
+        base = len(pre_tokenizers.ByteLevel.alphabet()) + len(SPECIAL_TOKENS)
+        if vocab_size < base:
+            raise TokenizerError(f"vocab_size {vocab_size} is below the {base} byte and special symbols")
+        tok = _HFTokenizer(models.BPE())
+        norms = [normalizers.NFC()] + ([normalizers.Lowercase()] if lowercase else [])
+        tok.normalizer = normalizers.Sequence(norms)
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=SPECIAL_TOKENS,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok, context_length=context_length)
+
+    @classmethod
+    def load(cls, path: str | Path, context_length: int = 77) -> Tokenizer:
+        """Load a ``tokenizer.json`` file, or the one inside a checkpoint folder."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise TokenizerError(f"no tokenizer file at {path}")
+        return cls(_HFTokenizer.from_file(str(path)), context_length=context_length)
+
+    def save(self, path: str | Path) -> None:
+        """Write ``tokenizer.json`` (the ``tokenizers`` format) to ``path``."""
+        self._tok.save(str(path))
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        context_length: int | None = None,
+        padding: str = "max_length",
+    ) -> TokenBatch:
+        """Encode texts as ``<bos> … <eot>``, cut to ``context_length`` and right-padded.
+
+        Args:
+            texts: one string or a list.
+            context_length: longest sequence; defaults to the tokenizer's.
+            padding: 'max_length' pads to ``context_length``; 'longest' to the longest in the batch.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        n = context_length or self.context_length
+        if n < 3:
+            raise TokenizerError(f"context_length must be at least 3, got {n}")
+        if padding not in ("max_length", "longest"):
+            raise TokenizerError(f"padding must be 'max_length' or 'longest', got {padding!r}")
+        encoded = self._tok.encode_batch(list(texts), add_special_tokens=False)
+        room = n - 2
+        rows = [[self.bos_id, *e.ids[:room], self.eot_id] for e in encoded]
+        truncated = torch.tensor([len(e.ids) > room for e in encoded], dtype=torch.bool)
+        width = n if padding == "max_length" else max((len(r) for r in rows), default=2)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        count = int(truncated.sum())
+        if count:
+            self.total_truncated += count
+            first = texts[int(truncated.nonzero()[0])]
+            logger.warning(
+                "%d of %d texts were longer than %d tokens and were cut (end token kept); first: %.60r",
+                count, len(rows), n, first,
+            )
+        return TokenBatch(input_ids=ids, attention_mask=mask, truncated=truncated)
+
+    def decode(self, ids: Sequence[int] | Tensor, skip_special_tokens: bool = True) -> str:
+        """Token ids (T,) back to text; padding and special tokens dropped unless asked."""
+        if isinstance(ids, Tensor):
+            ids = ids.tolist()
+        return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)

@@ -1,0 +1,23 @@
+"""Typed exceptions raised by the library; the CLI turns them into one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+
+class MumoError(Exception):
+    """Base class of every error mumo raises on purpose."""
+
+
+class ConfigError(MumoError, ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+class UnknownModelError(ConfigError):
+    """A model name is not in the registry."""
+
+
+class CheckpointError(MumoError):
+    """A checkpoint folder is missing files or does not match its config."""
+
+
+class TokenizerError(MumoError, ValueError):
+    """A tokenizer cannot be trained, loaded or used as asked."""

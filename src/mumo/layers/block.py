@@ -1,0 +1,115 @@
+"""Pre-norm residual Transformer block and a stack of them.
+
+x = x + attn(norm(x));  [x = x + cross_attn(norm(x), context)];  x = x + mlp(norm(x))
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from mumo.layers.attention import CrossAttention, KVCache, SelfAttention
+from mumo.layers.mlp import MlpType, build_mlp
+from mumo.layers.norm import NormType, build_norm
+
+
+class Block(nn.Module):
+    """One pre-norm Transformer block with optional cross-attention to a context.
+
+    Args:
+        dim: width C.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width / C.
+        mlp_type: 'gelu', 'quick_gelu' or 'swiglu'.
+        norm_type: 'layernorm' or 'rmsnorm'.
+        norm_eps: epsilon of the norms.
+        qkv_bias: bias on attention projections.
+        context_dim: width of the cross-attention context; None means no cross-attention.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        mlp_type: MlpType = "gelu",
+        norm_type: NormType = "layernorm",
+        norm_eps: float = 1e-5,
+        qkv_bias: bool = True,
+        context_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.norm1 = build_norm(norm_type, dim, norm_eps)
+        self.attn = SelfAttention(dim, num_heads, qkv_bias=qkv_bias)
+        if context_dim is not None:
+            self.norm_cross = build_norm(norm_type, dim, norm_eps)
+            self.cross_attn = CrossAttention(dim, num_heads, context_dim=context_dim, qkv_bias=qkv_bias)
+        else:
+            self.cross_attn = None
+        self.norm2 = build_norm(norm_type, dim, norm_eps)
+        self.mlp = build_mlp(mlp_type, dim, mlp_ratio)
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        is_causal: bool = False,
+        kv_cache: KVCache | None = None,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+        context_kv: tuple[Tensor, Tensor] | None = None,
+        select: Tensor | None = None,
+    ) -> Tensor:
+        """(B, T, C) -> (B, T, C), or (B, 1, C) for the positions in ``select`` (B,).
+
+        ``select`` computes only the outputs that a pooled head reads: keys and values still come from
+        every token, but the output projection and MLP run on one token per sample. Exact, and it
+        removes most of the last block's work in a pooled encoder.
+        """
+        h = self.attn(self.norm1(x), mask=mask, is_causal=is_causal, kv_cache=kv_cache, select=select)
+        if select is not None:
+            x = x.gather(1, select.view(-1, 1, 1).expand(-1, 1, x.shape[-1]))  # (B, 1, C)
+        x = x + h
+        if self.cross_attn is not None:
+            x = x + self.cross_attn(self.norm_cross(x), context, context_mask, kv=context_kv)
+        return x + self.mlp(self.norm2(x))
+
+
+class Transformer(nn.Module):
+    """A stack of ``depth`` identical :class:`Block` s (arguments as for Block)."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, **block_kwargs: object) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(dim, num_heads, **block_kwargs) for _ in range(depth))  # type: ignore[arg-type]
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        is_causal: bool = False,
+        select: Tensor | None = None,
+        kv_caches: list[KVCache] | None = None,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Run every block on (B, T, C).
+
+        Args:
+            mask, is_causal: as for :class:`Block`.
+            select: (B,) positions to keep at the last block only, which then returns (B, 1, C).
+            kv_caches: one :class:`KVCache` per block for incremental decoding.
+            context, context_mask: cross-attention context (B, S, Cc) and its (B, S) mask.
+        """
+        if kv_caches is not None and len(kv_caches) != len(self.blocks):
+            raise ValueError(f"got {len(kv_caches)} KV caches for {len(self.blocks)} blocks; pass one per block")
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(
+                x,
+                mask=mask,
+                is_causal=is_causal,
+                kv_cache=kv_caches[i] if kv_caches is not None else None,
+                context=context,
+                context_mask=context_mask,
+                select=select if i == last else None,
+            )
+        return x

@@ -1,0 +1,220 @@
+"""Contrastive losses: InfoNCE, the symmetric CLIP loss, and the SigLIP sigmoid loss.
+
+Notation: B local batch, N = B * world_size global batch, E embedding width.
+
+Built for many processes: features are gathered across ranks (with or without gradient, as OpenCLIP
+does), and with ``local_loss`` each rank scores only its own rows against every column, so the logits
+are (B, N) instead of (N, N) per rank. With ``chunk_size`` the rows are processed in chunks that are
+recomputed in the backward pass, so no more than (chunk_size, N) logits exist at once.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+
+def gather_features(features: Tensor, rank: int, world_size: int, gather_with_grad: bool = False) -> Tensor:
+    """All-gather (B, E) features from every rank into (N, E), ordered by rank.
+
+    With ``gather_with_grad`` the gradient flows back to every rank's features (exact for ``local_loss``);
+    otherwise only the local slice keeps its gradient, which is exact when every rank computes the full
+    (N, N) loss.
+    """
+    if world_size == 1:
+        return features
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            f"world_size is {world_size} but torch.distributed is not initialised; launch with torchrun "
+            "or set world_size=1"
+        )
+    if gather_with_grad:
+        import torch.distributed.nn.functional as dist_nn  # imported here: it needs a distributed build
+
+        return torch.cat(dist_nn.all_gather(features), dim=0)
+    parts = [torch.empty_like(features) for _ in range(world_size)]
+    dist.all_gather(parts, features.detach().contiguous())
+    parts[rank] = features
+    return torch.cat(parts, dim=0)
+
+
+def _ce_block(rows: Tensor, cols: Tensor, scale: Tensor, labels: Tensor) -> Tensor:
+    return F.cross_entropy(scale * rows @ cols.T, labels, reduction="sum")
+
+
+def row_cross_entropy(
+    rows: Tensor, cols: Tensor, scale: Tensor | float, labels: Tensor, chunk_size: int | None = None
+) -> Tensor:
+    """Sum over rows of cross-entropy of ``scale * rows @ cols.T`` (M, N) against ``labels`` (M,).
+
+    With ``chunk_size`` the (M, N) logits are built ``chunk_size`` rows at a time and rebuilt in the
+    backward pass (activation checkpointing), so peak memory is (chunk_size, N).
+    """
+    scale = torch.as_tensor(scale, dtype=rows.dtype, device=rows.device)
+    if chunk_size is None or chunk_size >= rows.shape[0]:
+        return _ce_block(rows, cols, scale, labels)
+    total = rows.new_zeros(())
+    for start in range(0, rows.shape[0], chunk_size):
+        end = start + chunk_size
+        total = total + checkpoint(_ce_block, rows[start:end], cols, scale, labels[start:end], use_reentrant=False)
+    return total
+
+
+def info_nce(
+    anchor: Tensor,
+    positive: Tensor,
+    negatives: Tensor | None = None,
+    temperature: Tensor | float = 0.07,
+    in_batch_negatives: bool = True,
+    reduction: str = "mean",
+) -> Tensor:
+    """InfoNCE (van den Oord et al., 2018): -log softmax of each anchor's positive among candidates.
+
+    Similarities are dot products divided by ``temperature``; pass unit vectors for cosine similarity.
+
+    Args:
+        anchor: (B, E).
+        positive: (B, E); row i is anchor i's positive.
+        negatives: extra negatives, shared by all anchors (M, E) or per anchor (B, K, E).
+        temperature: scalar, float or tensor (learnable).
+        in_batch_negatives: the other rows' positives count as negatives too.
+        reduction: 'mean', 'sum' or 'none' (per anchor, (B,)).
+    """
+    if in_batch_negatives:
+        logits = anchor @ positive.T  # (B, B), positives on the diagonal
+        labels = torch.arange(anchor.shape[0], device=anchor.device)
+    else:
+        logits = (anchor * positive).sum(-1, keepdim=True)  # (B, 1)
+        labels = torch.zeros(anchor.shape[0], dtype=torch.long, device=anchor.device)
+    if negatives is not None:
+        if negatives.dim() == 2:
+            neg = anchor @ negatives.T  # (B, M)
+        elif negatives.dim() == 3:
+            neg = torch.einsum("be,bke->bk", anchor, negatives)  # (B, K)
+        else:
+            raise ValueError(f"negatives must be (M, E) or (B, K, E), got shape {tuple(negatives.shape)}")
+        logits = torch.cat([logits, neg], dim=1)
+    return F.cross_entropy(logits / temperature, labels, reduction=reduction)
+
+
+def clip_loss(
+    image_embeds: Tensor,
+    text_embeds: Tensor,
+    logit_scale: Tensor | float,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Symmetric image-text InfoNCE on one process: mean of image->text and text->image cross-entropy.
+
+    Args:
+        image_embeds: (B, E), unit norm.
+        text_embeds: (B, E), unit norm; row i describes image i.
+        logit_scale: the inverse temperature (already exponentiated).
+        chunk_size: rows per chunk; None builds the (B, B) logits at once.
+    """
+    return ClipLoss(chunk_size=chunk_size)(image_embeds, text_embeds, logit_scale)
+
+
+def siglip_loss(
+    image_embeds: Tensor,
+    text_embeds: Tensor,
+    logit_scale: Tensor | float,
+    logit_bias: Tensor | float,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """SigLIP (Zhai et al., 2023): -sum_ij log sigmoid(z_ij * (s <x_i, y_j> + b)) / B, z = +1 on the
+    diagonal and -1 elsewhere. Every pair is an independent binary problem, so no softmax over the batch.
+    """
+    return SigLipLoss(chunk_size=chunk_size)(image_embeds, text_embeds, logit_scale, logit_bias)
+
+
+class ClipLoss(nn.Module):
+    """Symmetric CLIP loss across ``world_size`` processes.
+
+    Args:
+        local_loss: each rank scores its B rows against all N columns ((B, N) logits); otherwise every
+            rank builds the full (N, N) logits. Both give the single-process loss on the global batch.
+        gather_with_grad: all-gather with gradient (needed for exact gradients with ``local_loss``).
+        rank, world_size: this process's place; world_size 1 needs no process group.
+        chunk_size: rows per chunk (see :func:`row_cross_entropy`); None: no chunking.
+    """
+
+    def __init__(
+        self,
+        local_loss: bool = False,
+        gather_with_grad: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.local_loss = local_loss
+        self.gather_with_grad = gather_with_grad
+        self.rank = rank
+        self.world_size = world_size
+        self.chunk_size = chunk_size
+
+    def forward(self, image_embeds: Tensor, text_embeds: Tensor, logit_scale: Tensor | float) -> Tensor:
+        """Loss of (B, E) image and text embeddings that match row by row; a scalar."""
+        b = image_embeds.shape[0]
+        all_images = gather_features(image_embeds, self.rank, self.world_size, self.gather_with_grad)
+        all_texts = gather_features(text_embeds, self.rank, self.world_size, self.gather_with_grad)
+        if self.local_loss or self.world_size == 1:
+            img_rows, txt_rows = image_embeds, text_embeds
+            labels = torch.arange(b, device=image_embeds.device) + self.rank * b
+        else:
+            img_rows, txt_rows = all_images, all_texts
+            labels = torch.arange(all_images.shape[0], device=image_embeds.device)
+        loss_i = row_cross_entropy(img_rows, all_texts, logit_scale, labels, self.chunk_size)
+        loss_t = row_cross_entropy(txt_rows, all_images, logit_scale, labels, self.chunk_size)
+        return (loss_i + loss_t) / (2 * labels.shape[0])
+
+
+def _sigmoid_block(rows: Tensor, cols: Tensor, scale: Tensor, bias: Tensor, positive_offset: Tensor) -> Tensor:
+    logits = scale * rows @ cols.T + bias  # (M, N)
+    m, n = logits.shape
+    signs = -torch.ones(m, n, dtype=logits.dtype, device=logits.device)
+    rows_idx = torch.arange(m, device=logits.device)
+    signs[rows_idx, rows_idx + positive_offset] = 1.0
+    return -F.logsigmoid(signs * logits).sum()
+
+
+class SigLipLoss(nn.Module):
+    """SigLIP sigmoid loss across ``world_size`` processes: local images against all gathered texts.
+
+    Args: as for :class:`ClipLoss` (the loss is always local: each rank scores its own images).
+    """
+
+    def __init__(
+        self,
+        gather_with_grad: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.gather_with_grad = gather_with_grad
+        self.rank = rank
+        self.world_size = world_size
+        self.chunk_size = chunk_size
+
+    def forward(
+        self, image_embeds: Tensor, text_embeds: Tensor, logit_scale: Tensor | float, logit_bias: Tensor | float
+    ) -> Tensor:
+        """Loss of (B, E) image and text embeddings that match row by row; a scalar."""
+        b = image_embeds.shape[0]
+        texts = gather_features(text_embeds, self.rank, self.world_size, self.gather_with_grad)
+        scale = torch.as_tensor(logit_scale, dtype=image_embeds.dtype, device=image_embeds.device)
+        bias = torch.as_tensor(logit_bias, dtype=image_embeds.dtype, device=image_embeds.device)
+        chunk = self.chunk_size or b
+        total = image_embeds.new_zeros(())
+        for start in range(0, b, chunk):
+            offset = torch.tensor(self.rank * b + start, device=image_embeds.device)
+            rows = image_embeds[start : start + chunk]
+            if chunk >= b:
+                total = total + _sigmoid_block(rows, texts, scale, bias, offset)
+            else:
+                total = total + checkpoint(_sigmoid_block, rows, texts, scale, bias, offset, use_reentrant=False)
+        return total / b

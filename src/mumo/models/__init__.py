@@ -1,0 +1,34 @@
+"""Models: configs, towers, the registry and checkpoint folders."""
+
+from mumo.models._pretrained import load_pretrained, save_pretrained
+from mumo.models._registry import (
+    build_model,
+    create_model,
+    get_model_config,
+    list_models,
+    register_architecture,
+    register_model,
+)
+from mumo.models.clip import CLIP, CLIPConfig, CLIPOutput
+from mumo.models.text import TextConfig, TextTransformer
+from mumo.models.vision import ConvEncoder, VisionConfig, VisionTransformer, build_vision_tower
+
+__all__ = [
+    "CLIP",
+    "CLIPConfig",
+    "CLIPOutput",
+    "ConvEncoder",
+    "TextConfig",
+    "TextTransformer",
+    "VisionConfig",
+    "VisionTransformer",
+    "build_model",
+    "build_vision_tower",
+    "create_model",
+    "get_model_config",
+    "list_models",
+    "load_pretrained",
+    "register_architecture",
+    "register_model",
+    "save_pretrained",
+]

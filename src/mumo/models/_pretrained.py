@@ -1,0 +1,77 @@
+"""Checkpoint folders: ``config.json`` + ``model.safetensors`` (+ ``tokenizer.json``). No pickle.
+
+Every file is written to a temporary name and renamed into place, so a crash mid-save never leaves a
+truncated file under the real name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import mumo
+from mumo.errors import CheckpointError
+from mumo.models._registry import build_model, config_from_dict
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+TOKENIZER_NAME = "tokenizer.json"
+
+
+class _Saveable(Protocol):
+    def save(self, path: str | Path) -> None: ...
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_pretrained(model: nn.Module, directory: str | Path, tokenizer: _Saveable | None = None) -> Path:
+    """Write ``model`` (and ``tokenizer``) to ``directory``, created if needed; returns the path."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        raise CheckpointError(f"{type(model).__name__} has no mumo config; only mumo models can be saved")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    if tokenizer is not None:
+        _atomic_write(directory / TOKENIZER_NAME, tokenizer.save)
+    meta = {**config.to_dict(), "mumo_version": mumo.__version__}
+    _atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+    return directory
+
+
+def load_pretrained(directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model saved in ``directory`` and load its weights strictly (every key must match)."""
+    directory = Path(directory)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory} has no {name}; is it a folder written by save_pretrained?")
+    data = json.loads((directory / CONFIG_NAME).read_text())
+    data.pop("mumo_version", None)
+    model = build_model(config_from_dict(data))
+    state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k}: {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected}")
+        if shapes:
+            parts.append(f"wrong shape {shapes}")
+        raise CheckpointError(f"{directory / WEIGHTS_NAME} does not match its config: " + "; ".join(parts))
+    model.load_state_dict(state)
+    return model.to(map_location)

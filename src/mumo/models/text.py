@@ -1,0 +1,129 @@
+"""Text tower: a Transformer over token ids, causal with end-of-text pooling (CLIP) or bidirectional
+with a class token (BERT-like).
+
+Notation: B batch, T tokens, C width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from mumo._config import Config, check
+from mumo.layers import Transformer, build_norm, padding_mask, sincos_1d
+from mumo.layers.mlp import MlpType
+from mumo.layers.norm import NormType
+
+
+@dataclass
+class TextConfig(Config):
+    vocab_size: int = 49408  # token ids are in [0, vocab_size)
+    context_length: int = 77  # longest token sequence, end token included
+    embed_dim: int = 512  # width of the tokens
+    depth: int = 12  # Transformer blocks
+    num_heads: int = 8  # attention heads
+    mlp_ratio: float = 4.0  # MLP hidden width / embed_dim
+    mlp_type: MlpType = "gelu"  # 'gelu', 'quick_gelu' or 'swiglu'
+    norm_type: NormType = "layernorm"  # 'layernorm' or 'rmsnorm'
+    norm_eps: float = 1e-5  # epsilon of the norms
+    qkv_bias: bool = True  # bias on attention projections
+    causal: bool = True  # each token sees only earlier ones (CLIP); False for bidirectional
+    pool: Literal["eot", "cls", "mean"] = "eot"  # last real token, a prepended class token, or the mean
+    pos_embed: Literal["learned", "sincos"] = "learned"  # position code
+    pad_id: int = 0  # id of padding, used to infer the attention mask when none is given
+
+    def validate(self) -> None:
+        check(self.vocab_size > 0 and self.context_length > 0, "text.vocab_size and context_length must be > 0")
+        check(
+            self.embed_dim % self.num_heads == 0,
+            f"text.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}",
+        )
+        check(
+            not (self.causal and self.pool == "cls"),
+            "text.pool='cls' needs causal=False: under a causal mask a leading class token sees only itself",
+        )
+        check(0 <= self.pad_id < self.vocab_size, f"text.pad_id {self.pad_id} is outside the vocabulary")
+
+
+def _is_right_padded(mask: Tensor) -> bool:
+    """True when every row is ones followed by zeros."""
+    return bool((mask[:, 1:] <= mask[:, :-1]).all())
+
+
+class TextTransformer(nn.Module):
+    """Token + position embedding -> pre-norm blocks -> norm -> pool."""
+
+    def __init__(self, config: TextConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.token_embed = nn.Embedding(c.vocab_size, c.embed_dim)
+        n = c.context_length + int(c.pool == "cls")
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim)) if c.pool == "cls" else None
+        if c.pos_embed == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, n, c.embed_dim))
+        else:
+            self.register_buffer("pos_embed", sincos_1d(torch.arange(n), c.embed_dim)[None], persistent=False)
+        self.transformer = Transformer(
+            c.embed_dim,
+            c.depth,
+            c.num_heads,
+            mlp_ratio=c.mlp_ratio,
+            mlp_type=c.mlp_type,
+            norm_type=c.norm_type,
+            norm_eps=c.norm_eps,
+            qkv_bias=c.qkv_bias,
+        )
+        self.norm = build_norm(c.norm_type, c.embed_dim, c.norm_eps)
+
+    @property
+    def width(self) -> int:
+        return self.config.embed_dim
+
+    def _prepare(self, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Embed tokens; return (x (B, T', C), full 0/1 mask (B, T'), boolean attention mask or None)."""
+        c = self.config
+        b, t = input_ids.shape
+        if t > c.context_length:
+            raise ValueError(
+                f"got {t} tokens but text.context_length is {c.context_length}; "
+                "encode with the tokenizer's context_length so it truncates (and counts) long texts"
+            )
+        if attention_mask is None:
+            attention_mask = (input_ids != c.pad_id).long()
+        x = self.token_embed(input_ids)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)
+            attention_mask = torch.cat([attention_mask.new_ones(b, 1), attention_mask], dim=1)
+        x = x + self.pos_embed[:, : x.shape[1]]
+        # Under a causal mask, right padding sits after every real token and cannot reach them, so the
+        # padding mask is only needed otherwise; leaving it out keeps SDPA on its fastest kernel.
+        needs_mask = not (c.causal and _is_right_padded(attention_mask))
+        mask = padding_mask(attention_mask) if needs_mask else None
+        return x, attention_mask, mask
+
+    def forward_features(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """(B, T) ids [+ (B, T) 0/1 mask] -> normalized tokens (B, T [+1], C)."""
+        x, _, mask = self._prepare(input_ids, attention_mask)
+        return self.norm(self.transformer(x, mask=mask, is_causal=self.config.causal))
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """(B, T) ids [+ (B, T) 0/1 mask] -> pooled features (B, C).
+
+        'eot' pools the last real token (the end-of-text token the tokenizer always appends); only that
+        token is computed in the last block.
+        """
+        c = self.config
+        x, full_mask, mask = self._prepare(input_ids, attention_mask)
+        if c.pool == "mean":
+            x = self.norm(self.transformer(x, mask=mask, is_causal=c.causal))
+            w = full_mask.to(x.dtype).unsqueeze(-1)
+            return (x * w).sum(1) / w.sum(1).clamp_min(1.0)
+        if c.pool == "cls":
+            select = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        else:
+            last = full_mask.shape[1] - 1 - full_mask.flip(1).to(torch.long).argmax(dim=1)
+            select = last  # position of the last real token in each row
+        return self.norm(self.transformer(x, mask=mask, is_causal=c.causal, select=select))[:, 0]

@@ -1,0 +1,159 @@
+"""Image towers: a Vision Transformer (Dosovitskiy et al., 2021) and a small convolutional encoder.
+
+Both map images (B, 3, H, W) to pooled features (B, C) with ``forward`` and to a token grid (B, N, C)
+with ``forward_features`` (for fusion and captioning). C is ``config.embed_dim``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from mumo._config import Config, check
+from mumo.layers import PatchEmbed, Transformer, build_norm, sincos_2d
+from mumo.layers.mlp import MlpType
+from mumo.layers.norm import NormType
+
+
+@dataclass
+class VisionConfig(Config):
+    kind: Literal["vit", "conv"] = "vit"  # Transformer over patches, or a small CNN
+    image_size: int = 224  # input height and width in pixels
+    in_chans: int = 3  # input channels
+    patch_size: int = 16  # ViT patch side in pixels
+    embed_dim: int = 768  # width of the tokens (the CNN's last stage width)
+    depth: int = 12  # Transformer blocks (CNN stages, each halving the resolution)
+    num_heads: int = 12  # attention heads
+    mlp_ratio: float = 4.0  # MLP hidden width / embed_dim
+    mlp_type: MlpType = "gelu"  # 'gelu', 'quick_gelu' or 'swiglu'
+    norm_type: NormType = "layernorm"  # 'layernorm' or 'rmsnorm'
+    norm_eps: float = 1e-5  # epsilon of the norms
+    qkv_bias: bool = True  # bias on attention projections
+    patch_bias: bool = False  # bias on the patch projection (False in CLIP)
+    class_token: bool = True  # prepend a learned class token
+    pos_embed: Literal["learned", "sincos"] = "learned"  # position code of the patch grid
+    norm_pre: bool = True  # normalize tokens before the first block (CLIP's ln_pre)
+    pool: Literal["cls", "mean"] = "cls"  # class token, or mean of the patch tokens
+
+    def validate(self) -> None:
+        check(self.image_size > 0 and self.embed_dim > 0 and self.depth > 0, "vision sizes must be positive")
+        if self.kind == "vit":
+            check(
+                self.image_size % self.patch_size == 0,
+                f"vision.image_size {self.image_size} is not a multiple of patch_size {self.patch_size}",
+            )
+            check(
+                self.embed_dim % self.num_heads == 0,
+                f"vision.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}",
+            )
+            check(
+                self.pool != "cls" or self.class_token,
+                "vision.pool='cls' needs class_token=True; set pool='mean' to pool without one",
+            )
+        else:
+            check(self.pool == "mean", "the conv image encoder pools by mean; set vision.pool='mean'")
+            check(
+                self.image_size % 2**self.depth == 0,
+                f"vision.image_size {self.image_size} must be divisible by 2**depth = {2**self.depth} "
+                "for the conv encoder",
+            )
+            check(
+                self.embed_dim % 2 ** (self.depth - 1) == 0,
+                f"vision.embed_dim {self.embed_dim} must be divisible by 2**(depth-1) for the conv encoder",
+            )
+
+
+class VisionTransformer(nn.Module):
+    """ViT: patch embedding -> [class token] + positions -> pre-norm blocks -> norm -> pool."""
+
+    def __init__(self, config: VisionConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.patch_embed = PatchEmbed(c.image_size, c.patch_size, c.in_chans, c.embed_dim, bias=c.patch_bias)
+        n = self.patch_embed.num_patches + int(c.class_token)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim)) if c.class_token else None
+        if c.pos_embed == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, n, c.embed_dim))
+        else:
+            grid = self.patch_embed.grid_size
+            table = sincos_2d(grid, grid, c.embed_dim)
+            if c.class_token:  # the class token has no place in the grid: a zero code
+                table = torch.cat([torch.zeros(1, c.embed_dim), table])
+            self.register_buffer("pos_embed", table[None], persistent=False)
+        self.norm_pre = build_norm(c.norm_type, c.embed_dim, c.norm_eps) if c.norm_pre else nn.Identity()
+        self.transformer = Transformer(
+            c.embed_dim,
+            c.depth,
+            c.num_heads,
+            mlp_ratio=c.mlp_ratio,
+            mlp_type=c.mlp_type,
+            norm_type=c.norm_type,
+            norm_eps=c.norm_eps,
+            qkv_bias=c.qkv_bias,
+        )
+        self.norm = build_norm(c.norm_type, c.embed_dim, c.norm_eps)
+
+    @property
+    def width(self) -> int:
+        return self.config.embed_dim
+
+    def _embed(self, images: Tensor) -> Tensor:
+        x = self.patch_embed(images)  # (B, N, C)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.norm_pre(x + self.pos_embed)
+
+    def forward_features(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) -> normalized tokens (B, N [+1], C), class token first when there is one."""
+        return self.norm(self.transformer(self._embed(images)))
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) -> pooled features (B, C)."""
+        x = self._embed(images)
+        if self.config.pool == "cls":
+            select = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            return self.norm(self.transformer(x, select=select))[:, 0]
+        x = self.norm(self.transformer(x))
+        return x[:, int(self.config.class_token) :].mean(dim=1)
+
+
+class ConvEncoder(nn.Module):
+    """A cheap CNN: ``depth`` stages of conv3x3 -> BatchNorm -> ReLU -> 2x2 max-pool, widths doubling up to
+    ``embed_dim``; then global mean pooling. On 64-px images of simple shapes it learns far faster per
+    CPU-second than a ViT, which needs many more samples to learn locality."""
+
+    def __init__(self, config: VisionConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        widths = [c.embed_dim // 2 ** (c.depth - 1 - i) for i in range(c.depth)]
+        layers: list[nn.Module] = []
+        in_ch = c.in_chans
+        for w in widths:
+            layers += [
+                nn.Conv2d(in_ch, w, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            in_ch = w
+        self.stages = nn.Sequential(*layers)
+
+    @property
+    def width(self) -> int:
+        return self.config.embed_dim
+
+    def forward_features(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) -> feature-map tokens (B, H/2^depth * W/2^depth, C), row-major."""
+        return self.stages(images).flatten(2).transpose(1, 2)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) -> pooled features (B, C)."""
+        return self.stages(images).mean(dim=(2, 3))
+
+
+def build_vision_tower(config: VisionConfig) -> nn.Module:
+    """The image encoder that ``config.kind`` names."""
+    return VisionTransformer(config) if config.kind == "vit" else ConvEncoder(config)
