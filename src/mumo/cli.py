@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,13 @@ def models(pattern: str = typer.Argument("*", help="shell-style filter, e.g. 'cl
         c = mumo.get_model_config(name)
         v, t = c.vision, c.text
         vision = f"{v.kind} w{v.embed_dim} d{v.depth}" + (f" p{v.patch_size}" if v.kind == "vit" else "")
-        table.add_row(name, f"{_num_params(name) / 1e6:.2f} M", f"{v.image_size}px", vision, f"w{t.embed_dim} d{t.depth}")
+        table.add_row(
+            name,
+            f"{_num_params(name) / 1e6:.2f} M",
+            f"{v.image_size}px",
+            vision,
+            f"w{t.embed_dim} d{t.depth}",
+        )
     console.print(table)
 
 
@@ -66,10 +73,16 @@ def demo(
     colours = ["red", "green", "blue", "yellow", "purple", "cyan"]
     shapes = ["circle", "square", "triangle", "star", "cross", "diamond"]
     captions = [f"a {col} {sh}" for col in colours for sh in shapes]
-    tokenizer = mumo.Tokenizer.train(captions, vocab_size=min(300, c.text.vocab_size), min_frequency=1,
-                                     context_length=c.text.context_length)
+    tokenizer = mumo.Tokenizer.train(
+        captions,
+        vocab_size=min(300, c.text.vocab_size),
+        min_frequency=1,
+        context_length=c.text.context_length,
+    )
     gen = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch_size, c.vision.in_chans, c.vision.image_size, c.vision.image_size, generator=gen)
+    images = torch.randn(
+        batch_size, c.vision.in_chans, c.vision.image_size, c.vision.image_size, generator=gen
+    )
     batch = tokenizer.encode([captions[i % len(captions)] for i in range(batch_size)])
     start = time.perf_counter()
     out_ = net(images, batch.input_ids, batch.attention_mask)
@@ -78,9 +91,16 @@ def demo(
     elapsed = time.perf_counter() - start
     params = sum(p.numel() for p in net.parameters())
     console.print(f"model {model}: {params / 1e6:.2f} M parameters")
-    console.print(f"image embeddings {tuple(out_.image_embeds.shape)}, text embeddings {tuple(out_.text_embeds.shape)}")
-    console.print(f"logits per image {tuple(out_.logits_per_image.shape)}, temperature {1 / out_.logit_scale.item():.4f}")
-    console.print(f"contrastive loss {loss.item():.4f} (chance level ln {batch_size} = {torch.tensor(batch_size).log().item():.4f})")
+    console.print(
+        f"image embeddings {tuple(out_.image_embeds.shape)}, text embeddings {tuple(out_.text_embeds.shape)}"
+    )
+    console.print(
+        f"logits per image {tuple(out_.logits_per_image.shape)}, "
+        f"temperature {1 / out_.logit_scale.item():.4f}"
+    )
+    console.print(
+        f"contrastive loss {loss.item():.4f} (chance level ln {batch_size} = {math.log(batch_size):.4f})"
+    )
     console.print(f"forward + backward in {elapsed * 1000:.0f} ms")
     if out is not None:
         mumo.save_pretrained(net, out, tokenizer=tokenizer)

@@ -55,12 +55,18 @@ class Tokenizer:
     def __init__(self, tokenizer: _HFTokenizer, context_length: int = 77) -> None:
         missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
         if missing:
-            raise TokenizerError(f"tokenizer lacks the special tokens {missing}; train it with Tokenizer.train")
+            raise TokenizerError(
+                f"tokenizer lacks the special tokens {missing}; train it with Tokenizer.train"
+            )
         if context_length < 3:
             raise TokenizerError(f"context_length must be at least 3 (<bos> x <eot>), got {context_length}")
         self._tok = tokenizer
+        # User text that happens to read "<eot>" must stay text, never become a control token.
+        self._tok.encode_special_tokens = True
         self.context_length = context_length
-        self.pad_id, self.bos_id, self.eot_id, self.mask_id = (tokenizer.token_to_id(t) for t in SPECIAL_TOKENS)
+        self.pad_id, self.bos_id, self.eot_id, self.mask_id = (
+            tokenizer.token_to_id(t) for t in SPECIAL_TOKENS
+        )
         self.total_truncated = 0  # running count over this tokenizer's life, for end-of-epoch reports
 
     @classmethod
@@ -149,7 +155,10 @@ class Tokenizer:
             first = texts[int(truncated.nonzero()[0])]
             logger.warning(
                 "%d of %d texts were longer than %d tokens and were cut (end token kept); first: %.60r",
-                count, len(rows), n, first,
+                count,
+                len(rows),
+                n,
+                first,
             )
         return TokenBatch(input_ids=ids, attention_mask=mask, truncated=truncated)
 

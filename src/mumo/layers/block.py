@@ -100,7 +100,9 @@ class Transformer(nn.Module):
             context, context_mask: cross-attention context (B, S, Cc) and its (B, S) mask.
         """
         if kv_caches is not None and len(kv_caches) != len(self.blocks):
-            raise ValueError(f"got {len(kv_caches)} KV caches for {len(self.blocks)} blocks; pass one per block")
+            raise ValueError(
+                f"got {len(kv_caches)} KV caches for {len(self.blocks)} blocks; pass one per block"
+            )
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             x = block(

@@ -21,7 +21,9 @@ class QuickGELU(nn.Module):
 class Mlp(nn.Module):
     """Linear -> activation -> linear. (B, T, C) -> (B, T, C)."""
 
-    def __init__(self, dim: int, hidden_dim: int, act: Literal["gelu", "quick_gelu"] = "gelu", bias: bool = True):
+    def __init__(
+        self, dim: int, hidden_dim: int, act: Literal["gelu", "quick_gelu"] = "gelu", bias: bool = True
+    ):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
         self.act = nn.GELU() if act == "gelu" else QuickGELU()

@@ -59,7 +59,9 @@ def row_cross_entropy(
     total = rows.new_zeros(())
     for start in range(0, rows.shape[0], chunk_size):
         end = start + chunk_size
-        total = total + checkpoint(_ce_block, rows[start:end], cols, scale, labels[start:end], use_reentrant=False)
+        total = total + checkpoint(
+            _ce_block, rows[start:end], cols, scale, labels[start:end], use_reentrant=False
+        )
     return total
 
 
@@ -172,7 +174,9 @@ class ClipLoss(nn.Module):
         return (loss_i + loss_t) / (2 * labels.shape[0])
 
 
-def _sigmoid_block(rows: Tensor, cols: Tensor, scale: Tensor, bias: Tensor, positive_offset: Tensor) -> Tensor:
+def _sigmoid_block(
+    rows: Tensor, cols: Tensor, scale: Tensor, bias: Tensor, positive_offset: Tensor
+) -> Tensor:
     logits = scale * rows @ cols.T + bias  # (M, N)
     m, n = logits.shape
     signs = -torch.ones(m, n, dtype=logits.dtype, device=logits.device)
@@ -201,7 +205,11 @@ class SigLipLoss(nn.Module):
         self.chunk_size = chunk_size
 
     def forward(
-        self, image_embeds: Tensor, text_embeds: Tensor, logit_scale: Tensor | float, logit_bias: Tensor | float
+        self,
+        image_embeds: Tensor,
+        text_embeds: Tensor,
+        logit_scale: Tensor | float,
+        logit_bias: Tensor | float,
     ) -> Tensor:
         """Loss of (B, E) image and text embeddings that match row by row; a scalar."""
         b = image_embeds.shape[0]
@@ -216,5 +224,7 @@ class SigLipLoss(nn.Module):
             if chunk >= b:
                 total = total + _sigmoid_block(rows, texts, scale, bias, offset)
             else:
-                total = total + checkpoint(_sigmoid_block, rows, texts, scale, bias, offset, use_reentrant=False)
+                total = total + checkpoint(
+                    _sigmoid_block, rows, texts, scale, bias, offset, use_reentrant=False
+                )
         return total / b

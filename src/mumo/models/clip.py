@@ -37,7 +37,8 @@ class CLIPConfig(Config):
         check(self.embed_dim > 0, f"embed_dim must be positive, got {self.embed_dim}")
         check(
             self.init_logit_scale <= self.max_logit_scale,
-            f"init_logit_scale {self.init_logit_scale:.3f} is above max_logit_scale {self.max_logit_scale:.3f}",
+            f"init_logit_scale {self.init_logit_scale:.3f} is above "
+            f"max_logit_scale {self.max_logit_scale:.3f}",
         )
 
 
@@ -73,7 +74,9 @@ class CLIP(nn.Module):
         self.image_proj = nn.Linear(self.visual.width, c.embed_dim, bias=False)
         self.text_proj = nn.Linear(self.text.width, c.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(c.init_logit_scale))
-        self.logit_bias = nn.Parameter(torch.tensor(c.init_logit_bias)) if c.init_logit_bias is not None else None
+        self.logit_bias = (
+            nn.Parameter(torch.tensor(c.init_logit_bias)) if c.init_logit_bias is not None else None
+        )
         self.reset_parameters()
 
     @torch.no_grad()
@@ -104,7 +107,9 @@ class CLIP(nn.Module):
         x = self.image_proj(self.visual(images))
         return F.normalize(x, dim=-1) if normalize else x
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor | None = None, normalize: bool = True) -> Tensor:
+    def encode_text(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, normalize: bool = True
+    ) -> Tensor:
         """(B, T) token ids [+ (B, T) 0/1 mask] -> (B, E) text embeddings, unit norm unless told not to."""
         x = self.text_proj(self.text(input_ids, attention_mask))
         return F.normalize(x, dim=-1) if normalize else x
@@ -180,7 +185,7 @@ def clip_conv_small_64() -> CLIPConfig:
 def clip_vit_tiny() -> CLIPConfig:
     """A test-sized ViT CLIP: 32 px, width 32, depth 2."""
     vision = VisionConfig(image_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
-    text = TextConfig(vocab_size=128, context_length=16, embed_dim=32, depth=2, num_heads=2)
+    text = TextConfig(vocab_size=320, context_length=16, embed_dim=32, depth=2, num_heads=2)
     return CLIPConfig(embed_dim=32, vision=vision, text=text)
 
 
@@ -188,7 +193,7 @@ def clip_vit_tiny() -> CLIPConfig:
 def clip_conv_tiny() -> CLIPConfig:
     """A test-sized CNN CLIP: 32 px, 2 conv stages."""
     vision = VisionConfig(kind="conv", image_size=32, embed_dim=32, depth=2, pool="mean")
-    text = TextConfig(vocab_size=128, context_length=16, embed_dim=32, depth=2, num_heads=2)
+    text = TextConfig(vocab_size=320, context_length=16, embed_dim=32, depth=2, num_heads=2)
     return CLIPConfig(embed_dim=32, vision=vision, text=text)
 
 
@@ -196,9 +201,11 @@ def clip_conv_tiny() -> CLIPConfig:
 def clip_vit_tiny_bidir() -> CLIPConfig:
     """Test-sized variant with the other options: sin-cos positions, mean pooling, RMSNorm, SwiGLU,
     and a bidirectional text tower pooled by a class token."""
-    common = dict(embed_dim=32, depth=2, num_heads=2, norm_type="rmsnorm", mlp_type="swiglu", pos_embed="sincos")
+    common = dict(
+        embed_dim=32, depth=2, num_heads=2, norm_type="rmsnorm", mlp_type="swiglu", pos_embed="sincos"
+    )
     vision = VisionConfig(image_size=32, patch_size=8, class_token=False, pool="mean", **common)
-    text = TextConfig(vocab_size=128, context_length=16, causal=False, pool="cls", **common)
+    text = TextConfig(vocab_size=320, context_length=16, causal=False, pool="cls", **common)
     return CLIPConfig(embed_dim=32, vision=vision, text=text)
 
 

@@ -36,7 +36,9 @@ class TextConfig(Config):
     pad_id: int = 0  # id of padding, used to infer the attention mask when none is given
 
     def validate(self) -> None:
-        check(self.vocab_size > 0 and self.context_length > 0, "text.vocab_size and context_length must be > 0")
+        check(
+            self.vocab_size > 0 and self.context_length > 0, "text.vocab_size and context_length must be > 0"
+        )
         check(
             self.embed_dim % self.num_heads == 0,
             f"text.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}",
@@ -82,7 +84,9 @@ class TextTransformer(nn.Module):
     def width(self) -> int:
         return self.config.embed_dim
 
-    def _prepare(self, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _prepare(
+        self, input_ids: Tensor, attention_mask: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Embed tokens; return (x (B, T', C), full 0/1 mask (B, T'), boolean attention mask or None)."""
         c = self.config
         b, t = input_ids.shape

@@ -1,0 +1,154 @@
+import math
+
+import pytest
+import torch
+
+import mumo
+from mumo.errors import CheckpointError
+from mumo.models import list_models
+
+# Shrinks any registered config to test size while keeping its kind of tower, pooling, norms and MLP.
+TINY = {
+    "embed_dim": 16,
+    "vision.image_size": 32,
+    "vision.patch_size": 8,
+    "vision.embed_dim": 16,
+    "vision.depth": 2,
+    "vision.num_heads": 2,
+    "text.vocab_size": 64,
+    "text.context_length": 8,
+    "text.embed_dim": 16,
+    "text.depth": 2,
+    "text.num_heads": 2,
+}
+
+
+def tiny_batch(config, b=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(b, 3, config.vision.image_size, config.vision.image_size, generator=g)
+    t = config.text.context_length
+    ids = torch.randint(4, config.text.vocab_size, (b, t), generator=g)
+    mask = torch.ones(b, t, dtype=torch.long)
+    mask[1, t // 2 :] = 0  # one padded row
+    return images, ids * mask, mask
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_runs_forward_and_backward_at_tiny_size(name):
+    model = mumo.create_model(name, seed=0, **TINY)
+    images, ids, mask = tiny_batch(model.config)
+    out = model(images, ids, mask)
+    assert out.image_embeds.shape == (3, 16) and out.text_embeds.shape == (3, 16)
+    torch.testing.assert_close(out.image_embeds.norm(dim=-1), torch.ones(3))
+    torch.testing.assert_close(out.text_embeds.norm(dim=-1), torch.ones(3))
+    assert out.logits_per_image.shape == (3, 3)
+    torch.testing.assert_close(out.logits_per_text, out.logits_per_image.T)
+    if model.logit_bias is not None:
+        loss = mumo.siglip_loss(out.image_embeds, out.text_embeds, out.logit_scale, out.logit_bias)
+    else:
+        loss = mumo.clip_loss(out.image_embeds, out.text_embeds, out.logit_scale)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"no gradient reached {missing}"
+
+
+def test_logit_scale_init_clamp_and_gradient():
+    model = mumo.create_model("clip_vit_tiny", seed=0)
+    scale, bias = model.scale_and_bias()
+    assert scale.item() == pytest.approx(1 / 0.07, rel=1e-5) and bias is None
+    images, ids, mask = tiny_batch(model.config)
+    out = model(images, ids, mask)
+    mumo.clip_loss(out.image_embeds, out.text_embeds, out.logit_scale).backward()
+    assert model.logit_scale.grad is not None and model.logit_scale.grad.abs().item() > 0
+    with torch.no_grad():
+        model.logit_scale.fill_(10.0)  # above ln(100)
+    assert model.scale_and_bias()[0].item() == pytest.approx(100.0, rel=1e-5)
+
+
+def test_siglip_has_learnable_bias():
+    model = mumo.create_model("siglip_vit_tiny", seed=0)
+    scale, bias = model.scale_and_bias()
+    assert scale.item() == pytest.approx(10.0, rel=1e-5) and bias.item() == -10.0
+    out = model(*tiny_batch(model.config))
+    torch.testing.assert_close(out.logits_per_image, 10.0 * out.image_embeds @ out.text_embeds.T - 10.0)
+
+
+@pytest.mark.parametrize("name", ["clip_vit_tiny", "clip_vit_tiny_bidir"])
+def test_text_padding_does_not_change_embeddings(name):
+    model = mumo.create_model(name, seed=0).eval()
+    ids = torch.tensor([[1, 9, 17, 33, 2]])
+    short = model.encode_text(ids, torch.ones_like(ids))
+    padded_ids = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], dim=1)
+    padded_ids[0, 6] = 50  # garbage under the padding must be ignored too
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0, 0, 0]])
+    torch.testing.assert_close(model.encode_text(padded_ids, mask), short, atol=1e-6, rtol=1e-5)
+
+
+def test_pooled_fast_path_equals_full_features():
+    model = mumo.create_model("clip_vit_tiny", seed=0).eval()
+    images, ids, mask = tiny_batch(model.config)
+    tokens = model.visual.forward_features(images)  # every token through every block
+    torch.testing.assert_close(model.visual(images), tokens[:, 0], atol=1e-6, rtol=1e-5)
+    text_tokens = model.text.forward_features(ids, mask)
+    last = mask.sum(1) - 1
+    torch.testing.assert_close(
+        model.text(ids, mask), text_tokens[torch.arange(3), last], atol=1e-6, rtol=1e-5
+    )
+
+
+def test_mask_inferred_from_pad_id():
+    model = mumo.create_model("clip_vit_tiny", seed=0).eval()
+    images, ids, mask = tiny_batch(model.config)
+    torch.testing.assert_close(model.encode_text(ids), model.encode_text(ids, mask))
+
+
+def test_too_long_text_is_refused():
+    model = mumo.create_model("clip_vit_tiny", seed=0)
+    with pytest.raises(ValueError, match="context_length"):
+        model.encode_text(torch.ones(1, 17, dtype=torch.long))
+
+
+def test_conv_encoder_shapes():
+    model = mumo.create_model("clip_conv_tiny", seed=0)
+    images = torch.randn(2, 3, 32, 32)
+    assert model.visual.forward_features(images).shape == (2, 64, 32)  # 32 px / 2**2 = 8x8 grid
+    assert model.visual(images).shape == (2, 32)
+
+
+def test_save_load_gives_identical_outputs(tmp_path):
+    model = mumo.create_model("clip_vit_tiny_bidir", seed=0).eval()
+    tok = mumo.Tokenizer.train(["a red circle", "a blue star"] * 10, vocab_size=300, context_length=16)
+    mumo.save_pretrained(model, tmp_path / "ckpt", tokenizer=tok)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ]
+    again = mumo.load_pretrained(tmp_path / "ckpt").eval()
+    images, ids, mask = tiny_batch(model.config)
+    a, b = model(images, ids, mask), again(images, ids, mask)
+    assert torch.equal(a.image_embeds, b.image_embeds) and torch.equal(a.text_embeds, b.text_embeds)
+    tok2 = mumo.Tokenizer.load(tmp_path / "ckpt", context_length=16)
+    assert torch.equal(tok2.encode("a red star").input_ids, tok.encode("a red star").input_ids)
+
+
+def test_load_reports_mismatched_weights(tmp_path):
+    mumo.save_pretrained(mumo.create_model("clip_vit_tiny"), tmp_path)
+    other = mumo.get_model_config("clip_vit_tiny", **{"text.depth": 1, "vision.embed_dim": 64})
+    (tmp_path / "config.json").write_text(__import__("json").dumps(other.to_dict()))
+    with pytest.raises(CheckpointError, match=r"unexpected \['text.transformer.blocks.1"):
+        mumo.load_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="no config.json"):
+        mumo.load_pretrained(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("ours, theirs", [("clip_vit_b32", "ViT-B-32"), ("clip_vit_b16", "ViT-B-16")])
+def test_parameter_counts_equal_open_clip(ours, theirs):
+    open_clip = pytest.importorskip("open_clip")
+    with torch.device("meta"):
+        ref = open_clip.create_model(theirs, pretrained=None, device="meta")
+        model = mumo.create_model(ours)
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    assert count(model) == count(ref)
+    assert count(model) == {"clip_vit_b32": 151_277_313, "clip_vit_b16": 149_620_737}[ours]
+    assert math.isclose(model.config.init_logit_scale, math.log(1 / 0.07))
