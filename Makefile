@@ -20,6 +20,7 @@ demo: $(VENV)/.installed
 	$(PY) -m mumo demo
 
 test: $(VENV)/.installed-dev
+	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed-dev

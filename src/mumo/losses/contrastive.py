@@ -20,9 +20,10 @@ from torch.utils.checkpoint import checkpoint
 def gather_features(features: Tensor, rank: int, world_size: int, gather_with_grad: bool = False) -> Tensor:
     """All-gather (B, E) features from every rank into (N, E), ordered by rank.
 
-    With ``gather_with_grad`` the gradient flows back to every rank's features (exact for ``local_loss``);
-    otherwise only the local slice keeps its gradient, which is exact when every rank computes the full
-    (N, N) loss.
+    With ``gather_with_grad`` the gradient flows back to every rank's features, so once DDP averages the
+    ranks' gradients they equal the single-process gradient on the global batch. Without it only the
+    local slice keeps its gradient and the averaged gradient is 1 / world_size of that (OpenCLIP's
+    default; Adam-style optimizers barely notice, SGD sees a smaller learning rate).
     """
     if world_size == 1:
         return features
@@ -137,16 +138,17 @@ class ClipLoss(nn.Module):
 
     Args:
         local_loss: each rank scores its B rows against all N columns ((B, N) logits); otherwise every
-            rank builds the full (N, N) logits. Both give the single-process loss on the global batch.
-        gather_with_grad: all-gather with gradient (needed for exact gradients with ``local_loss``).
+            rank builds the full (N, N) logits. The mean over ranks is the single-process loss either way.
+        gather_with_grad: all-gather with gradient, so DDP-averaged gradients equal the single-process
+            gradient (see :func:`gather_features`).
         rank, world_size: this process's place; world_size 1 needs no process group.
         chunk_size: rows per chunk (see :func:`row_cross_entropy`); None: no chunking.
     """
 
     def __init__(
         self,
-        local_loss: bool = False,
-        gather_with_grad: bool = False,
+        local_loss: bool = True,
+        gather_with_grad: bool = True,
         rank: int = 0,
         world_size: int = 1,
         chunk_size: int | None = None,
