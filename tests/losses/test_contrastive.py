@@ -120,3 +120,23 @@ def test_siglip_chunked_equals_full():
 def test_many_processes_need_a_process_group():
     with pytest.raises(RuntimeError, match="torchrun"):
         ClipLoss(world_size=2)(IMG, TXT, 1.0)
+
+
+def test_chunked_loss_never_keeps_the_full_logits_for_backward():
+    n, chunk = 32, 4
+    a = F.normalize(torch.randn(n, 8), dim=-1).requires_grad_()
+    b = F.normalize(torch.randn(n, 8), dim=-1).requires_grad_()
+    saved: list[int] = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        ClipLoss(chunk_size=chunk)(a, b, 10.0).backward()
+    # what is kept: the (N, E) embeddings and (chunk, N) blocks while one is rebuilt, never (N, N) logits
+    assert max(saved) <= max(chunk * n, n * 8) < n * n
+    saved.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        ClipLoss()(a, b, 10.0).backward()
+    assert max(saved) == n * n  # without chunking the full logits are kept, as expected
