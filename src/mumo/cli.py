@@ -55,8 +55,7 @@ def info(model: str = typer.Argument(..., help="registered name or config.json p
     """Print a model's config as JSON and its parameter count."""
     config = mumo.get_model_config(model)
     print(json.dumps(config.to_dict(), indent=2))
-    if not Path(model).exists():
-        console.print(f"parameters: {_num_params(model):,}")
+    console.print(f"parameters: {_num_params(model):,}")
 
 
 @app.command()

@@ -45,6 +45,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         loss.backward()
         result.update(siglip_loss=loss.detach().reshape(1), siglip_gimg=img.grad, siglip_gtxt=txt.grad)
         save_file(result, f"{out_dir}/rank{rank}.safetensors")
+        dist.barrier()  # no rank tears the group down while another still talks to it
     finally:
         dist.destroy_process_group()
 

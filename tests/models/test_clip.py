@@ -128,6 +128,8 @@ def test_save_load_gives_identical_outputs(tmp_path):
     images, ids, mask = tiny_batch(model.config)
     a, b = model(images, ids, mask), again(images, ids, mask)
     assert torch.equal(a.image_embeds, b.image_embeds) and torch.equal(a.text_embeds, b.text_embeds)
+    # the checkpoint's config.json is itself a model description create_model accepts
+    assert mumo.create_model(tmp_path / "ckpt" / "config.json").config == model.config
     tok2 = mumo.Tokenizer.load(tmp_path / "ckpt", context_length=16)
     assert torch.equal(tok2.encode("a red star").input_ids, tok.encode("a red star").input_ids)
 

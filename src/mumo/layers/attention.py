@@ -135,7 +135,8 @@ class SelfAttention(nn.Module):
             is_causal: apply a causal mask (bottom-right aligned when a cache holds earlier keys).
             kv_cache: keys and values of earlier positions; updated in place with this call's.
             select: (B,) positions whose outputs are wanted; queries are computed for those only
-                and the result is (B, 1, C). Keys and values still come from every position.
+                and the result is (B, 1, C). Keys and values still come from every position; ``mask``
+                must then be a key mask, (B|1, 1, 1, S).
 
         Returns:
             (B, T, C), or (B, 1, C) with ``select``.

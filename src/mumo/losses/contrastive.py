@@ -33,13 +33,34 @@ def gather_features(features: Tensor, rank: int, world_size: int, gather_with_gr
             "or set world_size=1"
         )
     if gather_with_grad:
-        import torch.distributed.nn.functional as dist_nn  # imported here: it needs a distributed build
-
-        return torch.cat(dist_nn.all_gather(features), dim=0)
+        return _AllGatherWithGrad.apply(features, rank, world_size)
     parts = [torch.empty_like(features) for _ in range(world_size)]
     dist.all_gather(parts, features.detach().contiguous())
     parts[rank] = features
     return torch.cat(parts, dim=0)
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """All-gather whose backward gives each rank the sum over ranks of the gradient w.r.t. its slice."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, rank: int, world_size: int) -> Tensor:
+        ctx.rank, ctx.world_size = rank, world_size  # type: ignore[attr-defined]
+        out = x.new_empty((world_size * x.shape[0], *x.shape[1:]))
+        dist.all_gather_into_tensor(out, x.contiguous())
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None]:
+        rank, world = ctx.rank, ctx.world_size  # type: ignore[attr-defined]
+        b = grad.shape[0] // world
+        if dist.get_backend() == "nccl":
+            local = grad.new_empty((b, *grad.shape[1:]))
+            dist.reduce_scatter_tensor(local, grad.contiguous())
+            return local, None, None
+        total = grad.contiguous().clone()  # gloo has no reduce-scatter: all-reduce, keep our slice
+        dist.all_reduce(total)
+        return total[rank * b : (rank + 1) * b], None, None
 
 
 def _ce_block(rows: Tensor, cols: Tensor, scale: Tensor, labels: Tensor) -> Tensor:

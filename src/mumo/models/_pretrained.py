@@ -56,9 +56,7 @@ def load_pretrained(directory: str | Path, map_location: str | torch.device = "c
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (directory / name).is_file():
             raise CheckpointError(f"{directory} has no {name}; is it a folder written by save_pretrained?")
-    data = json.loads((directory / CONFIG_NAME).read_text())
-    data.pop("mumo_version", None)
-    model = build_model(config_from_dict(data))
+    model = build_model(config_from_dict(json.loads((directory / CONFIG_NAME).read_text())))
     state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))

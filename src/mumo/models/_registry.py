@@ -47,7 +47,8 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a config from its ``to_dict()`` form, using its ``model_type`` tag."""
+    """Rebuild a config from its ``to_dict()`` form (or a checkpoint's config.json), by ``model_type``."""
+    data = {k: v for k, v in data.items() if k != "mumo_version"}  # provenance, not a field
     model_type = data.get("model_type")
     if model_type not in _ARCHITECTURES:
         known = ", ".join(sorted(_ARCHITECTURES))

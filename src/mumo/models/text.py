@@ -104,7 +104,8 @@ class TextTransformer(nn.Module):
         x = x + self.pos_embed[:, : x.shape[1]]
         # Under a causal mask, right padding sits after every real token and cannot reach them, so the
         # padding mask is only needed otherwise; leaving it out keeps SDPA on its fastest kernel.
-        needs_mask = not (c.causal and _is_right_padded(attention_mask))
+        padded = not bool(attention_mask.all())
+        needs_mask = padded and not (c.causal and _is_right_padded(attention_mask))
         mask = padding_mask(attention_mask) if needs_mask else None
         return x, attention_mask, mask
 
