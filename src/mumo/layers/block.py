@@ -5,6 +5,8 @@ x = x + attn(norm(x));  [x = x + cross_attn(norm(x), context)];  x = x + mlp(nor
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from torch import Tensor, nn
 
 from mumo.layers.attention import CrossAttention, KVCache, SelfAttention
@@ -74,8 +76,36 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class TransformerSpec(Protocol):
+    """What a tower config tells a :class:`Transformer` (vision and text configs both qualify)."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float
+    mlp_type: MlpType
+    norm_type: NormType
+    norm_eps: float
+    qkv_bias: bool
+
+
 class Transformer(nn.Module):
     """A stack of ``depth`` identical :class:`Block` s (arguments as for Block)."""
+
+    @classmethod
+    def from_spec(cls, spec: TransformerSpec, **block_kwargs: object) -> Transformer:
+        """The stack a tower config describes."""
+        return cls(
+            spec.embed_dim,
+            spec.depth,
+            spec.num_heads,
+            mlp_ratio=spec.mlp_ratio,
+            mlp_type=spec.mlp_type,
+            norm_type=spec.norm_type,
+            norm_eps=spec.norm_eps,
+            qkv_bias=spec.qkv_bias,
+            **block_kwargs,
+        )
 
     def __init__(self, dim: int, depth: int, num_heads: int, **block_kwargs: object) -> None:
         super().__init__()

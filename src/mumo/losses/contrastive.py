@@ -10,6 +10,8 @@ recomputed in the backward pass, so no more than (chunk_size, N) logits exist at
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -63,7 +65,21 @@ class _AllGatherWithGrad(torch.autograd.Function):
         return total[rank * b : (rank + 1) * b], None, None
 
 
-def _ce_block(rows: Tensor, cols: Tensor, scale: Tensor, labels: Tensor) -> Tensor:
+def _sum_in_chunks(
+    block: Callable[..., Tensor], rows: Tensor, labels: Tensor, *shared: Tensor, chunk_size: int | None
+) -> Tensor:
+    """``block(rows, labels, *shared)`` summed over chunks of ``chunk_size`` rows, each chunk rebuilt in
+    the backward pass (activation checkpointing) so that only one chunk's logits exist at a time."""
+    if chunk_size is None or chunk_size >= rows.shape[0]:
+        return block(rows, labels, *shared)
+    total = rows.new_zeros(())
+    for start in range(0, rows.shape[0], chunk_size):
+        end = start + chunk_size
+        total = total + checkpoint(block, rows[start:end], labels[start:end], *shared, use_reentrant=False)
+    return total
+
+
+def _ce_block(rows: Tensor, labels: Tensor, cols: Tensor, scale: Tensor) -> Tensor:
     return F.cross_entropy(scale * rows @ cols.T, labels, reduction="sum")
 
 
@@ -73,18 +89,10 @@ def row_cross_entropy(
     """Sum over rows of cross-entropy of ``scale * rows @ cols.T`` (M, N) against ``labels`` (M,).
 
     With ``chunk_size`` the (M, N) logits are built ``chunk_size`` rows at a time and rebuilt in the
-    backward pass (activation checkpointing), so peak memory is (chunk_size, N).
+    backward pass, so peak memory is (chunk_size, N).
     """
     scale = torch.as_tensor(scale, dtype=rows.dtype, device=rows.device)
-    if chunk_size is None or chunk_size >= rows.shape[0]:
-        return _ce_block(rows, cols, scale, labels)
-    total = rows.new_zeros(())
-    for start in range(0, rows.shape[0], chunk_size):
-        end = start + chunk_size
-        total = total + checkpoint(
-            _ce_block, rows[start:end], cols, scale, labels[start:end], use_reentrant=False
-        )
-    return total
+    return _sum_in_chunks(_ce_block, rows, labels, cols, scale, chunk_size=chunk_size)
 
 
 def info_nce(
@@ -197,14 +205,11 @@ class ClipLoss(nn.Module):
         return (loss_i + loss_t) / (2 * labels.shape[0])
 
 
-def _sigmoid_block(
-    rows: Tensor, cols: Tensor, scale: Tensor, bias: Tensor, positive_offset: Tensor
-) -> Tensor:
+def _sigmoid_block(rows: Tensor, positives: Tensor, cols: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
+    """Sigmoid loss of (M, E) rows against (N, E) columns; row i's positive is column ``positives[i]``."""
     logits = scale * rows @ cols.T + bias  # (M, N)
-    m, n = logits.shape
-    signs = -torch.ones(m, n, dtype=logits.dtype, device=logits.device)
-    rows_idx = torch.arange(m, device=logits.device)
-    signs[rows_idx, rows_idx + positive_offset] = 1.0
+    signs = torch.full_like(logits, -1.0)
+    signs[torch.arange(rows.shape[0], device=rows.device), positives] = 1.0
     return -F.logsigmoid(signs * logits).sum()
 
 
@@ -239,15 +244,8 @@ class SigLipLoss(nn.Module):
         texts = gather_features(text_embeds, self.rank, self.world_size, self.gather_with_grad)
         scale = torch.as_tensor(logit_scale, dtype=image_embeds.dtype, device=image_embeds.device)
         bias = torch.as_tensor(logit_bias, dtype=image_embeds.dtype, device=image_embeds.device)
-        chunk = self.chunk_size or b
-        total = image_embeds.new_zeros(())
-        for start in range(0, b, chunk):
-            offset = torch.tensor(self.rank * b + start, device=image_embeds.device)
-            rows = image_embeds[start : start + chunk]
-            if chunk >= b:
-                total = total + _sigmoid_block(rows, texts, scale, bias, offset)
-            else:
-                total = total + checkpoint(
-                    _sigmoid_block, rows, texts, scale, bias, offset, use_reentrant=False
-                )
+        positives = torch.arange(b, device=image_embeds.device) + self.rank * b
+        total = _sum_in_chunks(
+            _sigmoid_block, image_embeds, positives, texts, scale, bias, chunk_size=self.chunk_size
+        )
         return total / b

@@ -68,16 +68,7 @@ class TextTransformer(nn.Module):
             self.pos_embed = nn.Parameter(torch.zeros(1, n, c.embed_dim))
         else:
             self.register_buffer("pos_embed", sincos_1d(torch.arange(n), c.embed_dim)[None], persistent=False)
-        self.transformer = Transformer(
-            c.embed_dim,
-            c.depth,
-            c.num_heads,
-            mlp_ratio=c.mlp_ratio,
-            mlp_type=c.mlp_type,
-            norm_type=c.norm_type,
-            norm_eps=c.norm_eps,
-            qkv_bias=c.qkv_bias,
-        )
+        self.transformer = Transformer.from_spec(c)
         self.norm = build_norm(c.norm_type, c.embed_dim, c.norm_eps)
 
     @property

@@ -84,16 +84,7 @@ class VisionTransformer(nn.Module):
                 table = torch.cat([torch.zeros(1, c.embed_dim), table])
             self.register_buffer("pos_embed", table[None], persistent=False)
         self.norm_pre = build_norm(c.norm_type, c.embed_dim, c.norm_eps) if c.norm_pre else nn.Identity()
-        self.transformer = Transformer(
-            c.embed_dim,
-            c.depth,
-            c.num_heads,
-            mlp_ratio=c.mlp_ratio,
-            mlp_type=c.mlp_type,
-            norm_type=c.norm_type,
-            norm_eps=c.norm_eps,
-            qkv_bias=c.qkv_bias,
-        )
+        self.transformer = Transformer.from_spec(c)
         self.norm = build_norm(c.norm_type, c.embed_dim, c.norm_eps)
 
     @property
