@@ -49,6 +49,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(repr(a) for a in args)}")
         return value
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -62,6 +66,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
         return tp.from_dict(value, where=where)
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -99,6 +108,8 @@ class Config:
                 value = value.to_dict()
             elif isinstance(value, tuple):
                 value = list(value)
+            elif isinstance(value, dict):
+                value = dict(value)
             out[f.name] = value
         return out
 
@@ -133,6 +144,9 @@ def _set_dotted(tree: dict[str, Any], path: list[str], value: Any, cls: type[Con
                 _set_dotted(tree[head], k.split("."), v, sub)
         else:
             tree[head] = value.to_dict() if isinstance(value, Config) else value
+        return
+    if typing.get_origin(sub) is dict or sub is dict:  # a free-form mapping: the rest of the path is one key
+        tree[head] = {**(tree[head] or {}), ".".join(path[1:]): value}
         return
     if not _is_config_type(sub):
         raise ConfigError(f"{cls.__name__}.{head} is not a nested config; cannot set {'.'.join(path)!r}")

@@ -1,0 +1,51 @@
+"""Turn a list of samples (``{"image": (3, H, W), "caption": str}``) into a training batch.
+
+Batch keys: ``images`` (B, 3, H, W) float normalised, ``input_ids`` (B, T), ``attention_mask`` (B, T),
+``skipped`` (samples that could not be read, with their paths and reasons), ``num_truncated``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from mumo.data.tokenizer import Tokenizer
+
+
+class ImageTextCollate:
+    """Stacks images, tokenizes captions and sets unreadable samples aside.
+
+    Args:
+        tokenizer: encodes the captions (to its ``context_length``).
+        mean, std: per-channel normalisation applied to images in [0, 1]; None leaves images as they are
+            (for transforms that normalise already).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1) if mean is not None else None
+        self.std = torch.tensor(std).view(1, -1, 1, 1) if std is not None else None
+
+    def __call__(self, samples: list[Any]) -> dict[str, Any]:
+        good = [s for s in samples if isinstance(s, dict)]
+        skipped = [s for s in samples if not isinstance(s, dict)]
+        if not good:
+            return {"images": None, "skipped": skipped, "num_truncated": 0}
+        images = torch.stack([s["image"] for s in good])
+        if self.mean is not None and self.std is not None:
+            images = (images - self.mean) / self.std
+        tokens = self.tokenizer.encode([s["caption"] for s in good])
+        return {
+            "images": images,
+            "input_ids": tokens.input_ids,
+            "attention_mask": tokens.attention_mask,
+            "skipped": skipped,
+            "num_truncated": tokens.num_truncated,
+        }

@@ -1,0 +1,194 @@
+"""Training checkpoints: a folder per step, written atomically and verified on load.
+
+    <out_dir>/checkpoints/step_000200/
+        config.json  model.safetensors  tokenizer.json    (a loadable model folder, see save_pretrained)
+        trainer_state.safetensors                         (optimizer tensors, RNG states)
+        trainer_state.json                                (step, scheduler, optimizer hyper-parameters)
+        manifest.json                                     (size and SHA-256 of every file; written last)
+
+A checkpoint is written into a hidden temporary folder, every file is fsync'ed, and the folder is renamed
+into place, so a crash (even ``kill -9``) leaves either the whole checkpoint or none. On load the manifest
+is checked; a truncated or altered checkpoint is reported and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mumo.data.tokenizer import Tokenizer
+from mumo.errors import CheckpointError
+from mumo.models import load_pretrained, save_pretrained
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+STATE_TENSORS = "trainer_state.safetensors"
+STATE_JSON = "trainer_state.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    for idx, entry in meta["scalars"].items():
+        state.setdefault(int(idx), {}).update(entry)
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def save_checkpoint(
+    out_dir: str | Path,
+    step: int,
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    extra: dict[str, Any] | None = None,
+    keep: int = 2,
+) -> Path:
+    """Write the checkpoint of ``step`` atomically under ``out_dir/checkpoints``; keep the newest ``keep``."""
+    root = Path(out_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:06d}"
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_pretrained(model, tmp, tokenizer=tokenizer)
+    tensors, optim_meta = _optimizer_to_files(optimizer)
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    save_file(tensors, str(tmp / STATE_TENSORS))
+    meta = {"step": step, "optimizer": optim_meta, "scheduler": scheduler.state_dict(), **(extra or {})}
+    (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2))
+    files = sorted(p for p in tmp.iterdir() if p.is_file())
+    manifest = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    for p in tmp.iterdir():
+        _fsync(p)
+    _fsync(tmp)
+    if final.exists():  # a re-run of the same step replaces it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync(root)
+    for old in list_checkpoints(out_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(out_dir: str | Path) -> list[Path]:
+    """Checkpoint folders of a run, oldest first (temporary folders of interrupted saves excluded)."""
+    root = Path(out_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Raise :class:`CheckpointError` unless every file in the manifest is there, whole and unchanged."""
+    path = Path(path)
+    if not (path / MANIFEST).is_file():
+        raise CheckpointError(f"{path} has no {MANIFEST}: it was not completely written")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path / MANIFEST} is not valid JSON ({e})") from e
+    for name, entry in manifest.items():
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"{path} is missing {name}")
+        if f.stat().st_size != entry["bytes"]:
+            raise CheckpointError(f"{f} has {f.stat().st_size} bytes, expected {entry['bytes']} (truncated?)")
+        if _sha256(f) != entry["sha256"]:
+            raise CheckpointError(f"{f} does not match its checksum (corrupted)")
+
+
+def latest_valid_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest checkpoint that passes :func:`verify_checkpoint`; broken ones are logged and skipped."""
+    for path in reversed(list_checkpoints(out_dir)):
+        try:
+            verify_checkpoint(path)
+            return path
+        except CheckpointError as e:
+            logger.warning("skipping checkpoint: %s; trying the previous one", e)
+    return None
+
+
+def load_checkpoint(
+    path: str | Path,
+    model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    restore_rng: bool = True,
+    map_location: str = "cpu",
+) -> tuple[nn.Module, Tokenizer, dict[str, Any]]:
+    """Verify and load a checkpoint; returns (model, tokenizer, trainer state).
+
+    Args:
+        path: a checkpoint folder.
+        model: load the weights into this model (strictly); None builds a new one from config.json.
+        optimizer, scheduler: restored in place when given.
+        restore_rng: restore the saved torch (and CUDA) RNG states, as resuming a run needs.
+    """
+    path = Path(path)
+    verify_checkpoint(path)
+    if model is None:
+        model = load_pretrained(path, map_location=map_location)
+    else:
+        model.load_state_dict(load_file(str(path / "model.safetensors"), device=map_location))
+    context_length = getattr(getattr(model.config, "text", None), "context_length", 77)
+    tokenizer = Tokenizer.load(path, context_length=context_length)
+    tensors = load_file(str(path / STATE_TENSORS))
+    meta = json.loads((path / STATE_JSON).read_text())
+    if optimizer is not None:
+        optimizer.load_state_dict(_optimizer_from_files(tensors, meta["optimizer"]))
+    if scheduler is not None:
+        scheduler.load_state_dict(meta["scheduler"])
+    if restore_rng:
+        torch.set_rng_state(tensors["rng.torch"])
+        cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+        if cuda_states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda_states)
+    return model, tokenizer, meta

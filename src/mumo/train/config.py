@@ -1,0 +1,112 @@
+"""Typed training configs, loaded from YAML recipes with ``key=value`` overrides.
+
+A recipe is a YAML mapping whose keys are the fields of :class:`TrainConfig`; nested sections (``data``,
+``optim``) are mappings too. Unknown keys are errors that name the key and the closest valid one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mumo._config import Config, check
+from mumo.errors import ConfigError
+
+
+@dataclass
+class DataConfig(Config):
+    kind: Literal["shapes", "pairs"] = "shapes"  # the built-in data set, or CSV/JSONL + image folder
+    train_size: int = 100_000  # shapes: distinct training scenes (an epoch); pairs: ignored
+    val_size: int = 1000  # shapes: validation scenes for the end-of-run evaluation
+    test_size: int = 1000  # shapes: test pairs for retrieval and the compositional probe
+    image_size: int = 64  # pixels per side
+    min_objects: int = 1  # shapes: fewest objects per scene
+    max_objects: int = 3  # shapes: most objects per scene
+    seed: int = 0  # seed of the data set itself (scenes, held-out combinations)
+    path: str | None = None  # pairs: training annotations (CSV or JSONL)
+    image_root: str | None = None  # pairs: folder the image paths are relative to (default: the file's)
+    num_workers: int = 0  # DataLoader worker processes
+    tokenizer_vocab_size: int = 1000  # BPE vocabulary learned from training captions
+    tokenizer_samples: int = 20_000  # training captions the tokenizer learns from
+
+    def validate(self) -> None:
+        check(self.train_size > 0 and self.val_size >= 0 and self.test_size >= 0, "data sizes must be >= 0")
+        check(1 <= self.min_objects <= self.max_objects <= 3, "need 1 <= data.min_objects <= max_objects <= 3")
+        check(self.kind != "pairs" or self.path is not None, "data.kind='pairs' needs data.path=FILE")
+        check(self.num_workers >= 0, "data.num_workers must be >= 0")
+
+
+@dataclass
+class OptimConfig(Config):
+    lr: float = 1e-3  # peak learning rate after warmup
+    weight_decay: float = 0.1  # AdamW decay on weight matrices (never norms, biases, embeddings, temperature)
+    betas: tuple[float, ...] = (0.9, 0.98)  # AdamW betas
+    eps: float = 1e-6  # AdamW epsilon
+    warmup_steps: int = 100  # linear warmup from 0
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
+    grad_clip: float | None = 1.0  # clip the global gradient norm; None: no clipping
+    grad_accum: int = 1  # micro-batches per optimizer step
+
+    def validate(self) -> None:
+        check(self.lr > 0, f"optim.lr must be positive, got {self.lr}")
+        check(len(self.betas) == 2, "optim.betas needs two numbers")
+        check(self.warmup_steps >= 0 and self.grad_accum >= 1, "optim.warmup_steps >= 0, grad_accum >= 1")
+        check(0.0 <= self.min_lr_ratio <= 1.0, "optim.min_lr_ratio must be in [0, 1]")
+
+
+@dataclass
+class TrainConfig(Config):
+    model: str = "clip_conv_small_64"  # registered model name or config.json path
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"text.depth": 2}
+    loss: Literal["clip", "siglip"] = "clip"  # contrastive objective
+    loss_weights: dict[str, float] = field(default_factory=dict)  # weight per task loss; missing = 1
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    batch_size: int = 128  # samples per micro-batch
+    max_steps: int = 1000  # optimizer steps in the run
+    seed: int = 0  # seed of weights and data order
+    out_dir: str = "runs/run"  # where checkpoints, metrics and the report go
+    log_every: int = 10  # optimizer steps between metric lines
+    checkpoint_every: int = 200  # optimizer steps between checkpoints (and one at the end)
+    keep_checkpoints: int = 2  # newest checkpoints kept; older ones are deleted
+    threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    device: str = "cpu"  # 'cpu' or 'cuda'
+    evaluate: bool = True  # evaluate on the test splits at the end
+    tensorboard: bool = True  # also write TensorBoard event files
+
+    def validate(self) -> None:
+        check(self.batch_size >= 2, "batch_size must be at least 2 (a contrastive loss needs negatives)")
+        check(self.max_steps >= 1, "max_steps must be at least 1")
+        check(self.log_every >= 1 and self.checkpoint_every >= 1, "log_every and checkpoint_every must be >= 1")
+        check(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["optim.lr=3e-4", "data.kind=shapes"]`` -> ``{"optim.lr": 0.0003, ...}``; values are read as YAML."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not key=value (for example optim.lr=3e-4)")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """A :class:`TrainConfig` from a YAML recipe (None: defaults) with ``key=value`` overrides applied."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"recipe {path} is not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"recipe {path} must be a mapping of keys to values")
+    config = TrainConfig.from_dict(data)
+    return config.replace(parse_overrides(overrides or [])) if overrides else config

@@ -1,0 +1,54 @@
+"""AdamW with parameter groups and a cosine schedule with linear warmup."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mumo.train.config import OptimConfig
+
+# Parameters that are scales, offsets or lookup tables: decaying them toward zero only hurts.
+_NO_DECAY_NAMES = ("pos_embed", "cls_token", "token_embed", "logit_scale", "logit_bias")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: weight matrices with ``weight_decay``; norms, biases, embeddings and the
+    temperature without. Frozen parameters are left out."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2 or any(key in name for key in _NO_DECAY_NAMES):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`."""
+    return torch.optim.AdamW(
+        param_groups(model, config.weight_decay), lr=config.lr, betas=tuple(config.betas), eps=config.eps
+    )
+
+
+def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> float:
+    """Learning-rate multiplier at ``step``: linear from 0 to 1 over warmup, then cosine to ``min_lr_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step LambdaLR following :func:`cosine_with_warmup`."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_with_warmup(s, config.warmup_steps, total_steps, config.min_lr_ratio)
+    )

@@ -1,0 +1,232 @@
+"""The training loop: one loop for every Task, resumable to the bit.
+
+setup (data, tokenizer, model, task, optimizer, schedule; or all of it from the newest valid checkpoint)
+-> for each optimizer step: ``grad_accum`` micro-batches -> weighted sum of the task's losses -> backward
+-> clip -> AdamW -> schedule; log; checkpoint every ``checkpoint_every`` steps
+-> final checkpoint, model folder ``final/``, evaluation, ``metrics.json``.
+
+Determinism: weights come from ``seed``; batch ``g`` of the run is fixed by (seed, g) through
+:class:`~mumo.data.sampler.ResumableBatchSampler`; scenes of the built-in data depend only on their index;
+optimizer, schedule and RNG states are checkpointed. So on CPU a run killed at any moment and resumed ends
+with the same weights, bit for bit, as a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader, Dataset
+
+from mumo.data.collate import ImageTextCollate
+from mumo.data.sampler import ResumableBatchSampler
+from mumo.data.tokenizer import Tokenizer
+from mumo.models import create_model, save_pretrained
+from mumo.train.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from mumo.train.config import TrainConfig
+from mumo.train.optim import build_optimizer, build_scheduler
+from mumo.train.tasks import ContrastiveTask
+
+logger = logging.getLogger(__name__)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class _MetricsLog:
+    """metrics.jsonl (always) and TensorBoard (when asked); on resume, lines past the checkpoint go."""
+
+    def __init__(self, out_dir: Path, resume_step: int, tensorboard: bool) -> None:
+        self.path = out_dir / "metrics.jsonl"
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # optional: imported only when used
+
+            self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step + 1)
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+class Trainer:
+    """Runs a :class:`TrainConfig` end to end.
+
+    Args:
+        config: the run.
+        resume: continue from the newest valid checkpoint in ``config.out_dir`` (a fresh start if none).
+        progress: show a progress bar.
+        build_data: ``(config) -> (train dataset, tokenizer texts, image mean, image std)``; defaults to
+            :func:`mumo.train.data.build_train_data`.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        resume: bool = False,
+        progress: bool = True,
+        build_data: Callable[[TrainConfig], tuple[Dataset, list[str], Any, Any]] | None = None,
+    ) -> None:
+        from mumo.train.data import build_train_data
+
+        self.config = c = config
+        self.out_dir = Path(c.out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        if c.threads:
+            torch.set_num_threads(c.threads)
+        self.device = torch.device(c.device)
+        self.dataset, tokenizer_texts, mean, std = (build_data or build_train_data)(c)
+
+        checkpoint = latest_valid_checkpoint(self.out_dir) if resume else None
+        if checkpoint is not None:
+            tokenizer = Tokenizer.load(checkpoint)
+        else:
+            tokenizer = Tokenizer.train(tokenizer_texts, vocab_size=c.data.tokenizer_vocab_size)
+        overrides = {**c.model_overrides, "text.vocab_size": tokenizer.vocab_size}
+        if c.data.image_size:
+            overrides["vision.image_size"] = c.data.image_size
+        self.model = create_model(c.model, seed=c.seed, **overrides).to(self.device)
+        tokenizer.context_length = self.model.config.text.context_length
+        self.tokenizer = tokenizer
+        self.task = ContrastiveTask(self.model, loss=c.loss)
+        self.optimizer = build_optimizer(self.model, c.optim)
+        self.scheduler = build_scheduler(self.optimizer, c.optim, c.max_steps)
+        self.step = 0
+        if checkpoint is not None:
+            _, _, state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
+            self.step = state["step"]
+            logger.info("resuming %s at step %d", checkpoint, self.step)
+        self.collate = ImageTextCollate(tokenizer, mean, std)
+        self.skipped: list[Any] = []
+        _write_json_atomic(self.out_dir / "train_config.json", c.to_dict())
+
+    def _loader(self) -> DataLoader:
+        c = self.config
+        sampler = ResumableBatchSampler(
+            len(self.dataset), c.batch_size, seed=c.seed, start=self.step * c.optim.grad_accum
+        )
+        return DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            collate_fn=self.collate,
+            num_workers=c.data.num_workers,
+            persistent_workers=c.data.num_workers > 0,
+        )
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def _train_step(self, batches: Any) -> dict[str, float]:
+        c = self.config
+        self.model.train()
+        totals: dict[str, float] = {}
+        samples = 0
+        for _ in range(c.optim.grad_accum):
+            batch = next(batches)
+            self.skipped.extend(batch["skipped"])
+            if batch["images"] is None:
+                continue
+            batch = self._to_device(batch)
+            losses = self.task.training_forward(batch)
+            loss = sum(c.loss_weights.get(k, 1.0) * v for k, v in losses.items())
+            (loss / c.optim.grad_accum).backward()
+            samples += batch["images"].shape[0]
+            for k, v in losses.items():
+                totals[f"loss/{k}"] = totals.get(f"loss/{k}", 0.0) + v.item() / c.optim.grad_accum
+            totals["loss"] = totals.get("loss", 0.0) + loss.item() / c.optim.grad_accum
+        if c.optim.grad_clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.optim.grad_clip)
+            totals["grad_norm"] = norm.item()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if not math.isfinite(totals.get("loss", 0.0)):
+            raise FloatingPointError(
+                f"loss is {totals['loss']} at step {self.step + 1}; lower optim.lr or raise optim.warmup_steps"
+            )
+        totals["samples"] = samples
+        return totals
+
+    def _checkpoint(self) -> Path:
+        return save_checkpoint(
+            self.out_dir,
+            self.step,
+            self.model,
+            self.tokenizer,
+            self.optimizer,
+            self.scheduler,
+            extra={"data_position": self.step * self.config.optim.grad_accum, "config": self.config.to_dict()},
+            keep=self.config.keep_checkpoints,
+        )
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``max_steps`` (from the resumed step), then save and evaluate; returns the metrics."""
+        c = self.config
+        log = _MetricsLog(self.out_dir, self.step, c.tensorboard)
+        batches = iter(self._loader())
+        window_start, window_samples = time.perf_counter(), 0
+        columns = [
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeRemainingColumn(),
+        ]
+        with Progress(*columns, disable=not self.progress, transient=False) as bar:
+            task_id = bar.add_task("train", total=c.max_steps, completed=self.step, status="")
+            while self.step < c.max_steps:
+                values = self._train_step(batches)
+                self.step += 1
+                window_samples += int(values.pop("samples"))
+                if self.step % c.log_every == 0 or self.step == c.max_steps:
+                    elapsed = time.perf_counter() - window_start
+                    values["samples_per_s"] = window_samples / max(elapsed, 1e-9)
+                    values["lr"] = self.scheduler.get_last_lr()[0]
+                    values.update(self.task.metrics())
+                    log.write(self.step, values)
+                    status = f"loss {values['loss']:.3f}  lr {values['lr']:.2e}  {values['samples_per_s']:.0f} samples/s"
+                    bar.update(task_id, status=status)
+                    window_start, window_samples = time.perf_counter(), 0
+                bar.update(task_id, completed=self.step)
+                if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
+                    self._checkpoint()
+        log.close()
+        final = save_pretrained(self.model, self.out_dir / "final", tokenizer=self.tokenizer)
+        results: dict[str, Any] = {"steps": self.step, "final": str(final)}
+        if self.skipped:
+            results["skipped_images"] = [{"path": s.path, "reason": s.reason} for s in self.skipped]
+            logger.warning("%d images could not be read and were skipped: %s", len(self.skipped),
+                           ", ".join(f"{s.path} ({s.reason})" for s in self.skipped[:20]))
+        if c.evaluate:
+            from mumo.train.data import evaluate_run
+
+            results["eval"] = evaluate_run(self.model, self.tokenizer, c)
+        _write_json_atomic(self.out_dir / "metrics.json", results)
+        return results
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run ``config`` (see :class:`Trainer`); returns the final metrics."""
+    return Trainer(config, resume=resume, progress=progress).fit()

@@ -1,0 +1,46 @@
+import pytest
+
+from mumo.errors import ConfigError
+from mumo.train.config import TrainConfig, load_recipe, parse_overrides
+
+
+def test_recipe_and_overrides(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: clip_vit_tiny\nbatch_size: 32\noptim:\n  lr: 0.002\ndata:\n  train_size: 500\n")
+    c = load_recipe(recipe, ["optim.lr=3e-4", "data.max_objects=2", "model_overrides.text.depth=1", "seed=7"])
+    assert c.model == "clip_vit_tiny" and c.batch_size == 32 and c.seed == 7
+    assert c.optim.lr == pytest.approx(3e-4) and c.data.max_objects == 2 and c.data.train_size == 500
+    assert c.model_overrides == {"text.depth": 1}
+    assert TrainConfig.from_dict(c.to_dict()) == c
+
+
+@pytest.mark.parametrize(
+    "text, overrides, message",
+    [
+        ("batch_sise: 4\n", [], "unknown field 'batch_sise' — did you mean 'batch_size'"),
+        ("optim:\n  lrr: 1\n", [], r"TrainConfig.optim: unknown field 'lrr' — did you mean 'lr'"),
+        ("", ["optim.lr=fast"], "expected a number"),
+        ("", ["data.kind=video"], "is not one of"),
+        ("", ["optim.warmup=3"], "did you mean 'warmup_steps'"),
+        ("", ["batch_size"], "is not key=value"),
+        ("- a\n- b\n", [], "must be a mapping"),
+        ("a: [\n", [], "not valid YAML"),
+        ("", ["batch_size=1"], "at least 2"),
+    ],
+)
+def test_config_errors_name_the_bad_key(tmp_path, text, overrides, message):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(recipe, overrides)
+
+
+def test_missing_recipe():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_recipe("nowhere.yaml")
+
+
+def test_override_values_are_yaml():
+    assert parse_overrides(["a=1", "b=1.5", "c=true", "d=[1, 2]", "e=text", "f="]) == {
+        "a": 1, "b": 1.5, "c": True, "d": [1, 2], "e": "text", "f": None
+    }
