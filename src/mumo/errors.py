@@ -21,3 +21,7 @@ class CheckpointError(MumoError):
 
 class TokenizerError(MumoError, ValueError):
     """A tokenizer cannot be trained, loaded or used as asked."""
+
+
+class DataError(MumoError, ValueError):
+    """Input data is malformed: an annotation file, its columns, or tensors handed to a metric."""

@@ -34,8 +34,12 @@ def test_round_trip_restores_everything(tmp_path, parts):
     rng = torch.get_rng_state()
     path = save_checkpoint(tmp_path, 1, model, tok, opt, sched, extra={"data_position": 1})
     assert sorted(p.name for p in path.iterdir()) == [
-        "config.json", "manifest.json", "model.safetensors", "tokenizer.json",
-        "trainer_state.json", "trainer_state.safetensors",
+        "config.json",
+        "manifest.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "trainer_state.json",
+        "trainer_state.safetensors",
     ]
     torch.rand(5)  # move the RNG on; loading must bring it back
     model2 = mumo.create_model("clip_vit_tiny", seed=1)

@@ -42,5 +42,10 @@ def test_missing_recipe():
 
 def test_override_values_are_yaml():
     assert parse_overrides(["a=1", "b=1.5", "c=true", "d=[1, 2]", "e=text", "f="]) == {
-        "a": 1, "b": 1.5, "c": True, "d": [1, 2], "e": "text", "f": None
+        "a": 1,
+        "b": 1.5,
+        "c": True,
+        "d": [1, 2],
+        "e": "text",
+        "f": None,
     }

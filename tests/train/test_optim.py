@@ -16,8 +16,15 @@ def test_no_decay_on_norms_biases_embeddings_and_temperature():
     kept = {names[id(p)] for p in no_decay["params"]}
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert "text.transformer.blocks.0.attn.qkv.weight" in decayed and "image_proj.weight" in decayed
-    for name in ("logit_scale", "text.token_embed.weight", "text.pos_embed", "visual.cls_token",
-                 "visual.norm.weight", "visual.norm.bias", "text.transformer.blocks.0.mlp.fc1.bias"):
+    for name in (
+        "logit_scale",
+        "text.token_embed.weight",
+        "text.pos_embed",
+        "visual.cls_token",
+        "visual.norm.weight",
+        "visual.norm.bias",
+        "text.transformer.blocks.0.mlp.fc1.bias",
+    ):
         assert name in kept, name
     assert len(decayed) + len(kept) == len(list(model.parameters()))
 

@@ -1,5 +1,45 @@
 """Data: tokenizer (this issue), data sets and transforms (next ones)."""
 
+from mumo.data.shapes import (
+    COLOURS,
+    SHAPES,
+    SIZES,
+    SPLITS,
+    Scene,
+    ShapeObject,
+    ShapesConfig,
+    ShapesDataset,
+    canonical_caption,
+    captions,
+    class_index,
+    class_names,
+    generate_scene,
+    hard_negatives,
+    held_out_combinations,
+    render,
+    write_shapes,
+)
 from mumo.data.tokenizer import SPECIAL_TOKENS, TokenBatch, Tokenizer
 
-__all__ = ["SPECIAL_TOKENS", "TokenBatch", "Tokenizer"]
+__all__ = [
+    "COLOURS",
+    "SHAPES",
+    "SIZES",
+    "SPLITS",
+    "SPECIAL_TOKENS",
+    "Scene",
+    "ShapeObject",
+    "ShapesConfig",
+    "ShapesDataset",
+    "TokenBatch",
+    "Tokenizer",
+    "canonical_caption",
+    "captions",
+    "class_index",
+    "class_names",
+    "generate_scene",
+    "hard_negatives",
+    "held_out_combinations",
+    "render",
+    "write_shapes",
+]

@@ -24,9 +24,13 @@ class ResumableBatchSampler(Sampler[list[int]]):
             of ``batch_size * world_size``.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, n: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1
+    ):
         if n < batch_size * world_size:
-            raise ValueError(f"data set of {n} samples is smaller than one global batch ({batch_size * world_size})")
+            raise ValueError(
+                f"data set of {n} samples is smaller than one global batch ({batch_size * world_size})"
+            )
         self.n, self.batch_size, self.seed, self.start = n, batch_size, seed, start
         self.rank, self.world_size = rank, world_size
         self.batches_per_epoch = n // (batch_size * world_size)

@@ -34,7 +34,9 @@ class DataConfig(Config):
 
     def validate(self) -> None:
         check(self.train_size > 0 and self.val_size >= 0 and self.test_size >= 0, "data sizes must be >= 0")
-        check(1 <= self.min_objects <= self.max_objects <= 3, "need 1 <= data.min_objects <= max_objects <= 3")
+        check(
+            1 <= self.min_objects <= self.max_objects <= 3, "need 1 <= data.min_objects <= max_objects <= 3"
+        )
         check(self.kind != "pairs" or self.path is not None, "data.kind='pairs' needs data.path=FILE")
         check(self.num_workers >= 0, "data.num_workers must be >= 0")
 
@@ -80,7 +82,9 @@ class TrainConfig(Config):
     def validate(self) -> None:
         check(self.batch_size >= 2, "batch_size must be at least 2 (a contrastive loss needs negatives)")
         check(self.max_steps >= 1, "max_steps must be at least 1")
-        check(self.log_every >= 1 and self.checkpoint_every >= 1, "log_every and checkpoint_every must be >= 1")
+        check(
+            self.log_every >= 1 and self.checkpoint_every >= 1, "log_every and checkpoint_every must be >= 1"
+        )
         check(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
 
 

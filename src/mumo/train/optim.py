@@ -38,7 +38,7 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
 
 
 def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> float:
-    """Learning-rate multiplier at ``step``: linear from 0 to 1 over warmup, then cosine to ``min_lr_ratio``."""
+    """Learning-rate factor at ``step``: linear 0 -> 1 over warmup, then cosine to ``min_lr_ratio``."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)

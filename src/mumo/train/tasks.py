@@ -42,7 +42,9 @@ class ContrastiveTask(nn.Module):
         self.loss_name = loss
         if loss == "siglip":
             if model.logit_bias is None:
-                raise ValueError("the SigLIP loss needs a model with a logit bias (init_logit_bias, e.g. -10)")
+                raise ValueError(
+                    "the SigLIP loss needs a model with a logit bias (init_logit_bias, e.g. -10)"
+                )
             self.loss_fn: nn.Module = SigLipLoss(rank=rank, world_size=world_size)
         else:
             self.loss_fn = ClipLoss(rank=rank, world_size=world_size)

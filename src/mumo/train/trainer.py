@@ -50,7 +50,9 @@ class _MetricsLog:
     def __init__(self, out_dir: Path, resume_step: int, tensorboard: bool) -> None:
         self.path = out_dir / "metrics.jsonl"
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
+            kept = [
+                line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step
+            ]
             self.path.write_text("".join(line + "\n" for line in kept))
         self.tb = None
         if tensorboard:
@@ -164,7 +166,8 @@ class Trainer:
         self.scheduler.step()
         if not math.isfinite(totals.get("loss", 0.0)):
             raise FloatingPointError(
-                f"loss is {totals['loss']} at step {self.step + 1}; lower optim.lr or raise optim.warmup_steps"
+                f"loss is {totals['loss']} at step {self.step + 1}; "
+                "lower optim.lr or raise optim.warmup_steps"
             )
         totals["samples"] = samples
         return totals
@@ -177,7 +180,10 @@ class Trainer:
             self.tokenizer,
             self.optimizer,
             self.scheduler,
-            extra={"data_position": self.step * self.config.optim.grad_accum, "config": self.config.to_dict()},
+            extra={
+                "data_position": self.step * self.config.optim.grad_accum,
+                "config": self.config.to_dict(),
+            },
             keep=self.config.keep_checkpoints,
         )
 
@@ -206,7 +212,10 @@ class Trainer:
                     values["lr"] = self.scheduler.get_last_lr()[0]
                     values.update(self.task.metrics())
                     log.write(self.step, values)
-                    status = f"loss {values['loss']:.3f}  lr {values['lr']:.2e}  {values['samples_per_s']:.0f} samples/s"
+                    status = (
+                        f"loss {values['loss']:.3f}  lr {values['lr']:.2e}  "
+                        f"{values['samples_per_s']:.0f} samples/s"
+                    )
                     bar.update(task_id, status=status)
                     window_start, window_samples = time.perf_counter(), 0
                 bar.update(task_id, completed=self.step)
@@ -217,12 +226,15 @@ class Trainer:
         results: dict[str, Any] = {"steps": self.step, "final": str(final)}
         if self.skipped:
             results["skipped_images"] = [{"path": s.path, "reason": s.reason} for s in self.skipped]
-            logger.warning("%d images could not be read and were skipped: %s", len(self.skipped),
-                           ", ".join(f"{s.path} ({s.reason})" for s in self.skipped[:20]))
+            logger.warning(
+                "%d images could not be read and were skipped: %s",
+                len(self.skipped),
+                ", ".join(f"{s.path} ({s.reason})" for s in self.skipped[:20]),
+            )
         if c.evaluate:
             from mumo.train.data import evaluate_run
 
-            results["eval"] = evaluate_run(self.model, self.tokenizer, c)
+            results["eval"] = evaluate_run(self.model, self.tokenizer, c, self.out_dir)
         _write_json_atomic(self.out_dir / "metrics.json", results)
         return results
 

@@ -1,0 +1,26 @@
+"""Evaluation: pure metrics on embeddings, and thin wrappers that embed with a model first."""
+
+from mumo.eval.compositional import compositional_probe, compositional_probe_from_texts
+from mumo.eval.embed import embed_images, embed_texts
+from mumo.eval.retrieval import match_ranks, retrieval_metrics
+from mumo.eval.zero_shot import (
+    ZERO_SHOT_TEMPLATES,
+    build_classifier,
+    class_ranks,
+    confusion_matrix,
+    zero_shot_accuracy,
+)
+
+__all__ = [
+    "ZERO_SHOT_TEMPLATES",
+    "build_classifier",
+    "class_ranks",
+    "compositional_probe",
+    "compositional_probe_from_texts",
+    "confusion_matrix",
+    "embed_images",
+    "embed_texts",
+    "match_ranks",
+    "retrieval_metrics",
+    "zero_shot_accuracy",
+]

@@ -1,0 +1,110 @@
+"""Embed images and texts with a dual encoder for evaluation, in batches and without gradients.
+
+The model only needs ``encode_image(images (B, 3, H, W)) -> (B, E)`` and
+``encode_text(input_ids (B, T), attention_mask (B, T)) -> (B, E)``, as :class:`mumo.CLIP` has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from mumo.data.tokenizer import Tokenizer
+from mumo.errors import DataError
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    # Restore each submodule's own flag, not just the root's: model.train(True) would also wake up
+    # submodules the caller froze in eval mode (e.g. a frozen tower with dropout or batch norm).
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _batches(images: Tensor | Iterable[Tensor], batch_size: int) -> Iterable[Tensor]:
+    if isinstance(images, Tensor):
+        if images.ndim != 4:
+            raise DataError(f"expected images shaped (N, 3, H, W), got {tuple(images.shape)}")
+        return images.split(batch_size)
+    return images
+
+
+def embed_images(
+    model: nn.Module,
+    images: Tensor | Iterable[Tensor],
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Image embeddings of every image, in order.
+
+    Args:
+        model: a dual encoder with ``encode_image``; put it on ``device`` first (it is not moved).
+        images: one (N, 3, H, W) tensor, split into ``batch_size`` chunks, or an iterable of
+            (B, 3, H, W) batches (e.g. a DataLoader yielding image tensors), used as they come.
+        batch_size: rows per forward pass when ``images`` is a tensor.
+        device: where the forward passes run; defaults to the device of the model's parameters.
+
+    Returns:
+        (N, E) float32 embeddings on ``device`` (unit norm for :class:`mumo.CLIP`).
+    """
+    if batch_size <= 0:
+        raise DataError(f"batch_size must be positive, got {batch_size}")
+    device = torch.device(device) if device is not None else _model_device(model)
+    out: list[Tensor] = []
+    with _eval_mode(model), torch.inference_mode():
+        for batch in _batches(images, batch_size):
+            out.append(model.encode_image(batch.to(device)).float())
+    if not out:
+        raise DataError("no images to embed")
+    return torch.cat(out)
+
+
+def embed_texts(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Text embeddings of every text, in order.
+
+    Texts are encoded with the tokenizer's own ``context_length`` and padding, so long texts are cut
+    (end token kept) and counted by the tokenizer, exactly as in training.
+
+    Args:
+        model: a dual encoder with ``encode_text``; put it on ``device`` first (it is not moved).
+        tokenizer: the model's tokenizer.
+        texts: N strings.
+        batch_size: texts per forward pass.
+        device: where the forward passes run; defaults to the device of the model's parameters.
+
+    Returns:
+        (N, E) float32 embeddings on ``device`` (unit norm for :class:`mumo.CLIP`).
+    """
+    if isinstance(texts, str):
+        raise DataError("texts must be a list of strings, not one string")
+    if batch_size <= 0:
+        raise DataError(f"batch_size must be positive, got {batch_size}")
+    if len(texts) == 0:
+        raise DataError("no texts to embed")
+    device = torch.device(device) if device is not None else _model_device(model)
+    out: list[Tensor] = []
+    with _eval_mode(model), torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            tokens = tokenizer.encode(list(texts[start : start + batch_size]))
+            ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
+            out.append(model.encode_text(ids, mask).float())
+    return torch.cat(out)

@@ -1,0 +1,202 @@
+"""Run report: ``report.md`` with the metrics table and plots (loss curve, similarity matrix of test
+pairs with their images, zero-shot confusion matrix), written next to the run's metrics."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+
+@dataclass
+class ReportFigures:
+    """What the plots need besides metrics.jsonl.
+
+    Attributes:
+        pair_images: (P, 3, H, W) images in [0, 1] of P test pairs.
+        pair_captions: their P captions.
+        similarity: (P, P) cosine similarity, image rows against caption columns.
+        confusion: (C, C) zero-shot counts, rows the true class, columns the predicted one.
+        class_names: the C class names.
+    """
+
+    pair_images: Tensor
+    pair_captions: list[str]
+    similarity: Tensor
+    confusion: Tensor
+    class_names: list[str]
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never open a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_loss(metrics_jsonl: Path, out: Path) -> Path:
+    """Loss (and learning rate) against step from a run's metrics.jsonl."""
+    plt = _plt()
+    rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, [r["loss"] for r in rows], label="loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("contrastive loss")
+    ax.grid(alpha=0.3)
+    if rows and "lr" in rows[0]:
+        ax2 = ax.twinx()
+        ax2.plot(steps, [r["lr"] for r in rows], color="tab:orange", alpha=0.6, label="lr")
+        ax2.set_ylabel("learning rate")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_similarity(fig_data: ReportFigures, out: Path) -> Path:
+    """The (P, P) similarity matrix, each image above its column and each caption beside its row."""
+    plt = _plt()
+    p = fig_data.similarity.shape[0]
+    fig = plt.figure(figsize=(1.0 + 0.55 * p + 4.5, 1.2 + 0.55 * p))
+    grid = fig.add_gridspec(
+        2, 1, height_ratios=[1, p], hspace=0.02, left=0.42, right=0.98, top=0.98, bottom=0.02
+    )
+    top = grid[0].subgridspec(1, p, wspace=0.05)
+    for j in range(p):
+        ax = fig.add_subplot(top[0, j])
+        ax.imshow(fig_data.pair_images[j].permute(1, 2, 0).clamp(0, 1).numpy())
+        ax.axis("off")
+    ax = fig.add_subplot(grid[1])
+    sim = fig_data.similarity.numpy()
+    ax.imshow(sim, cmap="viridis", aspect="auto")
+    for i in range(p):
+        for j in range(p):
+            ax.text(
+                j,
+                i,
+                f"{sim[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=5.5,
+                color="white" if sim[i, j] < sim.max() * 0.7 else "black",
+            )
+    ax.set_yticks(range(p), [c[:48] for c in fig_data.pair_captions], fontsize=6.5)
+    ax.set_xticks([])
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_confusion(fig_data: ReportFigures, out: Path) -> Path:
+    """Zero-shot confusion matrix, rows normalised to fractions."""
+    plt = _plt()
+    conf = fig_data.confusion.float()
+    conf = conf / conf.sum(dim=1, keepdim=True).clamp_min(1)
+    c = conf.shape[0]
+    fig, ax = plt.subplots(figsize=(0.22 * c + 2.5, 0.22 * c + 2))
+    ax.imshow(conf.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(c), fig_data.class_names, rotation=90, fontsize=6)
+    ax.set_yticks(range(c), fig_data.class_names, fontsize=6)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{100 * v:.1f} %" if 0.0 <= v <= 1.0 else f"{v:.4g}"
+    return str(v)
+
+
+def write_report(run_dir: str | Path, metrics: dict[str, Any], figures: ReportFigures | None = None) -> Path:
+    """Write ``report.md`` (+ PNG plots) into ``run_dir``; returns its path."""
+    run_dir = Path(run_dir)
+    lines = [f"# mumo run report: `{run_dir}`", ""]
+    evaluation = metrics.get("eval", {})
+    if evaluation:
+        lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
+        for group, values in evaluation.items():
+            if isinstance(values, dict):
+                lines += [f"| {group} / {k} | {_fmt(v)} |" for k, v in values.items()]
+            else:
+                lines.append(f"| {group} | {_fmt(values)} |")
+        lines.append("")
+    for key in ("steps", "train_seconds", "samples_per_s"):
+        if key in metrics:
+            lines.append(f"- {key.replace('_', ' ')}: {_fmt(metrics[key])}")
+    if metrics.get("skipped_images"):
+        lines.append(f"- skipped images: {len(metrics['skipped_images'])} (listed in metrics.json)")
+    lines.append("")
+    jsonl = run_dir / "metrics.jsonl"
+    if jsonl.is_file() and jsonl.read_text().strip():
+        lines += ["## Training loss", "", f"![loss]({plot_loss(jsonl, run_dir / 'loss.png').name})", ""]
+    if figures is not None:
+        sim = plot_similarity(figures, run_dir / "similarity.png")
+        conf = plot_confusion(figures, run_dir / "confusion.png")
+        lines += [
+            f"## Similarity of {figures.similarity.shape[0]} test pairs",
+            "",
+            "Cosine similarity of each image (columns, shown on top) with each caption (rows); a trained "
+            "model puts its largest values on the diagonal.",
+            "",
+            f"![similarity]({sim.name})",
+            "",
+            "## Zero-shot confusion matrix (single-object test images)",
+            "",
+            f"![confusion]({conf.name})",
+            "",
+        ]
+    lines += ["Numbers in full: `metrics.json`.", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def save_figures(figures: ReportFigures, path: str | Path) -> None:
+    """Store the figure data next to a run (safetensors + JSON), so ``write_report`` can be re-run."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    save_file(
+        {
+            "pair_images": figures.pair_images.contiguous(),
+            "similarity": figures.similarity.contiguous(),
+            "confusion": figures.confusion.contiguous(),
+        },
+        str(path.with_suffix(".safetensors")),
+    )
+    path.with_suffix(".json").write_text(
+        json.dumps({"pair_captions": figures.pair_captions, "class_names": figures.class_names})
+    )
+
+
+def load_figures(path: str | Path) -> ReportFigures:
+    """Inverse of :func:`save_figures`."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    t = load_file(str(path.with_suffix(".safetensors")))
+    meta = json.loads(path.with_suffix(".json").read_text())
+    return ReportFigures(
+        t["pair_images"], meta["pair_captions"], t["similarity"], t["confusion"], meta["class_names"]
+    )
+
+
+__all__ = [
+    "ReportFigures",
+    "load_figures",
+    "plot_confusion",
+    "plot_loss",
+    "plot_similarity",
+    "save_figures",
+    "write_report",
+]

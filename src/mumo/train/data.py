@@ -1,0 +1,51 @@
+"""What a training run reads and how it is evaluated, by ``data.kind``: the built-in shapes data drawn
+on the fly, or image-caption pairs from a CSV / JSONL file and an image folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from mumo.data.pairs import PairsDataset
+from mumo.data.shapes import ShapesConfig, ShapesDataset, captions, generate_scene
+from mumo.data.tokenizer import Tokenizer
+from mumo.data.transforms import CLIP_MEAN, CLIP_STD, train_transform
+from mumo.train.config import DataConfig, TrainConfig
+
+
+def shapes_config(data: DataConfig) -> ShapesConfig:
+    """The shapes generator settings a data config asks for."""
+    return ShapesConfig(
+        image_size=data.image_size, min_objects=data.min_objects, max_objects=data.max_objects, seed=data.seed
+    )
+
+
+def build_train_data(config: TrainConfig) -> tuple[Dataset, list[str], Any, Any]:
+    """(training set, texts to learn the tokenizer from, image mean, image std).
+
+    Shapes images come in [0, 1] and are normalised in the collate (mean, std returned); pair images are
+    normalised by their transform (None, None returned).
+    """
+    data = config.data
+    if data.kind == "shapes":
+        cfg = shapes_config(data)
+        texts = [t for i in range(data.tokenizer_samples) for t in captions(generate_scene(cfg, "train", i))]
+        return ShapesDataset("train", data.train_size, cfg), texts, CLIP_MEAN, CLIP_STD
+    dataset = PairsDataset(data.path, data.image_root, transform=train_transform(data.image_size))
+    return dataset, list(dataset.captions[: data.tokenizer_samples]), None, None
+
+
+def evaluate_run(model: nn.Module, tokenizer: Tokenizer, config: TrainConfig, out_dir: str | Path) -> dict:
+    """End-of-run evaluation on the test splits (shapes); figure data is saved next to the run."""
+    if config.data.kind != "shapes":
+        return {}
+    from mumo.eval.shapes_suite import evaluate_shapes
+
+    result = evaluate_shapes(
+        model, tokenizer, shapes_config(config.data), split="test", size=config.data.test_size
+    )
+    result.save(out_dir)
+    return result.metrics

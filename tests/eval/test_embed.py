@@ -1,0 +1,33 @@
+import torch
+
+from mumo.eval import embed_images, embed_texts
+
+
+def test_embed_images_matches_the_model_and_restores_each_modules_mode(tiny_clip):
+    tiny_clip.train()
+    tiny_clip.text.eval()  # a submodule the caller froze must stay in eval mode afterwards
+    seen = []
+    hook = tiny_clip.visual.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    images = torch.randn(5, 3, 32, 32)
+    try:
+        from_tensor = embed_images(tiny_clip, images, batch_size=2)
+        from_batches = embed_images(tiny_clip, [images[:3], images[3:]])
+    finally:
+        hook.remove()
+    assert seen and not any(seen)  # every forward ran in eval mode
+    assert tiny_clip.training and tiny_clip.visual.training and not tiny_clip.text.training
+    assert from_tensor.shape == (5, tiny_clip.config.embed_dim) and not from_tensor.is_inference()
+    tiny_clip.eval()
+    with torch.no_grad():
+        expected = tiny_clip.encode_image(images)
+    torch.testing.assert_close(from_tensor, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(from_batches, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_embed_texts_batches_agree_and_restore_training_mode(tiny_clip, tokenizer):
+    tiny_clip.train()
+    texts = ["a red circle", "a dog", "there is a yellow star", "a cat"]
+    one = embed_texts(tiny_clip, tokenizer, texts, batch_size=1)
+    assert tiny_clip.training
+    torch.testing.assert_close(one, embed_texts(tiny_clip, tokenizer, texts), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(one.norm(dim=-1), torch.ones(4))

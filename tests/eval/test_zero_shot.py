@@ -1,0 +1,75 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mumo.errors import ConfigError, DataError
+from mumo.eval import build_classifier, class_ranks, confusion_matrix, zero_shot_accuracy
+
+S = 1 / math.sqrt(2)
+# Class columns c0 = (1, 0), c1 = (0, 1), c2 = (s, s). Scores of each image, worked out by hand:
+#   x0 = (1, 0),    label 0: [1, 0, .71]      -> rank 0, predicted 0
+#   x1 = (.6, .8),  label 1: [.6, .8, .99]    -> rank 1, predicted 2
+#   x2 = (.8, .6),  label 2: [.8, .6, .99]    -> rank 0, predicted 2
+#   x3 = (0, -1),   label 1: [0, -1, -.71]    -> rank 2, predicted 0
+CLASSIFIER = torch.tensor([[1.0, 0.0, S], [0.0, 1.0, S]])  # (E=2, C=3)
+IMAGES = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.8, 0.6], [0.0, -1.0]])
+LABELS = torch.tensor([0, 1, 2, 1])
+
+
+def test_hand_computed_topk_with_fewer_than_five_classes():
+    assert class_ranks(IMAGES, CLASSIFIER, LABELS).tolist() == [0, 1, 0, 2]
+    acc = zero_shot_accuracy(IMAGES, CLASSIFIER, LABELS, topk=(1, 2, 5))
+    assert acc == {"top1": 0.5, "top2": 0.75, "top5": 1.0}
+    assert set(zero_shot_accuracy(IMAGES, CLASSIFIER, LABELS)) == {"top1", "top5"}
+
+
+def test_confusion_matrix_counts():
+    cm = confusion_matrix(IMAGES, CLASSIFIER, LABELS)
+    assert cm.tolist() == [[1, 0, 0], [1, 0, 1], [0, 0, 1]]
+    assert cm.sum() == 4 and cm.trace() == 2  # the diagonal is the top-1 hits
+
+
+def test_a_tie_is_an_error_for_accuracy_and_the_lowest_class_for_the_prediction():
+    classifier = torch.tensor([[1.0, 1.0], [0.0, 0.0]])  # two identical classes
+    images, labels = torch.tensor([[1.0, 0.0]]), torch.tensor([1])
+    assert zero_shot_accuracy(images, classifier, labels, topk=(1, 2)) == {"top1": 0.0, "top2": 1.0}
+    assert confusion_matrix(images, classifier, labels).tolist() == [[0, 0], [1, 0]]
+
+
+def test_bad_labels_and_shapes_raise():
+    with pytest.raises(DataError, match=r"labels must lie in \[0, 3\)"):
+        zero_shot_accuracy(IMAGES, CLASSIFIER, torch.tensor([0, 1, 3, 0]))
+    with pytest.raises(DataError, match="classifier"):
+        zero_shot_accuracy(IMAGES, CLASSIFIER.T, LABELS)
+
+
+def test_build_classifier_averages_normalised_templates(tiny_clip, tokenizer):
+    names, templates = ["cat", "dog", "red circle"], ["a {}.", "a photo of a {}."]
+    weights = build_classifier(tiny_clip, tokenizer, names, templates)
+    assert weights.shape == (tiny_clip.config.embed_dim, 3)
+    tiny_clip.eval()
+    with torch.no_grad():
+        expected = []
+        for name in names:
+            per_template = []
+            for t in templates:
+                tokens = tokenizer.encode([t.format(name)])
+                e = tiny_clip.encode_text(tokens.input_ids, tokens.attention_mask)[0]
+                per_template.append(e / e.norm())
+            mean = torch.stack(per_template).mean(dim=0)
+            expected.append(mean / mean.norm())
+    torch.testing.assert_close(weights, torch.stack(expected, dim=1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(weights.norm(dim=0), torch.ones(3))
+    # A single template reduces to the plain (normalised) text embedding.
+    one = build_classifier(tiny_clip, tokenizer, names, ["{}"])
+    tokens = tokenizer.encode(names)
+    with torch.no_grad():
+        plain = F.normalize(tiny_clip.encode_text(tokens.input_ids, tokens.attention_mask), dim=-1)
+    torch.testing.assert_close(one, plain.T, atol=1e-5, rtol=1e-5)
+
+
+def test_templates_need_one_placeholder(tiny_clip, tokenizer):
+    with pytest.raises(ConfigError, match="exactly one"):
+        build_classifier(tiny_clip, tokenizer, ["cat"], ["a photo"])
