@@ -6,7 +6,14 @@ The public API is what this module re-exports; the CLI and the server only call 
 __version__ = "0.1.0"
 
 from mumo.data.tokenizer import TokenBatch, Tokenizer  # noqa: E402
-from mumo.errors import CheckpointError, ConfigError, MumoError, TokenizerError, UnknownModelError  # noqa: E402
+from mumo.errors import (  # noqa: E402
+    CheckpointError,
+    ConfigError,
+    DataError,
+    MumoError,
+    TokenizerError,
+    UnknownModelError,
+)
 from mumo.losses import ClipLoss, SigLipLoss, clip_loss, info_nce, siglip_loss  # noqa: E402
 from mumo.models import (  # noqa: E402
     CLIP,
@@ -28,6 +35,7 @@ __all__ = [
     "CheckpointError",
     "ClipLoss",
     "ConfigError",
+    "DataError",
     "MumoError",
     "SigLipLoss",
     "TextConfig",

@@ -3,27 +3,41 @@
 from __future__ import annotations
 
 import json
-import math
+import logging
 import sys
 import time
 from pathlib import Path
 
+import click
 import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
 import mumo
-from mumo.errors import MumoError
+from mumo.errors import DataError, MumoError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="mumo: vision-language models in PyTorch.")
+data_app = typer.Typer(no_args_is_help=True, help="Generate or convert data sets.")
+app.add_typer(data_app, name="data")
 console = Console()
+
+DEMO_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
 def _num_params(name: str) -> int:
     with torch.device("meta"):  # counts without allocating weights
         model = mumo.create_model(name)
     return sum(p.numel() for p in model.parameters())
+
+
+def _load(checkpoint: Path) -> tuple[torch.nn.Module, mumo.Tokenizer]:
+    """A model and its tokenizer from a model folder, a run folder (its final/) or a training checkpoint."""
+    if (checkpoint / "final").is_dir():
+        checkpoint = checkpoint / "final"
+    model = mumo.load_pretrained(checkpoint).eval()
+    tokenizer = mumo.Tokenizer.load(checkpoint, context_length=model.config.text.context_length)
+    return model, tokenizer
 
 
 @app.command()
@@ -40,14 +54,12 @@ def models(pattern: str = typer.Argument("*", help="shell-style filter, e.g. 'cl
         c = mumo.get_model_config(name)
         v, t = c.vision, c.text
         vision = f"{v.kind} w{v.embed_dim} d{v.depth}" + (f" p{v.patch_size}" if v.kind == "vit" else "")
-        table.add_row(
-            name,
-            f"{_num_params(name) / 1e6:.2f} M",
-            f"{v.image_size}px",
-            vision,
-            f"w{t.embed_dim} d{t.depth}",
-        )
+        params = f"{_num_params(name) / 1e6:.2f} M"
+        table.add_row(name, params, f"{v.image_size}px", vision, f"w{t.embed_dim} d{t.depth}")
     console.print(table)
+
+
+app.command("list-models", help="List registered models (same as `mumo models`).")(models)
 
 
 @app.command()
@@ -58,61 +70,202 @@ def info(model: str = typer.Argument(..., help="registered name or config.json p
     console.print(f"parameters: {_num_params(model):,}")
 
 
+@data_app.command("shapes")
+def data_shapes(
+    out: Path = typer.Option(..., help="folder to write images/ and captions.jsonl to"),
+    n: int = typer.Option(1000, min=1, help="number of scenes"),
+    split: str = typer.Option("train", help="train, val, test or heldout"),
+    seed: int = typer.Option(0, help="data set seed"),
+    image_size: int = typer.Option(64, help="pixels per side"),
+    max_objects: int = typer.Option(3, min=1, max=3, help="most objects per scene"),
+) -> None:
+    """Write the built-in shapes data set to disk as PNG images + captions.jsonl."""
+    from mumo.data.shapes import ShapesConfig, write_shapes
+
+    config = ShapesConfig(image_size=image_size, max_objects=max_objects, seed=seed)
+    start = time.perf_counter()
+    write_shapes(out, n, split=split, config=config)
+    console.print(f"wrote {n} {split} scenes to {out} in {time.perf_counter() - start:.1f} s")
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def train(
+    recipe: Path = typer.Argument(..., help="YAML recipe, e.g. configs/demo.yaml"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. optim.lr=3e-4 max_steps=100"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint"),
+) -> None:
+    """Train a model from a recipe; checkpoints, metrics.jsonl and metrics.json go to out_dir."""
+    from mumo.train import load_recipe
+    from mumo.train import train as run
+
+    config = load_recipe(recipe, overrides or [])
+    results = run(config, resume=resume)
+    _print_eval(results.get("eval", {}))
+    console.print(f"model saved to {results['final']}")
+
+
+def _print_eval(metrics: dict) -> None:
+    if not metrics:
+        return
+    table = Table("metric", "value")
+    zs, ho, rt = metrics["zero_shot"], metrics["held_out"], metrics["retrieval"]
+    table.add_row("zero-shot colour x shape top-1", f"{100 * zs['top1']:.1f} %")
+    table.add_row("held-out combinations top-1", f"{100 * ho['top1']:.1f} %")
+    table.add_row(f"text->image R@1 ({rt['n']} pairs)", f"{100 * rt['text_to_image_R@1']:.1f} %")
+    table.add_row(f"image->text R@1 ({rt['n']} pairs)", f"{100 * rt['image_to_text_R@1']:.1f} %")
+    for k, v in metrics["compositional"].items():
+        if not k.startswith("n_"):
+            table.add_row(f"compositional: {k}", f"{100 * v:.1f} %")
+    console.print(table)
+
+
+@app.command("eval")
+def eval_(
+    checkpoint: Path = typer.Argument(..., help="model folder, run folder or training checkpoint"),
+    data: str = typer.Option("shapes", help="'shapes', or a CSV/JSONL file of image-caption pairs"),
+    split: str = typer.Option("test", help="shapes split: val or test"),
+    size: int = typer.Option(1000, min=2, help="shapes scenes to evaluate"),
+    seed: int = typer.Option(0, help="shapes data seed"),
+    out: Path | None = typer.Option(None, help="write the metrics as JSON here"),
+) -> None:
+    """Evaluate a checkpoint: zero-shot, retrieval and the compositional probe (shapes), or retrieval on
+    image-caption pairs."""
+    model, tokenizer = _load(checkpoint)
+    if data == "shapes":
+        from mumo.data.shapes import ShapesConfig
+        from mumo.eval.shapes_suite import evaluate_shapes
+
+        config = ShapesConfig(image_size=model.config.vision.image_size, seed=seed)
+        metrics = evaluate_shapes(model, tokenizer, config, split=split, size=size).metrics
+        _print_eval(metrics)
+    else:
+        from mumo.data.pairs import PairsDataset
+        from mumo.data.transforms import eval_transform
+        from mumo.eval import embed_image_files, embed_texts, retrieval_metrics
+
+        pairs = PairsDataset(data, transform=eval_transform(model.config.vision.image_size))
+        images, kept, skipped = embed_image_files(model, pairs.image_paths, pairs.transform)
+        index = {str(p): i for i, p in enumerate(pairs.image_paths)}
+        texts = embed_texts(model, tokenizer, [pairs.captions[index[str(p)]] for p in kept])
+        metrics = {"retrieval": {**retrieval_metrics(images, texts), "n": len(kept)}, "skipped": len(skipped)}
+        for s in skipped:
+            console.print(f"skipped {s.path} ({s.reason})")
+        console.print_json(json.dumps(metrics))
+    if out is not None:
+        out.write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+@app.command("zero-shot")
+def zero_shot(
+    checkpoint: Path = typer.Argument(..., help="model folder or run folder"),
+    image: Path = typer.Argument(..., help="an image file"),
+    labels: str = typer.Option(..., help='comma-separated labels, e.g. "a red circle,a blue star"'),
+) -> None:
+    """Classify one image among free-text labels; prints each label's probability."""
+    from mumo.data.pairs import load_rgb
+    from mumo.data.transforms import eval_transform
+
+    names = [x.strip() for x in labels.split(",") if x.strip()]
+    if len(names) < 2:
+        raise DataError("give at least two comma-separated labels, e.g. --labels 'a red circle,a blue star'")
+    model, tokenizer = _load(checkpoint)
+    picture = load_rgb(image)
+    if isinstance(picture, str):
+        raise DataError(f"cannot read {image}: {picture}")
+    pixels = eval_transform(model.config.vision.image_size)(picture)[None]
+    with torch.inference_mode():
+        image_embed = model.encode_image(pixels)
+        tokens = tokenizer.encode(names)
+        text_embeds = model.encode_text(tokens.input_ids, tokens.attention_mask)
+        scale, _ = model.scale_and_bias()
+        probs = (scale * image_embed @ text_embeds.T).softmax(dim=-1)[0]
+    for name, p in sorted(zip(names, probs.tolist(), strict=True), key=lambda x: -x[1]):
+        print(f"{p:6.3f}  {name}")
+
+
+@app.command()
+def embed(
+    checkpoint: Path = typer.Argument(..., help="model folder or run folder"),
+    images: Path | None = typer.Option(None, help="embed every image in this folder"),
+    texts: Path | None = typer.Option(None, help="embed every line of this text file"),
+    out: Path = typer.Option(..., help="output: .safetensors (embeddings + names) or .jsonl"),
+    batch_size: int = typer.Option(256, min=1),
+) -> None:
+    """Embed a folder of images or a file of texts into unit vectors."""
+    from mumo.data.transforms import eval_transform
+    from mumo.eval import embed_image_files, embed_texts, list_images
+
+    if (images is None) == (texts is None):
+        raise DataError("give exactly one of --images DIR or --texts FILE")
+    model, tokenizer = _load(checkpoint)
+    if images is not None:
+        transform = eval_transform(model.config.vision.image_size)
+        vectors, kept, skipped = embed_image_files(
+            model, list_images(images), transform, batch_size=batch_size
+        )
+        names = [str(p) for p in kept]
+        for s in skipped:
+            console.print(f"skipped {s.path} ({s.reason})")
+    else:
+        if not texts.is_file():
+            raise DataError(f"{texts} is not a file")
+        names = [line for line in texts.read_text().splitlines() if line.strip()]
+        vectors = embed_texts(model, tokenizer, names, batch_size=batch_size)
+    _write_embeddings(out, vectors, names)
+    console.print(f"wrote {len(names)} embeddings of width {vectors.shape[1]} to {out}")
+
+
+def _write_embeddings(out: Path, vectors: torch.Tensor, names: list[str]) -> None:
+    if out.suffix == ".jsonl":
+        with open(out, "w") as f:
+            for name, v in zip(names, vectors.tolist(), strict=True):
+                f.write(json.dumps({"name": name, "embedding": v}) + "\n")
+    elif out.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({"embeddings": vectors.contiguous()}, str(out), metadata={"names": json.dumps(names)})
+    else:
+        raise DataError(f"--out must end in .safetensors or .jsonl, got {out.name}")
+
+
 @app.command()
 def demo(
-    model: str = typer.Option("clip_vit_small_64", help="registered model name"),
-    batch_size: int = typer.Option(16, min=2, help="images and captions per batch"),
-    seed: int = typer.Option(0, help="seed of weights and data"),
-    out: Path | None = typer.Option(None, help="also save the model and tokenizer to this folder"),
+    out: Path = typer.Option(Path("runs/demo"), help="run folder"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides of configs/demo.yaml"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted demo"),
 ) -> None:
-    """Build a model, train a tokenizer on sample captions, and run one forward pass and loss on random
-    images (the end-to-end training demo arrives with the built-in data set)."""
-    net = mumo.create_model(model, seed=seed)
-    c = net.config
-    colours = ["red", "green", "blue", "yellow", "purple", "cyan"]
-    shapes = ["circle", "square", "triangle", "star", "cross", "diamond"]
-    captions = [f"a {col} {sh}" for col in colours for sh in shapes]
-    tokenizer = mumo.Tokenizer.train(
-        captions,
-        vocab_size=min(300, c.text.vocab_size),
-        min_frequency=1,
-        context_length=c.text.context_length,
-    )
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.randn(
-        batch_size, c.vision.in_chans, c.vision.image_size, c.vision.image_size, generator=gen
-    )
-    batch = tokenizer.encode([captions[i % len(captions)] for i in range(batch_size)])
+    """Generate the built-in data, train configs/demo.yaml, evaluate, and write report.md."""
+    from mumo.data.shapes import ShapesConfig, write_shapes
+    from mumo.report import write_report
+    from mumo.train import load_recipe
+    from mumo.train import train as run
+
+    if not DEMO_RECIPE.is_file():
+        raise DataError(f"the demo recipe {DEMO_RECIPE} is missing; run from a source checkout of mumo")
+    config = load_recipe(DEMO_RECIPE, [f"out_dir={out}", *(overrides or [])])
     start = time.perf_counter()
-    out_ = net(images, batch.input_ids, batch.attention_mask)
-    loss = mumo.clip_loss(out_.image_embeds, out_.text_embeds, out_.logit_scale)
-    loss.backward()
-    elapsed = time.perf_counter() - start
-    params = sum(p.numel() for p in net.parameters())
-    console.print(f"model {model}: {params / 1e6:.2f} M parameters")
-    console.print(
-        f"image embeddings {tuple(out_.image_embeds.shape)}, text embeddings {tuple(out_.text_embeds.shape)}"
-    )
-    console.print(
-        f"logits per image {tuple(out_.logits_per_image.shape)}, "
-        f"temperature {1 / out_.logit_scale.item():.4f}"
-    )
-    console.print(
-        f"contrastive loss {loss.item():.4f} (chance level ln {batch_size} = {math.log(batch_size):.4f})"
-    )
-    console.print(f"forward + backward in {elapsed * 1000:.0f} ms")
-    if out is not None:
-        mumo.save_pretrained(net, out, tokenizer=tokenizer)
-        console.print(f"saved to {out}")
+    shapes = ShapesConfig(image_size=config.data.image_size, seed=config.data.seed)
+    sample = write_shapes(out / "data_sample", 64, split="test", config=shapes)
+    console.print(f"[bold]1/3 data[/bold]: scenes are drawn on the fly; 64 test scenes written to {sample}")
+    console.print(f"[bold]2/3 train[/bold]: {config.model}, {config.max_steps} steps of {config.batch_size}")
+    results = run(config, resume=resume)
+    console.print("[bold]3/3 evaluate + report[/bold]")
+    report = write_report(out)
+    _print_eval(results.get("eval", {}))
+    console.print(f"report: {report}   model: {results['final']}   time: {time.perf_counter() - start:.0f} s")
 
 
 def main() -> None:
     """Entry point of the ``mumo`` console script."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app(standalone_mode=False)
     except MumoError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except click.ClickException as e:  # usage errors: click's own one-line message
+        e.show()
+        sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except (typer.Abort, KeyboardInterrupt):

@@ -4,30 +4,10 @@ pairs with their images, zero-shot confusion matrix), written next to the run's 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
-
-
-@dataclass
-class ReportFigures:
-    """What the plots need besides metrics.jsonl.
-
-    Attributes:
-        pair_images: (P, 3, H, W) images in [0, 1] of P test pairs.
-        pair_captions: their P captions.
-        similarity: (P, P) cosine similarity, image rows against caption columns.
-        confusion: (C, C) zero-shot counts, rows the true class, columns the predicted one.
-        class_names: the C class names.
-    """
-
-    pair_images: Tensor
-    pair_captions: list[str]
-    similarity: Tensor
-    confusion: Tensor
-    class_names: list[str]
+from mumo.eval.shapes_suite import FIGURES, ShapesEvaluation
 
 
 def _plt() -> Any:
@@ -59,7 +39,7 @@ def plot_loss(metrics_jsonl: Path, out: Path) -> Path:
     return out
 
 
-def plot_similarity(fig_data: ReportFigures, out: Path) -> Path:
+def plot_similarity(fig_data: ShapesEvaluation, out: Path) -> Path:
     """The (P, P) similarity matrix, each image above its column and each caption beside its row."""
     plt = _plt()
     p = fig_data.similarity.shape[0]
@@ -93,7 +73,7 @@ def plot_similarity(fig_data: ReportFigures, out: Path) -> Path:
     return out
 
 
-def plot_confusion(fig_data: ReportFigures, out: Path) -> Path:
+def plot_confusion(fig_data: ShapesEvaluation, out: Path) -> Path:
     """Zero-shot confusion matrix, rows normalised to fractions."""
     plt = _plt()
     conf = fig_data.confusion.float()
@@ -117,9 +97,13 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def write_report(run_dir: str | Path, metrics: dict[str, Any], figures: ReportFigures | None = None) -> Path:
-    """Write ``report.md`` (+ PNG plots) into ``run_dir``; returns its path."""
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``report.md`` (+ PNG plots) into a run folder from its metrics.json, metrics.jsonl and saved
+    evaluation figures; returns the report's path."""
     run_dir = Path(run_dir)
+    metrics_file = run_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    figures = ShapesEvaluation.load(run_dir) if (run_dir / f"{FIGURES}.json").is_file() else None
     lines = [f"# mumo run report: `{run_dir}`", ""]
     evaluation = metrics.get("eval", {})
     if evaluation:
@@ -159,44 +143,3 @@ def write_report(run_dir: str | Path, metrics: dict[str, Any], figures: ReportFi
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))
     return path
-
-
-def save_figures(figures: ReportFigures, path: str | Path) -> None:
-    """Store the figure data next to a run (safetensors + JSON), so ``write_report`` can be re-run."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    save_file(
-        {
-            "pair_images": figures.pair_images.contiguous(),
-            "similarity": figures.similarity.contiguous(),
-            "confusion": figures.confusion.contiguous(),
-        },
-        str(path.with_suffix(".safetensors")),
-    )
-    path.with_suffix(".json").write_text(
-        json.dumps({"pair_captions": figures.pair_captions, "class_names": figures.class_names})
-    )
-
-
-def load_figures(path: str | Path) -> ReportFigures:
-    """Inverse of :func:`save_figures`."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    t = load_file(str(path.with_suffix(".safetensors")))
-    meta = json.loads(path.with_suffix(".json").read_text())
-    return ReportFigures(
-        t["pair_images"], meta["pair_captions"], t["similarity"], t["confusion"], meta["class_names"]
-    )
-
-
-__all__ = [
-    "ReportFigures",
-    "load_figures",
-    "plot_confusion",
-    "plot_loss",
-    "plot_similarity",
-    "save_figures",
-    "write_report",
-]

@@ -1,7 +1,7 @@
 """Evaluation: pure metrics on embeddings, and thin wrappers that embed with a model first."""
 
 from mumo.eval.compositional import compositional_probe, compositional_probe_from_texts
-from mumo.eval.embed import embed_images, embed_texts
+from mumo.eval.embed import embed_image_files, embed_images, embed_texts, list_images
 from mumo.eval.retrieval import match_ranks, retrieval_metrics
 from mumo.eval.zero_shot import (
     ZERO_SHOT_TEMPLATES,
@@ -18,8 +18,10 @@ __all__ = [
     "compositional_probe",
     "compositional_probe_from_texts",
     "confusion_matrix",
+    "embed_image_files",
     "embed_images",
     "embed_texts",
+    "list_images",
     "match_ranks",
     "retrieval_metrics",
     "zero_shot_accuracy",

@@ -6,12 +6,15 @@ The model only needs ``encode_image(images (B, 3, H, W)) -> (B, E)`` and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
+from mumo.data.pairs import Skipped, load_rgb
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import DataError
 
@@ -108,3 +111,56 @@ def embed_texts(
             ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
             out.append(model.encode_text(ids, mask).float())
     return torch.cat(out)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under ``folder`` (recursively, by suffix), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder of images")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def embed_image_files(
+    model: nn.Module,
+    paths: Sequence[str | Path],
+    transform: Callable[[Image.Image], Tensor],
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, list[Path], list[Skipped]]:
+    """Decode, transform and embed image files; unreadable ones are skipped, not fatal.
+
+    Returns:
+        (N, E) embeddings of the readable images, their N paths in order, and the skipped files with
+        their reasons.
+    """
+    kept: list[Path] = []
+    skipped: list[Skipped] = []
+    chunks: list[Tensor] = []
+
+    def images() -> Iterator[Tensor]:
+        batch: list[Tensor] = []
+        for i, p in enumerate(paths):
+            image = load_rgb(p)
+            if isinstance(image, str):
+                skipped.append(Skipped(str(p), image, i))
+                continue
+            batch.append(transform(image))
+            kept.append(Path(p))
+            if len(batch) == batch_size:
+                yield torch.stack(batch)
+                batch = []
+        if batch:
+            yield torch.stack(batch)
+
+    for batch in images():
+        chunks.append(embed_images(model, [batch], device=device))
+    if not chunks:
+        reasons = ", ".join(f"{s.path} ({s.reason})" for s in skipped[:5])
+        raise DataError(
+            f"none of the {len(paths)} images could be read" + (f": {reasons}" if reasons else "")
+        )
+    return torch.cat(chunks), kept, skipped

@@ -182,6 +182,15 @@ def clip_conv_small_64() -> CLIPConfig:
 
 
 @register_model
+def clip_conv_mini_64() -> CLIPConfig:
+    """The demo model: a 4-stage CNN (16 -> 128 channels) and a 2-block, 128-wide text Transformer at 64 px;
+    about 600 training samples/s on 2 CPU cores."""
+    vision = VisionConfig(kind="conv", image_size=64, embed_dim=128, depth=4, pool="mean")
+    text = TextConfig(vocab_size=1000, context_length=32, embed_dim=128, depth=2, num_heads=2)
+    return CLIPConfig(embed_dim=128, vision=vision, text=text)
+
+
+@register_model
 def clip_vit_tiny() -> CLIPConfig:
     """A test-sized ViT CLIP: 32 px, width 32, depth 2."""
     vision = VisionConfig(image_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)

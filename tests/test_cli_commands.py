@@ -1,0 +1,112 @@
+"""The CLI verbs, through typer's CliRunner, on a tiny model trained for a few steps."""
+
+import json
+
+import pytest
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from mumo.cli import app
+
+runner = CliRunner()
+TINY = [
+    "model=clip_vit_tiny",
+    "batch_size=8",
+    "data.image_size=32",
+    "data.train_size=64",
+    "data.tokenizer_samples=200",
+    "data.tokenizer_vocab_size=300",
+    "data.test_size=16",
+    "max_steps=4",
+    "log_every=2",
+    "checkpoint_every=2",
+    "tensorboard=false",
+]
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    recipe = out / "recipe.yaml"
+    recipe.write_text("evaluate: true\n")
+    result = invoke("train", str(recipe), *TINY, f"out_dir={out}")
+    assert "model saved to" in result.output and "zero-shot colour x shape top-1" in result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def shapes_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shapes")
+    result = invoke("data", "shapes", "--out", str(out), "--n", "6", "--split", "test", "--image-size", "32")
+    assert "wrote 6 test scenes" in result.output
+    return out
+
+
+def test_data_shapes_writes_images_and_captions(shapes_dir):
+    lines = (shapes_dir / "captions.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and len(list((shapes_dir / "images").glob("*.png"))) == 6
+    assert {"image", "caption", "negatives"} <= set(json.loads(lines[0]))
+
+
+def test_eval_on_shapes_writes_json(run_dir, tmp_path):
+    out = tmp_path / "m.json"
+    invoke("eval", str(run_dir), "--split", "val", "--size", "12", "--out", str(out))
+    metrics = json.loads(out.read_text())
+    assert metrics["split"] == "val" and metrics["retrieval"]["n"] == 12
+    assert 0 <= metrics["zero_shot"]["top1"] <= 1
+
+
+def test_eval_on_pairs_file(run_dir, shapes_dir, tmp_path):
+    out = tmp_path / "m.json"
+    invoke("eval", str(run_dir / "final"), "--data", str(shapes_dir / "captions.jsonl"), "--out", str(out))
+    metrics = json.loads(out.read_text())
+    assert metrics["retrieval"]["n"] == 6 and metrics["skipped"] == 0
+
+
+def test_zero_shot_prints_probabilities(run_dir, shapes_dir):
+    image = sorted((shapes_dir / "images").glob("*.png"))[0]
+    result = invoke(
+        "zero-shot", str(run_dir), str(image), "--labels", "a red circle, a blue star,a green cross"
+    )
+    rows = [line.split(maxsplit=1) for line in result.output.strip().splitlines()]
+    assert sorted(r[1] for r in rows) == ["a blue star", "a green cross", "a red circle"]
+    probs = [float(r[0]) for r in rows]
+    assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1.0, abs=2e-3)
+
+
+def test_embed_images_and_texts(run_dir, shapes_dir, tmp_path):
+    (shapes_dir / "images" / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "img.safetensors"
+    result = invoke("embed", str(run_dir), "--images", str(shapes_dir / "images"), "--out", str(out))
+    assert "skipped" in result.output and "broken.jpg (not a decodable image)" in result.output
+    with safe_open(str(out), "pt") as f:
+        vectors = f.get_tensor("embeddings")
+        names = json.loads(f.metadata()["names"])
+    assert vectors.shape == (6, 32) and len(names) == 6
+    texts = tmp_path / "t.txt"
+    texts.write_text("a red circle\na blue star\n")
+    out = tmp_path / "t.jsonl"
+    invoke("embed", str(run_dir), "--texts", str(texts), "--out", str(out))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["name"] for r in rows] == ["a red circle", "a blue star"] and len(rows[0]["embedding"]) == 32
+
+
+def test_list_models():
+    assert "clip_conv_mini_64" in invoke("list-models").output
+
+
+def test_demo_with_tiny_overrides(tmp_path):
+    out = tmp_path / "demo"
+    result = invoke("demo", "--out", str(out), *TINY, "data.test_size=16")
+    assert "report:" in result.output
+    report = (out / "report.md").read_text()
+    for picture in ("loss.png", "similarity.png", "confusion.png"):
+        assert picture in report and (out / picture).is_file()
+    assert "| zero_shot / top1 |" in report
+    assert len(list((out / "data_sample" / "images").glob("*.png"))) == 64

@@ -1,0 +1,155 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import mumo
+from mumo.train import TrainConfig, Trainer, load_recipe, train
+
+TINY = [
+    "model=clip_vit_tiny",
+    "batch_size=16",
+    "data.image_size=32",
+    "data.train_size=512",
+    "data.tokenizer_samples=300",
+    "data.tokenizer_vocab_size=300",
+    "data.test_size=64",
+    "optim.warmup_steps=5",
+    "optim.lr=2e-3",
+    "tensorboard=false",
+    "threads=1",
+]
+
+
+def test_short_run_loss_falls_and_writes_everything(tmp_path):
+    config = load_recipe(
+        None, [*TINY, f"out_dir={tmp_path}", "max_steps=40", "log_every=1", "checkpoint_every=20"]
+    )
+    results = train(config, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 41))
+    first = sum(r["loss"] for r in rows[:5]) / 5
+    last = sum(r["loss"] for r in rows[-5:]) / 5
+    assert last < first - 0.3, (first, last)
+    assert {"lr", "samples_per_s", "temperature", "grad_norm"} <= set(rows[-1])
+    assert results["steps"] == 40 and (tmp_path / "final" / "model.safetensors").is_file()
+    assert [p.name for p in sorted((tmp_path / "checkpoints").iterdir())] == ["step_000020", "step_000040"]
+    ev = json.loads((tmp_path / "metrics.json").read_text())["eval"]
+    assert 0.0 <= ev["zero_shot"]["top1"] <= 1.0 and ev["retrieval"]["n"] == 64
+    assert set(ev["compositional"]) >= {"change_colour", "change_shape", "change_size", "overall"}
+    model = mumo.load_pretrained(tmp_path / "final")
+    assert model.config.text.vocab_size <= 300
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    # Two micro-batches of 8 make the same step as one batch of 16 (the contrastive loss is per
+    # micro-batch, so compare against a model fed the same micro-batches: the sum of their gradients).
+    a = Trainer(
+        load_recipe(
+            None,
+            [
+                *TINY,
+                f"out_dir={tmp_path / 'a'}",
+                "max_steps=1",
+                "batch_size=8",
+                "optim.grad_accum=2",
+                "optim.grad_clip=null",
+                "evaluate=false",
+            ],
+        ),
+        progress=False,
+    )
+    b = Trainer(
+        load_recipe(
+            None,
+            [
+                *TINY,
+                f"out_dir={tmp_path / 'b'}",
+                "max_steps=1",
+                "batch_size=8",
+                "optim.grad_accum=1",
+                "optim.grad_clip=null",
+                "evaluate=false",
+            ],
+        ),
+        progress=False,
+    )
+    batches = iter(b._loader())
+    manual = [next(batches), next(batches)]
+    for batch in manual:
+        loss = b.task.training_forward(batch)["contrastive"] / 2
+        loss.backward()
+    grads_b = {n: p.grad.clone() for n, p in b.model.named_parameters()}
+    batches_a = iter(a._loader())
+    for _ in range(2):
+        batch = next(batches_a)
+        (a.task.training_forward(batch)["contrastive"] / 2).backward()
+    for n, p in a.model.named_parameters():
+        torch.testing.assert_close(p.grad, grads_b[n])
+
+
+def _run(args: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mumo", "train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **kw,
+    )
+
+
+@pytest.mark.slow
+def test_kill_9_and_resume_is_bit_identical(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("evaluate: false\n")
+    common = [str(recipe), *TINY, "max_steps=150", "checkpoint_every=10", "keep_checkpoints=3"]
+
+    straight = _run([*common, f"out_dir={tmp_path / 'straight'}"])
+    out, _ = straight.communicate(timeout=300)
+    assert straight.returncode == 0, out.decode()
+
+    killed_dir = tmp_path / "killed"
+    victim = _run([*common, f"out_dir={killed_dir}"])
+    deadline = time.time() + 120
+    while not list((killed_dir / "checkpoints").glob("step_*/manifest.json")):
+        assert victim.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    time.sleep(0.3)  # let it get into the middle of something
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL
+    assert not (killed_dir / "final").exists(), "the run finished before the kill; make it longer"
+    done = sorted(p.name for p in (killed_dir / "checkpoints").glob("step_*"))
+    assert done and done[-1] < "step_000150"
+
+    # corrupt the newest checkpoint as a crash mid-write on a bad disk could: resume must fall back
+    newest = sorted((killed_dir / "checkpoints").glob("step_*"))[-1]
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+
+    resumed = _run([*common, f"out_dir={killed_dir}", "--resume"])
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out.decode()
+    a = load_file(str(tmp_path / "straight" / "final" / "model.safetensors"))
+    b = load_file(str(killed_dir / "final" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [json.loads(line)["step"] for line in (killed_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 150  # no duplicated lines after the resume
+
+
+def test_recipes_in_configs_load():
+    recipes = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+    assert recipes, "configs/ has no recipes"
+    for recipe in recipes:
+        assert isinstance(load_recipe(recipe), TrainConfig)
