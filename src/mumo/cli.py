@@ -144,12 +144,13 @@ def eval_(
         from mumo.eval import embed_image_files, embed_texts, retrieval_metrics
 
         pairs = PairsDataset(data, transform=eval_transform(model.config.vision.image_size))
-        images, kept, skipped = embed_image_files(model, pairs.image_paths, pairs.transform)
-        index = {str(p): i for i, p in enumerate(pairs.image_paths)}
+        paths = [pairs.image_root / p for p in pairs.image_paths]
+        images, kept, skipped = embed_image_files(model, paths, pairs.transform)
+        index = {str(p): i for i, p in enumerate(paths)}
         texts = embed_texts(model, tokenizer, [pairs.captions[index[str(p)]] for p in kept])
         metrics = {"retrieval": {**retrieval_metrics(images, texts), "n": len(kept)}, "skipped": len(skipped)}
         for s in skipped:
-            console.print(f"skipped {s.path} ({s.reason})")
+            print(f"skipped {s.path} ({s.reason})")
         console.print_json(json.dumps(metrics))
     if out is not None:
         out.write_text(json.dumps(metrics, indent=2) + "\n")
@@ -205,7 +206,7 @@ def embed(
         )
         names = [str(p) for p in kept]
         for s in skipped:
-            console.print(f"skipped {s.path} ({s.reason})")
+            print(f"skipped {s.path} ({s.reason})")
     else:
         if not texts.is_file():
             raise DataError(f"{texts} is not a file")

@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader, Dataset
 
 from mumo.data.collate import ImageTextCollate
+from mumo.data.pairs import SkipReport
 from mumo.data.sampler import ResumableBatchSampler
 from mumo.data.tokenizer import Tokenizer
 from mumo.models import create_model, save_pretrained
@@ -121,7 +122,8 @@ class Trainer:
             self.step = state["step"]
             logger.info("resuming %s at step %d", checkpoint, self.step)
         self.collate = ImageTextCollate(tokenizer, mean, std)
-        self.skipped: list[Any] = []
+        self.epoch_skips = SkipReport()  # reported, then cleared, at each epoch's end
+        self.all_skips = SkipReport()
         _write_json_atomic(self.out_dir / "train_config.json", c.to_dict())
 
     def _loader(self) -> DataLoader:
@@ -147,7 +149,8 @@ class Trainer:
         samples = 0
         for _ in range(c.optim.grad_accum):
             batch = next(batches)
-            self.skipped.extend(batch["skipped"])
+            self.epoch_skips.add(batch["skipped"])
+            self.all_skips.add(batch["skipped"])
             if batch["images"] is None:
                 continue
             batch = self._to_device(batch)
@@ -172,6 +175,14 @@ class Trainer:
         totals["samples"] = samples
         return totals
 
+    def _end_of_epoch(self, loader_len: int) -> None:
+        g = self.step * self.config.optim.grad_accum  # micro-batches consumed so far
+        crossed = g % loader_len < self.config.optim.grad_accum
+        if self.epoch_skips.count and (crossed or self.step == self.config.max_steps):
+            epoch = (g - 1) // loader_len
+            logger.warning("epoch %d: %s", epoch, self.epoch_skips.summary(max_listed=50))
+            self.epoch_skips.reset()
+
     def _checkpoint(self) -> Path:
         return save_checkpoint(
             self.out_dir,
@@ -191,7 +202,8 @@ class Trainer:
         """Train to ``max_steps`` (from the resumed step), then save and evaluate; returns the metrics."""
         c = self.config
         log = _MetricsLog(self.out_dir, self.step, c.tensorboard)
-        batches = iter(self._loader())
+        loader = self._loader()
+        batches = iter(loader)
         window_start, window_samples = time.perf_counter(), 0
         columns = [
             TextColumn("[bold]train"),
@@ -219,18 +231,14 @@ class Trainer:
                     bar.update(task_id, status=status)
                     window_start, window_samples = time.perf_counter(), 0
                 bar.update(task_id, completed=self.step)
+                self._end_of_epoch(len(loader))
                 if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
                     self._checkpoint()
         log.close()
         final = save_pretrained(self.model, self.out_dir / "final", tokenizer=self.tokenizer)
         results: dict[str, Any] = {"steps": self.step, "final": str(final)}
-        if self.skipped:
-            results["skipped_images"] = [{"path": s.path, "reason": s.reason} for s in self.skipped]
-            logger.warning(
-                "%d images could not be read and were skipped: %s",
-                len(self.skipped),
-                ", ".join(f"{s.path} ({s.reason})" for s in self.skipped[:20]),
-            )
+        if self.all_skips.count:
+            results["skipped_images"] = [{"path": x.path, "reason": x.reason} for x in self.all_skips.skipped]
         if c.evaluate:
             from mumo.train.data import evaluate_run
 
