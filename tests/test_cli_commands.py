@@ -110,3 +110,5 @@ def test_demo_with_tiny_overrides(tmp_path):
         assert picture in report and (out / picture).is_file()
     assert "| zero_shot / top1 |" in report
     assert len(list((out / "data_sample" / "images").glob("*.png"))) == 64
+    (out / "report.md").unlink()
+    assert "report:" in invoke("report", str(out)).output and (out / "report.md").is_file()

@@ -256,6 +256,16 @@ def demo(
     console.print(f"report: {report}   model: {results['final']}   time: {time.perf_counter() - start:.0f} s")
 
 
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run folder (with metrics.json)")) -> None:
+    """Rebuild a run's report.md and plots from its saved metrics."""
+    from mumo.report import write_report
+
+    if not (run_dir / "metrics.json").is_file():
+        raise DataError(f"{run_dir} has no metrics.json; is it a finished training run?")
+    console.print(f"report: {write_report(run_dir)}")
+
+
 def main() -> None:
     """Entry point of the ``mumo`` console script."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

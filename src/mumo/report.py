@@ -45,7 +45,7 @@ def plot_similarity(fig_data: ShapesEvaluation, out: Path) -> Path:
     p = fig_data.similarity.shape[0]
     fig = plt.figure(figsize=(1.0 + 0.55 * p + 4.5, 1.2 + 0.55 * p))
     grid = fig.add_gridspec(
-        2, 1, height_ratios=[1, p], hspace=0.02, left=0.42, right=0.98, top=0.98, bottom=0.02
+        2, 1, height_ratios=[1, p], hspace=0.02, left=0.36, right=0.98, top=0.98, bottom=0.02
     )
     top = grid[0].subgridspec(1, p, wspace=0.05)
     for j in range(p):
@@ -66,7 +66,9 @@ def plot_similarity(fig_data: ShapesEvaluation, out: Path) -> Path:
                 fontsize=5.5,
                 color="white" if sim[i, j] < sim.max() * 0.7 else "black",
             )
-    ax.set_yticks(range(p), [c[:48] for c in fig_data.pair_captions], fontsize=6.5)
+    ax.set_yticks(
+        range(p), [c if len(c) <= 64 else c[:61] + "..." for c in fig_data.pair_captions], fontsize=6.5
+    )
     ax.set_xticks([])
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -91,10 +93,11 @@ def plot_confusion(fig_data: ShapesEvaluation, out: Path) -> Path:
     return out
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{100 * v:.1f} %" if 0.0 <= v <= 1.0 else f"{v:.4g}"
-    return str(v)
+def _fmt(key: str, v: Any) -> str:
+    """Fractions as percentages; counts, ranks and everything else as they are."""
+    if isinstance(v, float) and not (key == "n" or key.startswith("n_") or "rank" in key) and 0.0 <= v <= 1.0:
+        return f"{100 * v:.1f} %"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -110,13 +113,13 @@ def write_report(run_dir: str | Path) -> Path:
         lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
         for group, values in evaluation.items():
             if isinstance(values, dict):
-                lines += [f"| {group} / {k} | {_fmt(v)} |" for k, v in values.items()]
+                lines += [f"| {group} / {k} | {_fmt(k, v)} |" for k, v in values.items()]
             else:
-                lines.append(f"| {group} | {_fmt(values)} |")
+                lines.append(f"| {group} | {_fmt(group, values)} |")
         lines.append("")
     for key in ("steps", "train_seconds", "samples_per_s"):
         if key in metrics:
-            lines.append(f"- {key.replace('_', ' ')}: {_fmt(metrics[key])}")
+            lines.append(f"- {key.replace('_', ' ')}: {_fmt(key, metrics[key])}")
     if metrics.get("skipped_images"):
         lines.append(f"- skipped images: {len(metrics['skipped_images'])} (listed in metrics.json)")
     lines.append("")

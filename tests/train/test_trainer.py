@@ -31,7 +31,9 @@ TINY = [
 def test_short_run_loss_falls_and_writes_everything(tmp_path):
     # a CNN on one-object scenes learns within 40 steps (a ViT needs far more to start)
     overrides = [*TINY, "model=clip_conv_tiny", "data.max_objects=1", "optim.lr=3e-3", "max_steps=40"]
-    config = load_recipe(None, [*overrides, f"out_dir={tmp_path}", "log_every=1", "checkpoint_every=20"])
+    config = load_recipe(
+        None, [*overrides, f"out_dir={tmp_path}", "log_every=1", "checkpoint_every=20", "tensorboard=true"]
+    )
     results = train(config, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 41))
@@ -40,6 +42,7 @@ def test_short_run_loss_falls_and_writes_everything(tmp_path):
     assert last < first - 0.3, (first, last)
     assert {"lr", "samples_per_s", "temperature", "grad_norm"} <= set(rows[-1])
     assert results["steps"] == 40 and (tmp_path / "final" / "model.safetensors").is_file()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert [p.name for p in sorted((tmp_path / "checkpoints").iterdir())] == ["step_000020", "step_000040"]
     ev = json.loads((tmp_path / "metrics.json").read_text())["eval"]
     assert 0.0 <= ev["zero_shot"]["top1"] <= 1.0 and ev["retrieval"]["n"] == 64

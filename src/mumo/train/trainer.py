@@ -202,6 +202,7 @@ class Trainer:
         """Train to ``max_steps`` (from the resumed step), then save and evaluate; returns the metrics."""
         c = self.config
         log = _MetricsLog(self.out_dir, self.step, c.tensorboard)
+        run_start, first_step = time.perf_counter(), self.step
         loader = self._loader()
         batches = iter(loader)
         window_start, window_samples = time.perf_counter(), 0
@@ -236,7 +237,13 @@ class Trainer:
                     self._checkpoint()
         log.close()
         final = save_pretrained(self.model, self.out_dir / "final", tokenizer=self.tokenizer)
-        results: dict[str, Any] = {"steps": self.step, "final": str(final)}
+        seconds = time.perf_counter() - run_start
+        results: dict[str, Any] = {
+            "steps": self.step,
+            "final": str(final),
+            "train_seconds": round(seconds, 1),
+            "samples_per_s": round((self.step - first_step) * c.optim.grad_accum * c.batch_size / seconds, 1),
+        }
         if self.all_skips.count:
             results["skipped_images"] = [{"path": x.path, "reason": x.reason} for x in self.all_skips.skipped]
         if c.evaluate:
