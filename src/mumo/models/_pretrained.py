@@ -1,21 +1,21 @@
 """Checkpoint folders: ``config.json`` + ``model.safetensors`` (+ ``tokenizer.json``). No pickle.
 
-Every file is written to a temporary name and renamed into place, so a crash mid-save never leaves a
-truncated file under the real name.
+Every file is written to a temporary name, flushed and renamed into place, so a crash mid-save never
+leaves a truncated file under the real name.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 import mumo
+from mumo._io import atomic_write, atomic_write_json
 from mumo.errors import CheckpointError
 from mumo.models._registry import build_model, config_from_dict
 
@@ -28,12 +28,6 @@ class _Saveable(Protocol):
     def save(self, path: str | Path) -> None: ...
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_pretrained(model: nn.Module, directory: str | Path, tokenizer: _Saveable | None = None) -> Path:
     """Write ``model`` (and ``tokenizer``) to ``directory``, created if needed; returns the path."""
     config = getattr(model, "config", None)
@@ -42,11 +36,11 @@ def save_pretrained(model: nn.Module, directory: str | Path, tokenizer: _Saveabl
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     if tokenizer is not None:
-        _atomic_write(directory / TOKENIZER_NAME, tokenizer.save)
+        atomic_write(directory / TOKENIZER_NAME, tokenizer.save)
     meta = {**config.to_dict(), "mumo_version": mumo.__version__}
-    _atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write_json(directory / CONFIG_NAME, meta)
     return directory
 
 

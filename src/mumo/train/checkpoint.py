@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mumo._io import fsync
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import CheckpointError
 from mumo.models import load_pretrained, save_pretrained
@@ -42,14 +43,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -107,12 +100,12 @@ def save_checkpoint(
     manifest = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     for p in tmp.iterdir():
-        _fsync(p)
-    _fsync(tmp)
+        fsync(p)
+    fsync(tmp)
     if final.exists():  # a re-run of the same step replaces it
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync(root)
+    fsync(root)
     for old in list_checkpoints(out_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

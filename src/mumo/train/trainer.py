@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset
 
+from mumo._io import atomic_write_json
 from mumo.data.collate import ImageTextCollate
 from mumo.data.pairs import SkipReport
 from mumo.data.sampler import ResumableBatchSampler
@@ -37,12 +37,6 @@ from mumo.train.optim import build_optimizer, build_scheduler
 from mumo.train.tasks import ContrastiveTask
 
 logger = logging.getLogger(__name__)
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 class _MetricsLog:
@@ -124,7 +118,7 @@ class Trainer:
         self.collate = ImageTextCollate(tokenizer, mean, std)
         self.epoch_skips = SkipReport()  # reported, then cleared, at each epoch's end
         self.all_skips = SkipReport()
-        _write_json_atomic(self.out_dir / "train_config.json", c.to_dict())
+        atomic_write_json(self.out_dir / "train_config.json", c.to_dict())
 
     def _loader(self) -> DataLoader:
         c = self.config
@@ -250,7 +244,7 @@ class Trainer:
             from mumo.train.data import evaluate_run
 
             results["eval"] = evaluate_run(self.model, self.tokenizer, c, self.out_dir)
-        _write_json_atomic(self.out_dir / "metrics.json", results)
+        atomic_write_json(self.out_dir / "metrics.json", results)
         return results
 
 
