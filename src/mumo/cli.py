@@ -95,11 +95,14 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint"),
 ) -> None:
     """Train a model from a recipe; checkpoints, metrics.jsonl and metrics.json go to out_dir."""
-    from mumo.train import load_recipe
-    from mumo.train import train as run
+    from mumo.train import Trainer, load_recipe
 
     config = load_recipe(recipe, overrides or [])
-    results = run(config, resume=resume)
+    trainer = Trainer(config, resume=resume)
+    if resume:
+        where = f"step {trainer.step}" if trainer.step else "the start (no valid checkpoint found)"
+        console.print(f"resuming {config.out_dir} from {where}")
+    results = trainer.fit()
     _print_eval(results.get("eval", {}))
     console.print(f"model saved to {results['final']}")
 

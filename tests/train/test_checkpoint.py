@@ -94,3 +94,5 @@ def test_interrupted_save_leaves_no_checkpoint(tmp_path, parts):
     half.mkdir()
     (half / "model.safetensors").write_bytes(b"")
     assert latest_valid_checkpoint(tmp_path).name == "step_000001"
+    save_checkpoint(tmp_path, 4, *parts)  # the next save clears what the killed one left
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))

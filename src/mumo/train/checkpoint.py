@@ -84,9 +84,9 @@ def save_checkpoint(
     root = Path(out_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
+    for stale in root.glob(".tmp-*"):  # left by a save that was killed mid-way
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     save_pretrained(model, tmp, tokenizer=tokenizer)
     tensors, optim_meta = _optimizer_to_files(optimizer)
     tensors["rng.torch"] = torch.get_rng_state()
