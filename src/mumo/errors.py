@@ -25,3 +25,7 @@ class TokenizerError(MumoError, ValueError):
 
 class DataError(MumoError, ValueError):
     """Input data is malformed: an annotation file, its columns, or tensors handed to a metric."""
+
+
+class TrainingError(MumoError):
+    """Training cannot go on (e.g. the loss became NaN or infinite)."""

@@ -194,3 +194,11 @@ def test_corrupt_images_are_skipped_counted_and_reported_per_epoch(tmp_path, cap
     epoch_lines = [r.getMessage() for r in caplog.records if "images were skipped" in r.getMessage()]
     assert len(epoch_lines) == 2 and all(line.count(".jpg (") == 3 for line in epoch_lines)
     assert epoch_lines[0].startswith("epoch 0: 3 images were skipped")
+
+
+def test_siglip_run_and_its_config_error(tmp_path):
+    base = [*TINY, "model=clip_conv_tiny", "loss=siglip", "max_steps=3", "evaluate=false"]
+    with pytest.raises(mumo.ConfigError, match="init_logit_bias"):
+        Trainer(load_recipe(None, [*base, f"out_dir={tmp_path / 'a'}"]), progress=False)
+    config = load_recipe(None, [*base, f"out_dir={tmp_path / 'b'}", "model_overrides.init_logit_bias=-10"])
+    assert train(config, progress=False)["steps"] == 3

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from mumo.errors import ConfigError
+
 
 class ResumableBatchSampler(Sampler[list[int]]):
     """Yields lists of ``batch_size`` indices from a seeded permutation per epoch, forever.
@@ -28,8 +30,9 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self, n: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1
     ):
         if n < batch_size * world_size:
-            raise ValueError(
-                f"data set of {n} samples is smaller than one global batch ({batch_size * world_size})"
+            raise ConfigError(
+                f"data set of {n} samples is smaller than one global batch ({batch_size * world_size}); "
+                "lower batch_size or add data"
             )
         self.n, self.batch_size, self.seed, self.start = n, batch_size, seed, start
         self.rank, self.world_size = rank, world_size

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from torch import Tensor, nn
 
+from mumo.errors import ConfigError
 from mumo.losses import ClipLoss, SigLipLoss
 from mumo.models import CLIP
 
@@ -42,8 +43,8 @@ class ContrastiveTask(nn.Module):
         self.loss_name = loss
         if loss == "siglip":
             if model.logit_bias is None:
-                raise ValueError(
-                    "the SigLIP loss needs a model with a logit bias (init_logit_bias, e.g. -10)"
+                raise ConfigError(
+                    "the SigLIP loss needs a model with a logit bias: set model_overrides.init_logit_bias=-10"
                 )
             self.loss_fn: nn.Module = SigLipLoss(rank=rank, world_size=world_size)
         else:

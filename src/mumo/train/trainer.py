@@ -30,6 +30,7 @@ from mumo.data.collate import ImageTextCollate
 from mumo.data.pairs import SkipReport
 from mumo.data.sampler import ResumableBatchSampler
 from mumo.data.tokenizer import Tokenizer
+from mumo.errors import TrainingError
 from mumo.models import create_model, save_pretrained
 from mumo.train.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from mumo.train.config import TrainConfig
@@ -162,7 +163,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         if not math.isfinite(totals.get("loss", 0.0)):
-            raise FloatingPointError(
+            raise TrainingError(
                 f"loss is {totals['loss']} at step {self.step + 1}; "
                 "lower optim.lr or raise optim.warmup_steps"
             )
