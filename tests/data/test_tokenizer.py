@@ -31,7 +31,7 @@ def cased() -> Tokenizer:
 
 
 def test_special_ids_and_vocab(tok):
-    assert (tok.pad_id, tok.bos_id, tok.eot_id, tok.mask_id) == (0, 1, 2, 3)
+    assert (tok.pad_id, tok.eot_id, tok.bos_id, tok.mask_id) == (0, 1, 2, 3)
     assert 260 < tok.vocab_size <= 400
     assert len(tok.encode("a red circle").input_ids[0]) == 12
 

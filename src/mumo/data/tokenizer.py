@@ -22,7 +22,9 @@ from mumo.errors import TokenizerError
 logger = logging.getLogger(__name__)
 
 PAD, BOS, EOT, MASK = "<pad>", "<bos>", "<eot>", "<mask>"
-SPECIAL_TOKENS = [PAD, BOS, EOT, MASK]  # ids 0, 1, 2, 3 in a trained tokenizer
+# ids 0, 1, 2, 3 in a trained tokenizer. The end token is 1, not 2: Hugging Face's CLIP text model reads
+# eos_token_id == 2 as "pool at the largest id" (a legacy rule), which would break exported models.
+SPECIAL_TOKENS = [PAD, EOT, BOS, MASK]
 
 
 @dataclass
@@ -64,9 +66,8 @@ class Tokenizer:
         # User text that happens to read "<eot>" must stay text, never become a control token.
         self._tok.encode_special_tokens = True
         self.context_length = context_length
-        self.pad_id, self.bos_id, self.eot_id, self.mask_id = (
-            tokenizer.token_to_id(t) for t in SPECIAL_TOKENS
-        )
+        self.pad_id, self.bos_id = tokenizer.token_to_id(PAD), tokenizer.token_to_id(BOS)
+        self.eot_id, self.mask_id = tokenizer.token_to_id(EOT), tokenizer.token_to_id(MASK)
         self.total_truncated = 0  # running count over this tokenizer's life, for end-of-epoch reports
 
     @classmethod

@@ -52,6 +52,13 @@ def load_pretrained(directory: str | Path, map_location: str | torch.device = "c
             raise CheckpointError(f"{directory} has no {name}; is it a folder written by save_pretrained?")
     model = build_model(config_from_dict(json.loads((directory / CONFIG_NAME).read_text())))
     state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
+    load_state_dict_strict(model, state, str(directory / WEIGHTS_NAME))
+    return model.to(map_location)
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model`` only if every key and shape matches; otherwise raise
+    :class:`CheckpointError` naming each missing, unexpected and wrongly shaped key."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -68,6 +75,5 @@ def load_pretrained(directory: str | Path, map_location: str | torch.device = "c
             parts.append(f"unexpected {unexpected}")
         if shapes:
             parts.append(f"wrong shape {shapes}")
-        raise CheckpointError(f"{directory / WEIGHTS_NAME} does not match its config: " + "; ".join(parts))
+        raise CheckpointError(f"{source} does not match the model: " + "; ".join(parts))
     model.load_state_dict(state)
-    return model.to(map_location)

@@ -29,6 +29,7 @@ from mumo._io import fsync
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import CheckpointError
 from mumo.models import load_pretrained, save_pretrained
+from mumo.models._pretrained import load_state_dict_strict
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,8 @@ def load_checkpoint(
     if model is None:
         model = load_pretrained(path, map_location=map_location)
     else:
-        model.load_state_dict(load_file(str(path / "model.safetensors"), device=map_location))
+        weights = path / "model.safetensors"
+        load_state_dict_strict(model, load_file(str(weights), device=map_location), str(weights))
     context_length = getattr(getattr(model.config, "text", None), "context_length", 77)
     tokenizer = Tokenizer.load(path, context_length=context_length)
     tensors = load_file(str(path / STATE_TENSORS))
