@@ -35,9 +35,10 @@ def _load(checkpoint: Path) -> tuple[torch.nn.Module, mumo.Tokenizer]:
     """A model and its tokenizer from a model folder, a run folder (its final/) or a training checkpoint."""
     if (checkpoint / "final").is_dir():
         checkpoint = checkpoint / "final"
+    from mumo.interop.convert import load_tokenizer
+
     model = mumo.load_pretrained(checkpoint).eval()
-    tokenizer = mumo.Tokenizer.load(checkpoint, context_length=model.config.text.context_length)
-    return model, tokenizer
+    return model, load_tokenizer(checkpoint, context_length=model.config.text.context_length)
 
 
 @app.command()
@@ -257,6 +258,20 @@ def demo(
     report = write_report(out)
     _print_eval(results.get("eval", {}))
     console.print(f"report: {report}   model: {results['final']}   time: {time.perf_counter() - start:.0f} s")
+
+
+@app.command()
+def convert(
+    src: Path = typer.Argument(..., help="source: a model folder, or an OpenCLIP weights file"),
+    dst: Path = typer.Argument(..., help="target folder"),
+    from_: str = typer.Option(..., "--from", help="mumo, open_clip or hf"),
+    to: str = typer.Option(..., "--to", help="mumo, hf or onnx"),
+    config: Path | None = typer.Option(None, help="OpenCLIP model config, when SRC is a weights file"),
+) -> None:
+    """Convert a CLIP model between mumo, OpenCLIP, Hugging Face and ONNX (outputs are checked to match)."""
+    from mumo.interop.convert import convert as run
+
+    console.print(f"wrote {run(src, dst, from_, to, config)}")
 
 
 @app.command()

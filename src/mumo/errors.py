@@ -29,3 +29,7 @@ class DataError(MumoError, ValueError):
 
 class TrainingError(MumoError):
     """Training cannot go on (e.g. the loss became NaN or infinite)."""
+
+
+class ExportError(MumoError):
+    """A model cannot be exported (e.g. to ONNX), or the exported graph does not match PyTorch."""
