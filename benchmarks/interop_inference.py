@@ -51,10 +51,17 @@ def main() -> None:
             ref.encode_image(images, normalize=True),
             hf.get_image_features(pixel_values=images),
         )
+        c = c.pooler_output  # transformers 5 returns the projected features here
         c = c / c.norm(dim=-1, keepdim=True)
         print(
             f"max |mumo - open_clip| image embedding: {(a - b).abs().max():.2e}, "
             f"|mumo - hf|: {(a - c).abs().max():.2e}"
+        )
+        t_ours, t_ref = ours.encode_text(tokens, mask), ref.encode_text(tokens, normalize=True)
+        print(
+            f"max |mumo - open_clip| text embedding: {(t_ours - t_ref).abs().max():.2e}; texts are "
+            f"{int(mask.sum(1).min())}-{int(mask.sum(1).max())} tokens padded to {tokens.shape[1]} "
+            "(mumo drops the padding columns after the longest text: no pooled output depends on them)"
         )
         image_fns = {
             "mumo": lambda: ours.encode_image(images),

@@ -76,9 +76,13 @@ class TextTransformer(nn.Module):
         return self.config.embed_dim
 
     def _prepare(
-        self, input_ids: Tensor, attention_mask: Tensor | None
+        self, input_ids: Tensor, attention_mask: Tensor | None, trim: bool = False
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Embed tokens; return (x (B, T', C), full 0/1 mask (B, T'), boolean attention mask or None)."""
+        """Embed tokens; return (x (B, T', C), full 0/1 mask (B, T'), boolean attention mask or None).
+
+        With ``trim``, right-padding columns after the longest text of the batch are dropped first: no
+        pooled output depends on them, and texts padded to a fixed 77 tokens are often 10-20 long.
+        """
         c = self.config
         b, t = input_ids.shape
         if t > c.context_length:
@@ -88,6 +92,10 @@ class TextTransformer(nn.Module):
             )
         if attention_mask is None:
             attention_mask = (input_ids != c.pad_id).long()
+        right_padded = _is_right_padded(attention_mask)
+        if trim and right_padded:
+            longest = max(int(attention_mask.sum(dim=1).max()), 1)
+            input_ids, attention_mask = input_ids[:, :longest], attention_mask[:, :longest]
         x = self.token_embed(input_ids)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)
@@ -96,7 +104,7 @@ class TextTransformer(nn.Module):
         # Under a causal mask, right padding sits after every real token and cannot reach them, so the
         # padding mask is only needed otherwise; leaving it out keeps SDPA on its fastest kernel.
         padded = not bool(attention_mask.all())
-        needs_mask = padded and not (c.causal and _is_right_padded(attention_mask))
+        needs_mask = padded and not (c.causal and right_padded)
         mask = padding_mask(attention_mask) if needs_mask else None
         return x, attention_mask, mask
 
@@ -112,7 +120,7 @@ class TextTransformer(nn.Module):
         token is computed in the last block.
         """
         c = self.config
-        x, full_mask, mask = self._prepare(input_ids, attention_mask)
+        x, full_mask, mask = self._prepare(input_ids, attention_mask, trim=True)
         if c.pool == "mean":
             x = self.norm(self.transformer(x, mask=mask, is_causal=c.causal))
             w = full_mask.to(x.dtype).unsqueeze(-1)
