@@ -10,14 +10,14 @@ from mumo.interop.hf_clip import hf_state_dict_to_mumo, load_hf_clip, mumo_state
 transformers = pytest.importorskip("transformers")
 
 
-def hf_model(act="quick_gelu"):
-    """A CLIPModel of ViT-B-32's shape, smaller in depth to stay fast."""
+def hf_model(act="quick_gelu", depth=12):
+    """A CLIPModel of ViT-B-32's shape (OpenAI's config when depth=12 and act='quick_gelu')."""
     torch.manual_seed(0)
     config = transformers.CLIPConfig(
         text_config=dict(
             hidden_size=512,
             intermediate_size=2048,
-            num_hidden_layers=2,
+            num_hidden_layers=depth,
             num_attention_heads=8,
             vocab_size=49408,
             max_position_embeddings=77,
@@ -26,7 +26,7 @@ def hf_model(act="quick_gelu"):
         vision_config=dict(
             hidden_size=768,
             intermediate_size=3072,
-            num_hidden_layers=2,
+            num_hidden_layers=depth,
             num_attention_heads=12,
             image_size=224,
             patch_size=32,
@@ -48,9 +48,9 @@ def batch():
     return torch.randn(3, 3, 224, 224), ids, mask
 
 
-@pytest.mark.parametrize("act", ["quick_gelu", "gelu"])
-def test_import_matches_transformers(tmp_path, act):
-    ref = hf_model(act)
+@pytest.mark.parametrize("act, depth", [("quick_gelu", 12), ("gelu", 2)])
+def test_import_matches_transformers(tmp_path, act, depth):
+    ref = hf_model(act, depth)
     ref.save_pretrained(tmp_path)
     model = load_hf_clip(tmp_path)
     images, ids, mask = batch()
