@@ -46,6 +46,42 @@ class TokenBatch:
         return int(self.truncated.sum())
 
 
+def assemble_batch(
+    token_ids: Sequence[Sequence[int]],
+    texts: Sequence[str],
+    context_length: int,
+    padding: str,
+    bos_id: int,
+    eot_id: int,
+    pad_id: int,
+) -> TokenBatch:
+    """Frame each text's ids as ``<bos> ids <eot>``, cut to ``context_length`` keeping the end token,
+    right-pad, and log how many texts were cut (never silently)."""
+    if context_length < 3:
+        raise TokenizerError(f"context_length must be at least 3 (<bos> x <eot>), got {context_length}")
+    if padding not in ("max_length", "longest"):
+        raise TokenizerError(f"padding must be 'max_length' or 'longest', got {padding!r}")
+    room = context_length - 2
+    rows = [[bos_id, *ids[:room], eot_id] for ids in token_ids]
+    truncated = torch.tensor([len(ids) > room for ids in token_ids], dtype=torch.bool)
+    width = context_length if padding == "max_length" else max((len(r) for r in rows), default=2)
+    ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
+    ids = ids.reshape(len(rows), width)  # (B, T), also when B == 0
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    mask = (torch.arange(width) < lengths[:, None]).long()  # (B, T)
+    count = int(truncated.sum())
+    if count:
+        first = texts[int(truncated.nonzero()[0])]
+        logger.warning(
+            "%d of %d texts were longer than %d tokens and were cut (end token kept); first: %.60r",
+            count,
+            len(rows),
+            context_length,
+            first,
+        )
+    return TokenBatch(input_ids=ids, attention_mask=mask, truncated=truncated)
+
+
 class Tokenizer:
     """A byte-level BPE tokenizer with ``<pad> <bos> <eot> <mask>`` special tokens.
 
@@ -136,32 +172,12 @@ class Tokenizer:
         if isinstance(texts, str):
             texts = [texts]
         n = context_length or self.context_length
-        if n < 3:
-            raise TokenizerError(f"context_length must be at least 3, got {n}")
-        if padding not in ("max_length", "longest"):
-            raise TokenizerError(f"padding must be 'max_length' or 'longest', got {padding!r}")
         encoded = self._tok.encode_batch(list(texts), add_special_tokens=False)
-        room = n - 2
-        rows = [[self.bos_id, *e.ids[:room], self.eot_id] for e in encoded]
-        truncated = torch.tensor([len(e.ids) > room for e in encoded], dtype=torch.bool)
-        width = n if padding == "max_length" else max((len(r) for r in rows), default=2)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-        count = int(truncated.sum())
-        if count:
-            self.total_truncated += count
-            first = texts[int(truncated.nonzero()[0])]
-            logger.warning(
-                "%d of %d texts were longer than %d tokens and were cut (end token kept); first: %.60r",
-                count,
-                len(rows),
-                n,
-                first,
-            )
-        return TokenBatch(input_ids=ids, attention_mask=mask, truncated=truncated)
+        batch = assemble_batch(
+            [e.ids for e in encoded], texts, n, padding, self.bos_id, self.eot_id, self.pad_id
+        )
+        self.total_truncated += batch.num_truncated
+        return batch
 
     def decode(self, ids: Sequence[int] | Tensor, skip_special_tokens: bool = True) -> str:
         """Token ids (T,) back to text; padding and special tokens dropped unless asked."""

@@ -35,12 +35,11 @@ from pathlib import Path
 
 import ftfy
 import regex
-import torch
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as _HFTokenizer
 from torch import Tensor
 
-from mumo.data.tokenizer import TokenBatch
+from mumo.data.tokenizer import TokenBatch, assemble_batch
 from mumo.errors import TokenizerError
 
 logger = logging.getLogger(__name__)
@@ -264,10 +263,6 @@ class ClipTokenizer:
         if isinstance(texts, str):
             texts = [texts]
         n = context_length or self.context_length
-        if n < 3:
-            raise TokenizerError(f"context_length must be at least 3, got {n}")
-        if padding not in ("max_length", "longest"):
-            raise TokenizerError(f"padding must be 'max_length' or 'longest', got {padding!r}")
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if bad is not None:
             raise TokenizerError(f"texts must be strings; item {bad} is a {type(texts[bad]).__name__}")
@@ -275,26 +270,11 @@ class ClipTokenizer:
         # encode_batch_fast (tokenizers >= 0.20) skips the character offsets we do not use.
         encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
         encoded = encode(pieces, is_pretokenized=True, add_special_tokens=False)
-        room = n - 2
-        rows = [[self.bos_id, *e.ids[:room], self.eot_id] for e in encoded]
-        truncated = torch.tensor([len(e.ids) > room for e in encoded], dtype=torch.bool)
-        width = n if padding == "max_length" else max((len(r) for r in rows), default=2)
-        ids = torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
-        ids = ids.reshape(len(rows), width)  # (B, T), also when B == 0
-        lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-        mask = (torch.arange(width) < lengths[:, None]).long()  # (B, T)
-        count = int(truncated.sum())
-        if count:
-            self.total_truncated += count
-            first = texts[int(truncated.nonzero()[0])]
-            logger.warning(
-                "%d of %d texts were longer than %d tokens and were cut (end token kept); first: %.60r",
-                count,
-                len(rows),
-                n,
-                first,
-            )
-        return TokenBatch(input_ids=ids, attention_mask=mask, truncated=truncated)
+        batch = assemble_batch(
+            [e.ids for e in encoded], texts, n, padding, self.bos_id, self.eot_id, self.pad_id
+        )
+        self.total_truncated += batch.num_truncated
+        return batch
 
     def decode(self, ids: Sequence[int] | Tensor) -> str:
         """Token ids (T,) back to text as OpenCLIP's decode does: ``</w>`` becomes a space.
