@@ -140,3 +140,14 @@ def test_chunked_loss_never_keeps_the_full_logits_for_backward():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         ClipLoss()(a, b, 10.0).backward()
     assert max(saved) == n * n  # without chunking the full logits are kept, as expected
+
+
+def test_text_negatives_join_the_image_to_text_denominator_only():
+    # one image, its caption, and a hard negative caption: by hand
+    img, txt, neg = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.6, 0.8]]), torch.tensor([[0.8, 0.6]])
+    i2t = lse(0.6, 0.8) - 0.6  # the negative scores 0.8 against the image
+    t2i = 0.0  # one image: log softmax of a single logit
+    loss = ClipLoss()(img, txt, 1.0, text_negatives=neg)
+    assert loss.item() == pytest.approx((i2t + t2i) / 2, rel=1e-6)
+    a, b = F.normalize(torch.randn(6, 4), dim=-1), F.normalize(torch.randn(6, 4), dim=-1)
+    assert ClipLoss()(a, b, 5.0, text_negatives=b[:0]).item() == pytest.approx(clip_loss(a, b, 5.0).item())

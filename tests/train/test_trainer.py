@@ -202,3 +202,21 @@ def test_siglip_run_and_its_config_error(tmp_path):
         Trainer(load_recipe(None, [*base, f"out_dir={tmp_path / 'a'}"]), progress=False)
     config = load_recipe(None, [*base, f"out_dir={tmp_path / 'b'}", "model_overrides.init_logit_bias=-10"])
     assert train(config, progress=False)["steps"] == 3
+
+
+def test_negclip_batches_carry_hard_negative_captions(tmp_path):
+    from mumo.data.sampler import ResumableBatchSampler
+    from mumo.data.shapes import hard_negatives
+
+    overrides = [*TINY, f"out_dir={tmp_path}", "max_steps=2", "hard_negatives=2", "evaluate=false"]
+    t = Trainer(load_recipe(None, overrides), progress=False)
+    batch = next(iter(t._loader()))
+    first = t.dataset[next(iter(ResumableBatchSampler(len(t.dataset), 16, seed=0)))[0]]
+    expected = t.tokenizer.encode(t.collate.negatives(first)).input_ids
+    assert torch.equal(batch["neg_input_ids"][: len(expected)], expected)
+    assert set(t.collate.negatives(first)) <= set(hard_negatives(first["scene"]).values())
+    n = batch["neg_input_ids"].shape[0]
+    assert batch["images"].shape[0] < n <= 2 * batch["images"].shape[0]  # one-object scenes have fewer kinds
+    assert t.fit()["steps"] == 2
+    with pytest.raises(mumo.ConfigError, match="hard_negatives needs"):
+        load_recipe(None, ["hard_negatives=1", "loss=siglip"])

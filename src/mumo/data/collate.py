@@ -1,12 +1,13 @@
 """Turn a list of samples (``{"image": (3, H, W), "caption": str}``) into a training batch.
 
 Batch keys: ``images`` (B, 3, H, W) float normalised, ``input_ids`` (B, T), ``attention_mask`` (B, T),
-``skipped`` (samples that could not be read, with their paths and reasons), ``num_truncated``.
+``skipped`` (samples that could not be read, with their paths and reasons), ``num_truncated``; with a
+``negatives`` function also ``neg_input_ids`` / ``neg_attention_mask`` (M, T): captions matching no image.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -28,8 +29,10 @@ class ImageTextCollate:
         tokenizer: Tokenizer,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        negatives: Callable[[dict[str, Any]], list[str]] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
+        self.negatives = negatives
         self.mean = torch.tensor(mean).view(1, -1, 1, 1) if mean is not None else None
         self.std = torch.tensor(std).view(1, -1, 1, 1) if std is not None else None
 
@@ -42,10 +45,16 @@ class ImageTextCollate:
         if self.mean is not None and self.std is not None:
             images = (images - self.mean) / self.std
         tokens = self.tokenizer.encode([s["caption"] for s in good])
-        return {
+        batch = {
             "images": images,
             "input_ids": tokens.input_ids,
             "attention_mask": tokens.attention_mask,
             "skipped": skipped,
             "num_truncated": tokens.num_truncated,
         }
+        if self.negatives is not None:
+            texts = [t for s in good for t in self.negatives(s)]
+            if texts:
+                neg = self.tokenizer.encode(texts)
+                batch["neg_input_ids"], batch["neg_attention_mask"] = neg.input_ids, neg.attention_mask
+        return batch

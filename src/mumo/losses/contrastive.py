@@ -189,18 +189,33 @@ class ClipLoss(nn.Module):
         self.world_size = world_size
         self.chunk_size = chunk_size
 
-    def forward(self, image_embeds: Tensor, text_embeds: Tensor, logit_scale: Tensor | float) -> Tensor:
-        """Loss of (B, E) image and text embeddings that match row by row; a scalar."""
+    def forward(
+        self,
+        image_embeds: Tensor,
+        text_embeds: Tensor,
+        logit_scale: Tensor | float,
+        text_negatives: Tensor | None = None,
+    ) -> Tensor:
+        """Loss of (B, E) image and text embeddings that match row by row; a scalar.
+
+        ``text_negatives`` (M, E): extra captions that match no image, such as attribute-swapped ones
+        (NegCLIP, Yuksekgonul et al. 2023). They join every image's candidates in the image->text
+        direction only, so the model must tell "a red circle left of a blue star" from its swap.
+        """
         b = image_embeds.shape[0]
         all_images = gather_features(image_embeds, self.rank, self.world_size, self.gather_with_grad)
         all_texts = gather_features(text_embeds, self.rank, self.world_size, self.gather_with_grad)
+        text_candidates = all_texts
+        if text_negatives is not None:
+            negatives = gather_features(text_negatives, self.rank, self.world_size, self.gather_with_grad)
+            text_candidates = torch.cat([all_texts, negatives])  # labels still index the first N
         if self.local_loss or self.world_size == 1:
             img_rows, txt_rows = image_embeds, text_embeds
             labels = torch.arange(b, device=image_embeds.device) + self.rank * b
         else:
             img_rows, txt_rows = all_images, all_texts
             labels = torch.arange(all_images.shape[0], device=image_embeds.device)
-        loss_i = row_cross_entropy(img_rows, all_texts, logit_scale, labels, self.chunk_size)
+        loss_i = row_cross_entropy(img_rows, text_candidates, logit_scale, labels, self.chunk_size)
         loss_t = row_cross_entropy(txt_rows, all_images, logit_scale, labels, self.chunk_size)
         return (loss_i + loss_t) / (2 * labels.shape[0])
 

@@ -65,6 +65,7 @@ class TrainConfig(Config):
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"text.depth": 2}
     loss: Literal["clip", "siglip"] = "clip"  # contrastive objective
     loss_weights: dict[str, float] = field(default_factory=dict)  # weight per task loss; missing = 1
+    hard_negatives: int = 0  # NegCLIP: generated negative captions per sample (shapes data, CLIP loss)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     batch_size: int = 128  # samples per micro-batch
@@ -86,6 +87,11 @@ class TrainConfig(Config):
             self.log_every >= 1 and self.checkpoint_every >= 1, "log_every and checkpoint_every must be >= 1"
         )
         check(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
+        check(self.hard_negatives >= 0, "hard_negatives must be >= 0")
+        check(
+            self.hard_negatives == 0 or (self.data.kind == "shapes" and self.loss == "clip"),
+            "hard_negatives needs data.kind=shapes (which generates them) and loss=clip",
+        )
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

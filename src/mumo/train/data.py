@@ -3,6 +3,7 @@ on the fly, or image-caption pairs from a CSV / JSONL file and an image folder."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from mumo.data.pairs import PairsDataset
-from mumo.data.shapes import ShapesConfig, ShapesDataset, captions, generate_scene
+from mumo.data.shapes import ShapesConfig, ShapesDataset, captions, generate_scene, hard_negatives
 from mumo.data.tokenizer import Tokenizer
 from mumo.data.transforms import CLIP_MEAN, CLIP_STD, train_transform
 from mumo.train.config import DataConfig, TrainConfig
@@ -36,6 +37,21 @@ def build_train_data(config: TrainConfig) -> tuple[Dataset, list[str], Any, Any]
         return ShapesDataset("train", data.train_size, cfg), texts, CLIP_MEAN, CLIP_STD
     dataset = PairsDataset(data.path, data.image_root, transform=train_transform(data.image_size))
     return dataset, list(dataset.captions[: data.tokenizer_samples]), None, None
+
+
+def negative_captions(config: TrainConfig) -> Callable[[dict[str, Any]], list[str]] | None:
+    """For NegCLIP runs (``hard_negatives`` > 0), a function giving each training sample that many of its
+    generated hard-negative captions, chosen by the sample's index so that a resumed run sees the same."""
+    k = config.hard_negatives
+    if k == 0:
+        return None
+
+    def pick(sample: dict[str, Any]) -> list[str]:
+        negatives = hard_negatives(sample["scene"])
+        kinds = sorted(negatives)
+        return [negatives[kinds[(sample["index"] + j) % len(kinds)]] for j in range(min(k, len(kinds)))]
+
+    return pick
 
 
 def evaluate_run(model: nn.Module, tokenizer: Tokenizer, config: TrainConfig, out_dir: str | Path) -> dict:

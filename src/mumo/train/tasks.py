@@ -55,7 +55,10 @@ class ContrastiveTask(nn.Module):
         if self.loss_name == "siglip":
             loss = self.loss_fn(out.image_embeds, out.text_embeds, out.logit_scale, out.logit_bias)
         else:
-            loss = self.loss_fn(out.image_embeds, out.text_embeds, out.logit_scale)
+            negatives = None
+            if "neg_input_ids" in batch:  # NegCLIP: generated hard-negative captions
+                negatives = self.model.encode_text(batch["neg_input_ids"], batch["neg_attention_mask"])
+            loss = self.loss_fn(out.image_embeds, out.text_embeds, out.logit_scale, text_negatives=negatives)
         return {"contrastive": loss}
 
     def metrics(self) -> dict[str, float]:

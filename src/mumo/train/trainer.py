@@ -86,7 +86,7 @@ class Trainer:
         progress: bool = True,
         build_data: Callable[[TrainConfig], tuple[Dataset, list[str], Any, Any]] | None = None,
     ) -> None:
-        from mumo.train.data import build_train_data
+        from mumo.train.data import build_train_data, negative_captions
 
         self.config = c = config
         self.out_dir = Path(c.out_dir)
@@ -116,7 +116,7 @@ class Trainer:
             _, _, state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
             self.step = state["step"]
             logger.info("resuming %s at step %d", checkpoint, self.step)
-        self.collate = ImageTextCollate(tokenizer, mean, std)
+        self.collate = ImageTextCollate(tokenizer, mean, std, negatives=negative_captions(c))
         self.epoch_skips = SkipReport()  # reported, then cleared, at each epoch's end
         self.all_skips = SkipReport()
         atomic_write_json(self.out_dir / "train_config.json", c.to_dict())
