@@ -10,6 +10,8 @@ from mumo.models._registry import (
     register_model,
 )
 from mumo.models.clip import CLIP, CLIPConfig, CLIPOutput
+from mumo.models.fusion import FusionConfig, FusionModel
+from mumo.models.single_stream import SingleStream, SingleStreamConfig
 from mumo.models.text import TextConfig, TextTransformer
 from mumo.models.vision import ConvEncoder, VisionConfig, VisionTransformer, build_vision_tower
 
@@ -18,6 +20,10 @@ __all__ = [
     "CLIPConfig",
     "CLIPOutput",
     "ConvEncoder",
+    "FusionConfig",
+    "FusionModel",
+    "SingleStream",
+    "SingleStreamConfig",
     "TextConfig",
     "TextTransformer",
     "VisionConfig",

@@ -1,0 +1,183 @@
+"""Interactive fusion (ALBEF, Li et al., 2021; BLIP, Li et al., 2022): a dual encoder whose text tokens then
+cross-attend to the image tokens in a few fusion blocks.
+
+Notation: B batch, S image tokens, T text tokens, Cv image width, C text width, E joint embedding width,
+V vocabulary size.
+
+images (B, 3, H, W) -> CLIP image tower -> pooled -> image_proj -> (B, E) ┐ ITC (contrastive), via the CLIP
+ids    (B, T)       -> CLIP text tower  -> pooled -> text_proj  -> (B, E) ┘
+images -> image tower tokens -> norm -> image tokens (B, S, Cv) ────────────────┐ context
+ids    -> text tower tokens (B, T, C) -> fusion blocks: self-attn (bidirectional, padding masked)
+                                           + cross-attn to image tokens + MLP  -> fused (B, T, C)
+   first text position -> norm -> Linear(C, 2) -> ITM logits (B, 2), index 1 = match
+   every text position  -> norm -> Linear(C, V) -> MLM logits (B, T, V)
+
+The towers stay usable alone (fast retrieval by embeddings), and the fusion blocks rerank or answer with
+full image-text interaction; ALBEF aligns the towers with ITC before fusing, hence one model for both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from mumo._config import Config, check
+from mumo.layers import Transformer, build_norm, padding_mask
+from mumo.models._registry import register_architecture, register_model
+from mumo.models.clip import CLIP, CLIPConfig, clip_conv_mini_64, clip_vit_tiny
+
+
+@dataclass
+class FusionConfig(Config):
+    model_type: Literal["fusion"] = "fusion"  # architecture tag stored in config.json
+    clip: CLIPConfig = field(default_factory=CLIPConfig)  # the towers and the ITC projections
+    fusion_depth: int = 2  # fusion blocks (self-attention + cross-attention to image tokens + MLP)
+    num_heads: int = 8  # attention heads of the fusion blocks; must divide the text width
+    mlp_ratio: float = 4.0  # MLP hidden width / text width in the fusion blocks
+
+    def validate(self) -> None:
+        check(self.fusion_depth > 0, f"fusion_depth must be positive, got {self.fusion_depth}")
+        width = self.clip.text.embed_dim
+        check(
+            width % self.num_heads == 0,
+            f"fusion num_heads {self.num_heads} does not divide the text width clip.text.embed_dim "
+            f"{width}; pick a divisor",
+        )
+
+
+class FusionModel(nn.Module):
+    """A :class:`CLIP` for ITC plus cross-attention fusion blocks on its text tokens for ITM and MLM."""
+
+    def __init__(self, config: FusionConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.clip = CLIP(c.clip)  # initialises itself
+        t = c.clip.text
+        width, image_width = self.clip.text.width, self.clip.visual.width
+        # The conv tower's tokens are raw ReLU maps and the ViT's are normalized: one norm puts both on the
+        # scale the cross-attention projections were initialised for.
+        self.image_norm = build_norm(t.norm_type, image_width, t.norm_eps)
+        # The fusion blocks continue the text tower (ALBEF's upper BERT layers), so they share its norm,
+        # MLP and bias choices; cross-attention maps the image width to the text width.
+        self.fusion = Transformer(
+            width,
+            c.fusion_depth,
+            c.num_heads,
+            mlp_ratio=c.mlp_ratio,
+            mlp_type=t.mlp_type,
+            norm_type=t.norm_type,
+            norm_eps=t.norm_eps,
+            qkv_bias=t.qkv_bias,
+            context_dim=image_width,
+        )
+        # Each head owns its norm: the blocks are pre-norm, so their output is the raw residual stream.
+        self.itm_head = nn.Sequential(build_norm(t.norm_type, width, t.norm_eps), nn.Linear(width, 2))
+        self.mlm_head = nn.Sequential(
+            build_norm(t.norm_type, width, t.norm_eps), nn.Linear(width, t.vocab_size)
+        )
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Initialise the fusion blocks and heads (the CLIP has its own): N(0, 0.02) weights, zero biases,
+        and the three residual-output projections of each block scaled by 1/sqrt(3 * fusion_depth)."""
+        residual_std = 0.02 / math.sqrt(3 * self.config.fusion_depth)
+        for part in (self.fusion, self.itm_head, self.mlm_head):
+            for name, module in part.named_modules():
+                if isinstance(module, nn.Linear):
+                    std = residual_std if name.endswith(("attn.proj", "mlp.fc2")) else 0.02
+                    nn.init.normal_(module.weight, std=std)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+
+    @property
+    def has_text_cls(self) -> bool:
+        """True when the text tower prepends a class token (``text.pool == 'cls'``)."""
+        return self.clip.text.cls_token is not None
+
+    # Contrastive side: the dual encoder, unchanged.
+
+    def encode_image(self, images: Tensor, normalize: bool = True) -> Tensor:
+        """(B, 3, H, W) -> (B, E) image embeddings; see :meth:`CLIP.encode_image`."""
+        return self.clip.encode_image(images, normalize=normalize)
+
+    def encode_text(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, normalize: bool = True
+    ) -> Tensor:
+        """(B, T) ids [+ (B, T) 0/1 mask] -> (B, E) text embeddings; see :meth:`CLIP.encode_text`."""
+        return self.clip.encode_text(input_ids, attention_mask, normalize=normalize)
+
+    # Fusion side.
+
+    def image_tokens(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, S, Cv) normalized image tokens, the fusion context.
+
+        Computed once per image, they can be reused against many texts (ITM reranking, hard negatives).
+        """
+        return self.image_norm(self.clip.visual.forward_features(images))
+
+    def fuse(self, image_tokens: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Text tokens that have attended to the image.
+
+        Args:
+            image_tokens: (B, S, Cv) from :meth:`image_tokens`.
+            input_ids: (B, T) token ids.
+            attention_mask: (B, T) 0/1, 1 = real token; inferred from the text tower's ``pad_id`` when None.
+
+        Returns:
+            (B, T, C) un-normalized fused tokens, or (B, 1 + T, C) with the text tower's class token first
+            when it has one.
+        """
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.clip.text.pad_id).long()
+        x = self.clip.text.forward_features(input_ids, attention_mask)  # (B, T [+1], C)
+        if self.has_text_cls:
+            attention_mask = torch.cat([attention_mask.new_ones(x.shape[0], 1), attention_mask], dim=1)
+        # Bidirectional among text tokens even over a causal tower, with padding kept out as keys; the
+        # image tokens are all valid, so cross-attention needs no mask.
+        return self.fusion(x, mask=padding_mask(attention_mask), context=image_tokens)
+
+    def itm_logits(
+        self, image_tokens: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None
+    ) -> Tensor:
+        """(B, 2) image-text matching logits from the first text position (the text tower's class token,
+        else the first token, BERT's [CLS] place); index 1 = match. Args as :meth:`fuse`."""
+        return self.itm_head(self.fuse(image_tokens, input_ids, attention_mask)[:, 0])
+
+    def mlm_logits(
+        self, image_tokens: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None
+    ) -> Tensor:
+        """(B, T, V) masked-language-model logits at every text position (those at padding are
+        meaningless). Args as :meth:`fuse`."""
+        fused = self.fuse(image_tokens, input_ids, attention_mask)
+        return self.mlm_head(fused[:, int(self.has_text_cls) :])
+
+    def scale_and_bias(self) -> tuple[Tensor, Tensor | None]:
+        """The CLIP's inverse temperature and logit bias for the ITC loss."""
+        return self.clip.scale_and_bias()
+
+    def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """The ITM logits (B, 2) of the pairs (images[i], input_ids[i]); see :meth:`itm_logits`."""
+        return self.itm_logits(self.image_tokens(images), input_ids, attention_mask)
+
+
+register_architecture("fusion", FusionConfig, FusionModel)
+
+
+# Named configs.
+
+
+@register_model
+def fusion_conv_mini_64() -> FusionConfig:
+    """The ``clip_conv_mini_64`` towers (CNN + 2-block, 128-wide text) with 2 fusion blocks, 64 px."""
+    return FusionConfig(clip=clip_conv_mini_64(), fusion_depth=2, num_heads=2)
+
+
+@register_model
+def fusion_vit_tiny() -> FusionConfig:
+    """A test-sized fusion model: the ``clip_vit_tiny`` towers (32 px, width 32) with 1 fusion block."""
+    return FusionConfig(clip=clip_vit_tiny(), fusion_depth=1, num_heads=2)
