@@ -47,16 +47,30 @@ def version() -> None:
     print(mumo.__version__)
 
 
+def _describe(config: object) -> tuple[str, str]:
+    """(image size, a one-line shape summary) of any registered architecture's config."""
+    model_type = getattr(config, "model_type", "?")
+    if model_type == "fusion":
+        size, towers = _describe(config.clip)
+        return size, f"{towers} + fusion d{config.fusion_depth}"
+    if model_type == "single_stream":
+        return (
+            f"{config.image_size}px",
+            f"one stream w{config.embed_dim} d{config.depth} p{config.patch_size}",
+        )
+    v, t = config.vision, config.text
+    vision = f"{v.kind} w{v.embed_dim} d{v.depth}" + (f" p{v.patch_size}" if v.kind == "vit" else "")
+    return f"{v.image_size}px", f"{vision} | text w{t.embed_dim} d{t.depth}"
+
+
 @app.command()
 def models(pattern: str = typer.Argument("*", help="shell-style filter, e.g. 'clip_vit_*'")) -> None:
     """List registered models with their parameter counts."""
-    table = Table("model", "parameters", "image", "vision", "text")
+    table = Table("model", "type", "parameters", "image", "shape")
     for name in mumo.list_models(pattern):
-        c = mumo.get_model_config(name)
-        v, t = c.vision, c.text
-        vision = f"{v.kind} w{v.embed_dim} d{v.depth}" + (f" p{v.patch_size}" if v.kind == "vit" else "")
-        params = f"{_num_params(name) / 1e6:.2f} M"
-        table.add_row(name, params, f"{v.image_size}px", vision, f"w{t.embed_dim} d{t.depth}")
+        config = mumo.get_model_config(name)
+        size, shape = _describe(config)
+        table.add_row(name, config.model_type, f"{_num_params(name) / 1e6:.2f} M", size, shape)
     console.print(table)
 
 
