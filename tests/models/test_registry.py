@@ -70,10 +70,11 @@ def test_bad_json_file_is_a_config_error(tmp_path):
         mumo.create_model(path)
 
 
-def test_seed_makes_init_deterministic_without_touching_global_rng():
+@pytest.mark.parametrize("name", ["clip_vit_tiny", "fusion_vit_tiny", "single_stream_tiny"])
+def test_seed_makes_init_deterministic_without_touching_global_rng(name):
     state = torch.get_rng_state()
-    a = mumo.create_model("clip_vit_tiny", seed=3)
-    b = mumo.create_model("clip_vit_tiny", seed=3)
+    a = mumo.create_model(name, seed=3)
+    b = mumo.create_model(name, seed=3)
     assert torch.equal(torch.get_rng_state(), state)
     for (na, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(pa, pb), na

@@ -27,6 +27,7 @@ from mumo.layers import PatchEmbed, Transformer, build_norm, padding_mask
 from mumo.layers.mlp import MlpType
 from mumo.layers.norm import NormType
 from mumo.models._registry import register_architecture, register_model
+from mumo.models.text import check_tokens
 
 TEXT_TYPE, IMAGE_TYPE = 0, 1  # rows of the modality embedding (ViLT's token type ids)
 
@@ -116,13 +117,7 @@ class SingleStream(nn.Module):
         """The joint sequence (B, 1 + N + T, C) and its key mask (B, 1, 1, 1 + N + T)."""
         c = self.config
         b, t = input_ids.shape
-        if t > c.context_length:
-            raise ValueError(
-                f"got {t} tokens but context_length is {c.context_length}; "
-                "encode with the tokenizer's context_length so it truncates long texts"
-            )
-        if attention_mask is None:
-            attention_mask = (input_ids != c.pad_id).long()
+        attention_mask = check_tokens(input_ids, attention_mask, c.context_length, c.pad_id)
         image = self.patch_embed(images) + self.image_pos + self.type_embed.weight[IMAGE_TYPE]  # (B, N, C)
         text = (
             self.token_embed(input_ids) + self.text_pos[:, :t] + self.type_embed.weight[TEXT_TYPE]

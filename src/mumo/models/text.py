@@ -50,6 +50,20 @@ class TextConfig(Config):
         check(0 <= self.pad_id < self.vocab_size, f"text.pad_id {self.pad_id} is outside the vocabulary")
 
 
+def check_tokens(
+    input_ids: Tensor, attention_mask: Tensor | None, context_length: int, pad_id: int
+) -> Tensor:
+    """Refuse (B, T) ids longer than ``context_length``; return the (B, T) 0/1 mask, inferred from
+    ``pad_id`` when none is given."""
+    t = input_ids.shape[1]
+    if t > context_length:
+        raise ValueError(
+            f"got {t} tokens but context_length is {context_length}; "
+            "encode with the tokenizer's context_length so it truncates (and counts) long texts"
+        )
+    return attention_mask if attention_mask is not None else (input_ids != pad_id).long()
+
+
 def _is_right_padded(mask: Tensor) -> bool:
     """True when every row is ones followed by zeros."""
     return bool((mask[:, 1:] <= mask[:, :-1]).all())
@@ -84,14 +98,8 @@ class TextTransformer(nn.Module):
         pooled output depends on them, and texts padded to a fixed 77 tokens are often 10-20 long.
         """
         c = self.config
-        b, t = input_ids.shape
-        if t > c.context_length:
-            raise ValueError(
-                f"got {t} tokens but text.context_length is {c.context_length}; "
-                "encode with the tokenizer's context_length so it truncates (and counts) long texts"
-            )
-        if attention_mask is None:
-            attention_mask = (input_ids != c.pad_id).long()
+        b, _ = input_ids.shape
+        attention_mask = check_tokens(input_ids, attention_mask, c.context_length, c.pad_id)
         right_padded = _is_right_padded(attention_mask)
         if trim and right_padded:
             longest = max(int(attention_mask.sum(dim=1).max()), 1)
