@@ -112,3 +112,26 @@ def test_demo_with_tiny_overrides(tmp_path):
     assert len(list((out / "data_sample" / "images").glob("*.png"))) == 64
     (out / "report.md").unlink()
     assert "report:" in invoke("report", str(out)).output and (out / "report.md").is_file()
+
+
+def test_compare_command_prints_and_writes_the_table(tmp_path):
+    common = "\n".join(["batch_size: 8", "max_steps: 2", "threads: 1", "tensorboard: false"])
+    data = "data: {image_size: 32, train_size: 64, tokenizer_samples: 100, tokenizer_vocab_size: 300}"
+    (tmp_path / "dual.yaml").write_text(f"{common}\n{data}\nmodel: clip_conv_tiny\n")
+    (tmp_path / "early.yaml").write_text(f"{common}\n{data}\nmodel: single_stream_tiny\nobjectives: [itm]\n")
+    out = tmp_path / "out"
+    result = invoke(
+        "compare",
+        str(tmp_path / "dual.yaml"),
+        str(tmp_path / "early.yaml"),
+        "--out",
+        str(out),
+        "--size",
+        "4",
+        "--retrieval-size",
+        "4",
+        "--set",
+        "log_every=1",
+    )
+    assert "| dual | itc |" in result.output and "| early | itm |" in result.output
+    assert (out / "compare.md").is_file() and (out / "early" / "final" / "config.json").is_file()

@@ -38,7 +38,7 @@ def _load(checkpoint: Path) -> tuple[torch.nn.Module, mumo.Tokenizer]:
     from mumo.interop.convert import load_tokenizer
 
     model = mumo.load_pretrained(checkpoint).eval()
-    return model, load_tokenizer(checkpoint, context_length=model.config.text.context_length)
+    return model, load_tokenizer(checkpoint, context_length=model.context_length)
 
 
 @app.command()
@@ -286,6 +286,26 @@ def convert(
     from mumo.interop.convert import convert as run
 
     console.print(f"wrote {run(src, dst, from_, to, config)}")
+
+
+@app.command()
+def compare(
+    recipes: list[Path] = typer.Argument(..., help="YAML recipes, e.g. configs/compare/*.yaml"),
+    out: Path = typer.Option(Path("runs/compare"), help="runs go to OUT/<recipe name>, the table to OUT"),
+    override: list[str] = typer.Option(None, "--set", help="key=value applied to every recipe (repeatable)"),
+    size: int = typer.Option(1000, min=2, help="test scenes for zero-shot and the compositional probe"),
+    retrieval_size: int = typer.Option(1000, min=2, help="retrieval gallery size"),
+    rerank_k: int = typer.Option(16, min=1, help="ITC shortlist that ITM re-ranks"),
+) -> None:
+    """Train each recipe at the same budget (resumable) and write one comparison table."""
+    from mumo.compare import compare as run_compare
+    from mumo.compare import format_table
+
+    rows = run_compare(
+        recipes, out, override or [], size=size, retrieval_size=retrieval_size, rerank_k=rerank_k
+    )
+    console.print(format_table(rows))
+    console.print(f"table written to {out / 'compare.md'}")
 
 
 @app.command()

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 import mumo
-from mumo.errors import CheckpointError
+from mumo.errors import CheckpointError, ConfigError
 from mumo.models import list_models
+from mumo.models.vision import AttentionPool
 
 # Shrinks any registered config to test size while keeping its kind of tower, pooling, norms and MLP.
 TINY = {
@@ -154,3 +155,23 @@ def test_parameter_counts_equal_open_clip(ours, theirs):
     assert count(model) == count(ref)
     assert count(model) == {"clip_vit_b32": 151_277_313, "clip_vit_b16": 149_620_737}[ours]
     assert math.isclose(model.config.init_logit_scale, math.log(1 / 0.07))
+
+
+def test_conv_attention_pool_sees_where_features_are():
+    model = mumo.create_model(
+        "clip_conv_tiny", seed=0, **{"vision.pool": "attn", "vision.num_heads": 2}
+    ).eval()
+    images = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model.visual.pool(model.visual.forward_features(images)), model.visual(images))
+    pool = AttentionPool(dim=8, num_tokens=4, num_heads=2)  # PyTorch's default init: sharp enough to see
+    feature = 3 * torch.randn(8)
+    left, right = torch.zeros(1, 4, 8), torch.zeros(1, 4, 8)
+    left[0, 0], right[0, 3] = feature, feature  # one feature, in the first or the last grid cell
+    torch.testing.assert_close(left.mean(1), right.mean(1))  # a mean cannot tell them apart
+    a, b = pool(left), pool(right)
+    assert (a - b).norm() > 0.05 * a.norm()  # attention pooling can
+
+
+def test_attention_pool_is_refused_for_a_vit():
+    with pytest.raises(ConfigError, match="for the conv encoder"):
+        mumo.create_model("clip_vit_tiny", **{"vision.pool": "attn"})

@@ -49,3 +49,21 @@ def test_override_values_are_yaml():
         "e": "text",
         "f": None,
     }
+
+
+def test_a_recipe_can_start_from_a_base_recipe(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "model: clip_vit_tiny\nbatch_size: 32\noptim:\n  lr: 0.01\n  warmup_steps: 7\n"
+    )
+    sub = tmp_path / "variants"
+    sub.mkdir()
+    (sub / "child.yaml").write_text("base: ../base.yaml\nbatch_size: 8\noptim:\n  lr: 0.02\n")
+    config = load_recipe(sub / "child.yaml", ["max_steps=3"])
+    assert (config.model, config.batch_size, config.max_steps) == ("clip_vit_tiny", 8, 3)
+    assert (config.optim.lr, config.optim.warmup_steps) == (0.02, 7)  # sections merge key by key
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_recipe(tmp_path / "loop.yaml")
+    (tmp_path / "missing.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_recipe(tmp_path / "missing.yaml")

@@ -2,7 +2,8 @@
 
 Batch keys: ``images`` (B, 3, H, W) float normalised, ``input_ids`` (B, T), ``attention_mask`` (B, T),
 ``skipped`` (samples that could not be read, with their paths and reasons), ``num_truncated``; with a
-``negatives`` function also ``neg_input_ids`` / ``neg_attention_mask`` (M, T): captions matching no image.
+``negatives`` function also ``neg_input_ids`` / ``neg_attention_mask`` (M, T): captions matching no image,
+and ``neg_index`` (M,): the row of the image each was made from.
 """
 
 from __future__ import annotations
@@ -53,8 +54,12 @@ class ImageTextCollate:
             "num_truncated": tokens.num_truncated,
         }
         if self.negatives is not None:
-            texts = [t for s in good for t in self.negatives(s)]
+            per_sample = [self.negatives(s) for s in good]
+            texts = [t for negs in per_sample for t in negs]
             if texts:
                 neg = self.tokenizer.encode(texts)
                 batch["neg_input_ids"], batch["neg_attention_mask"] = neg.input_ids, neg.attention_mask
+                batch["neg_index"] = torch.tensor(
+                    [i for i, negs in enumerate(per_sample) for _ in negs], dtype=torch.long
+                )
         return batch

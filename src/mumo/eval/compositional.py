@@ -54,11 +54,8 @@ def compositional_probe(
     n, e = image_embeds.shape
     device = image_embeds.device
     pos_sim = (image_embeds * positive_text_embeds.to(device)).sum(dim=-1)  # (N,)
-    out: dict[str, float] = {}
-    wins_total, pairs_total = 0, 0
+    neg_sims: dict[str, Tensor] = {}
     for t, neg in negative_text_embeds.items():
-        if t == "overall" or f"n_{t}" in negative_text_embeds:
-            raise DataError(f"negative type {t!r} would clash with a result key; rename it")
         idx = negative_index[t].to(device).long()
         if neg.ndim != 2 or neg.shape[1] != e or idx.shape != (neg.shape[0],):
             raise DataError(
@@ -67,8 +64,34 @@ def compositional_probe(
             )
         if idx.numel() and (idx.min() < 0 or idx.max() >= n):
             raise DataError(f"type {t!r}: negative_index must lie in [0, {n}), got {idx.min()}..{idx.max()}")
-        neg_sim = (image_embeds[idx] * neg.to(device)).sum(dim=-1)  # (N_t,)
-        wins = int((pos_sim[idx] > neg_sim).sum())
+        neg_sims[t] = (image_embeds[idx] * neg.to(device)).sum(dim=-1)  # (N_t,)
+    return compositional_probe_scores(pos_sim, neg_sims, negative_index)
+
+
+def compositional_probe_scores(
+    positive_scores: Tensor, negative_scores: Mapping[str, Tensor], negative_index: Mapping[str, Tensor]
+) -> dict[str, float]:
+    """:func:`compositional_probe` from any image-caption scores (e.g. a fusion model's ITM log-odds).
+
+    Args:
+        positive_scores: (N,) score of each image with its true caption.
+        negative_scores: type -> (N_t,) score of each negative with its image.
+        negative_index: type -> (N_t,) long, the image row of each negative.
+    """
+    if set(negative_scores) != set(negative_index):
+        raise DataError(
+            f"negative_scores and negative_index name different types: "
+            f"{sorted(negative_scores)} vs {sorted(negative_index)}"
+        )
+    out: dict[str, float] = {}
+    wins_total, pairs_total = 0, 0
+    for t, neg in negative_scores.items():
+        if t == "overall" or f"n_{t}" in negative_scores:
+            raise DataError(f"negative type {t!r} would clash with a result key; rename it")
+        idx = negative_index[t].to(positive_scores.device).long()
+        if idx.shape != neg.shape:
+            raise DataError(f"type {t!r}: {tuple(neg.shape)} scores but {tuple(idx.shape)} indices")
+        wins = int((positive_scores[idx] > neg.to(positive_scores.device)).sum())
         out[t] = wins / idx.numel() if idx.numel() else float("nan")
         out[f"n_{t}"] = idx.numel()
         wins_total += wins

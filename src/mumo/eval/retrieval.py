@@ -78,9 +78,14 @@ def retrieval_metrics(
         ("image_to_text", image_embeds, text_embeds),
         ("text_to_image", text_embeds, image_embeds),
     ):
-        ranks = match_ranks(queries, candidates, chunk_size)
-        for k in ks:
-            out[f"{name}_R@{k}"] = (ranks < k).float().mean().item()
-        out[f"{name}_mean_rank"] = (ranks + 1).float().mean().item()
-        out[f"{name}_median_rank"] = (ranks + 1).float().median().item()
+        out.update(recall_from_ranks(match_ranks(queries, candidates, chunk_size), name, ks))
+    return out
+
+
+def recall_from_ranks(ranks: Tensor, name: str, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """``{name}_R@{k}`` and ``{name}_mean_rank`` / ``{name}_median_rank`` (1-based) from (Q,) 0-based
+    ranks of the true matches."""
+    out = {f"{name}_R@{k}": (ranks < k).float().mean().item() for k in ks}
+    out[f"{name}_mean_rank"] = (ranks + 1).float().mean().item()
+    out[f"{name}_median_rank"] = (ranks + 1).float().median().item()
     return out

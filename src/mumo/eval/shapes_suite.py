@@ -1,5 +1,6 @@
 """The evaluation suite of the built-in shapes data: zero-shot colour x shape classification (seen and
-held-out combinations), image<->text retrieval, and the compositional probe per hard-negative type.
+held-out combinations), image<->text retrieval, and the compositional probe per hard-negative type; scored
+by embeddings (ITC) or by a fusion model's matching head (ITM, see :mod:`mumo.eval.matching`).
 
 Images are normalised as in training (CLIP mean and std). Nothing here trains or tunes: the held-out split
 is only ever measured.
@@ -26,10 +27,12 @@ from mumo.data.shapes import (
 )
 from mumo.data.tokenizer import Tokenizer
 from mumo.data.transforms import normalize
+from mumo.errors import DataError
 from mumo.eval.compositional import compositional_probe_from_texts
 from mumo.eval.embed import embed_images, embed_texts
+from mumo.eval.matching import PairScorer, itm_compositional, itm_retrieval, itm_zero_shot
 from mumo.eval.retrieval import retrieval_metrics
-from mumo.eval.zero_shot import build_classifier, confusion_matrix, zero_shot_accuracy
+from mumo.eval.zero_shot import ZERO_SHOT_TEMPLATES, build_classifier, zero_shot_accuracy
 
 FIGURES = "eval_figures"  # <run>/eval_figures.safetensors + .json
 
@@ -44,7 +47,7 @@ class ShapesEvaluation:
         class_names: the C class names ("red circle", …).
         pair_images: (P, 3, H, W) the first P retrieval test images, in [0, 1].
         pair_captions: their captions.
-        similarity: (P, P) image-caption cosine similarity.
+        similarity: (P, P) image-caption scores (cosine similarity, or ITM log-odds).
     """
 
     metrics: dict[str, Any]
@@ -87,6 +90,10 @@ def _images(dataset: ShapesDataset) -> tuple[Tensor, list[Any]]:
     return torch.stack([it["image"] for it in items]), items
 
 
+def _confusion(preds: Tensor, labels: Tensor, c: int) -> Tensor:
+    return torch.bincount(labels.long() * c + preds.long(), minlength=c * c).view(c, c)
+
+
 def evaluate_shapes(
     model: nn.Module,
     tokenizer: Tokenizer,
@@ -95,48 +102,91 @@ def evaluate_shapes(
     size: int = 1000,
     batch_size: int = 256,
     num_pairs: int = 16,
+    scoring: str = "auto",
+    rerank_k: int = 16,
+    retrieval_size: int | None = None,
 ) -> ShapesEvaluation:
-    """Evaluate a dual encoder on ``size`` scenes of ``split`` ('val' while tuning, 'test' to report).
+    """Evaluate a model on ``size`` scenes of ``split`` ('val' while tuning, 'test' to report).
 
     Zero-shot uses ``size`` single-object scenes and all 36 colour-shape classes; the held-out accuracy
     uses ``size // 2`` single-object scenes of the held-out combinations, still over all 36 classes;
-    retrieval and the compositional probe use ``size`` scenes of ``config``'s object counts.
+    retrieval (on the first ``retrieval_size`` pairs, default all) and the compositional probe use ``size``
+    scenes of ``config``'s object counts.
+
+    Args:
+        scoring: 'itc' ranks by embedding similarity (dual encoders, and a fusion model's towers alone);
+            'itm' by the matching head, where a model with embeddings rescores only the ITC top
+            ``rerank_k`` retrieval candidates and top-5 classes (a single-stream model scores every
+            pair); 'auto' is 'itm' for models with a matching head, else 'itc'.
     """
+    if scoring == "auto":
+        scoring = "itm" if hasattr(model, "itm_logits") else "itc"
+    if scoring not in ("itc", "itm"):
+        raise DataError(f"scoring must be 'itc', 'itm' or 'auto', got {scoring!r}")
     names = [f"{colour} {shape}" for colour, shape in class_names()]
-    classifier = build_classifier(model, tokenizer, names)  # (E, C)
+    has_embeddings = hasattr(model, "encode_image")
+    if scoring == "itc" and not has_embeddings:
+        raise DataError(f"{type(model).__name__} has no embeddings to score by ITC; use scoring='itm'")
+    classifier = build_classifier(model, tokenizer, names) if has_embeddings else None  # (E, C)
+    scorer = PairScorer(model, tokenizer, batch_size=batch_size) if scoring == "itm" else None
+    # One prompt for ITM (each is a fusion pass per image); the ITC classifier averages several.
+    class_texts = [ZERO_SHOT_TEMPLATES[0].format(name) for name in names]
 
     def zero_shot(on_split: str, n: int) -> tuple[dict[str, float], Tensor, Tensor]:
         single = ShapesDataset(on_split, n, config.replace(min_objects=1, max_objects=1))
         images, items = _images(single)
+        images = normalize(images)
         labels = torch.tensor([class_index(it["scene"]) for it in items])
-        embeds = embed_images(model, normalize(images), batch_size=batch_size)
-        return zero_shot_accuracy(embeds, classifier, labels), embeds, labels
+        shortlist, itc = None, None
+        if classifier is not None:
+            embeds = embed_images(model, images, batch_size=batch_size)
+            itc = zero_shot_accuracy(embeds, classifier, labels)
+            scores = embeds @ classifier  # (n, C)
+            preds = scores.argmax(dim=1)
+            shortlist = scores.topk(5, dim=1).indices
+        if scorer is None:
+            return itc, preds, labels
+        result, preds = itm_zero_shot(scorer, scorer.image_context(images), class_texts, labels, shortlist)
+        return result, preds, labels
 
-    seen, seen_embeds, seen_labels = zero_shot(split, size)
+    seen, seen_preds, seen_labels = zero_shot(split, size)
     held_out, _, _ = zero_shot("heldout", max(1, size // 2))
-    confusion = confusion_matrix(seen_embeds, classifier, seen_labels)
+    confusion = _confusion(seen_preds, seen_labels, len(names))
 
     pairs = ShapesDataset(split, size, config)
     images, items = _images(pairs)
-    image_embeds = embed_images(model, normalize(images), batch_size=batch_size)
+    normalized = normalize(images)
     captions = [it["caption"] for it in items]
-    text_embeds = embed_texts(model, tokenizer, captions, batch_size=batch_size)
-    retrieval = retrieval_metrics(image_embeds, text_embeds)
     scenes = [it["scene"] for it in items]
-    compositional = compositional_probe_from_texts(
-        model,
-        tokenizer,
-        image_embeds,
-        [canonical_caption(s) for s in scenes],
-        [hard_negatives(s) for s in scenes],
-        batch_size=batch_size,
-    )
+    positives = [canonical_caption(s) for s in scenes]
+    negatives = [hard_negatives(s) for s in scenes]
+    r = min(retrieval_size or size, size)
     p = min(num_pairs, size)
+    if scorer is None:
+        image_embeds = embed_images(model, normalized, batch_size=batch_size)
+        text_embeds = embed_texts(model, tokenizer, captions, batch_size=batch_size)
+        retrieval = retrieval_metrics(image_embeds[:r], text_embeds[:r])
+        compositional = compositional_probe_from_texts(
+            model, tokenizer, image_embeds, positives, negatives, batch_size=batch_size
+        )
+        similarity = image_embeds[:p] @ text_embeds[:p].T
+    else:
+        context = scorer.image_context(normalized)
+        image_embeds = text_embeds = None
+        if has_embeddings:
+            image_embeds = embed_images(model, normalized[:r], batch_size=batch_size)
+            text_embeds = embed_texts(model, tokenizer, captions[:r], batch_size=batch_size)
+        retrieval = itm_retrieval(scorer, context[:r], captions[:r], image_embeds, text_embeds, k=rerank_k)
+        compositional = itm_compositional(scorer, context, positives, negatives)
+        similarity = scorer.score_candidates(
+            context[:p], captions[:p], torch.arange(p).expand(p, p), "images"
+        )
     metrics = {
         "split": split,
-        "zero_shot": {"top1": seen["top1"], "top5": seen["top5"], "n": size},
-        "held_out": {"top1": held_out["top1"], "top5": held_out["top5"], "n": max(1, size // 2)},
-        "retrieval": {**retrieval, "n": size},
+        "scoring": scoring,
+        "zero_shot": {**seen, "n": size},
+        "held_out": {**held_out, "n": max(1, size // 2)},
+        "retrieval": {**retrieval, "n": r},
         "compositional": compositional,
     }
     return ShapesEvaluation(
@@ -145,5 +195,5 @@ def evaluate_shapes(
         class_names=names,
         pair_images=images[:p],
         pair_captions=captions[:p],
-        similarity=(image_embeds[:p] @ text_embeds[:p].T).cpu(),
+        similarity=similarity.cpu(),
     )

@@ -52,7 +52,7 @@ def load_any(source: str | Path, kind: str, config: str | Path | None = None) ->
     if kind == "mumo":
         model = load_pretrained(source)
         has_tok = (source / "tokenizer.json").is_file()
-        tok = load_tokenizer(source, model.config.text.context_length) if has_tok else None
+        tok = load_tokenizer(source, model.context_length) if has_tok else None
         return model, tok
     if kind == "hf":
         model = load_hf_clip(source)

@@ -66,6 +66,21 @@ def mine_hard_negatives(
     return neg_text_for_image, neg_image_for_text
 
 
+def random_negatives(
+    b: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor]:
+    """Uniform in-batch negatives for models without a similarity to mine with (ViLT, early fusion).
+
+    Row i gets index (i + r_i) mod B with r_i uniform in [1, B), so never i itself; returned twice over
+    (a text per image, an image per text), as :func:`mine_hard_negatives` does.
+    """
+    if b < 2:
+        raise DataError(f"in-batch negatives need at least 2 pairs per batch, got B={b}")
+    rows = torch.arange(b, device=device)
+    shifts = torch.randint(1, b, (2, b), generator=generator, device=device)
+    return (rows + shifts[0]) % b, (rows + shifts[1]) % b
+
+
 def itm_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Match / no-match loss, mean over pairs; label 1 means "match", 0 "no match".
 
@@ -89,6 +104,21 @@ def itm_loss(logits: Tensor, labels: Tensor) -> Tensor:
     raise DataError(f"logits must be (N, 2) or (N,) / (N, 1), got shape {tuple(logits.shape)}")
 
 
+def itm_pair_indices(neg_text_for_image: Tensor, neg_image_for_text: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The 3B pairs of :func:`build_itm_batch` as indices: (image_rows (3B,), text_rows (3B,), labels (3B,)).
+
+    Rows [0, B) are (i, i) with label 1, [B, 2B) (i, ``neg_text_for_image[i]``) and [2B, 3B)
+    (``neg_image_for_text[j]``, j), label 0.
+    """
+    b = neg_text_for_image.shape[0]
+    rows = torch.arange(b, device=neg_text_for_image.device)
+    image_rows = torch.cat([rows, rows, neg_image_for_text])
+    text_rows = torch.cat([rows, neg_text_for_image, rows])
+    labels = torch.zeros(3 * b, dtype=torch.long, device=rows.device)
+    labels[:b] = 1
+    return image_rows, text_rows, labels
+
+
 def build_itm_batch(
     image_tokens: Tensor,
     text_ids: Tensor,
@@ -102,18 +132,19 @@ def build_itm_batch(
     label 0. Rows [2B, 3B): (image ``neg_image_for_text[j]``, text j), label 0.
 
     Args:
-        image_tokens: (B, S, C) image token features (the vision tower's output).
+        image_tokens: (B, S, C) image token features (the vision tower's output), or any per-image
+            (B, ...) input of the fusion model, such as the images themselves for a single stream.
         text_ids: (B, T) token ids.
         text_mask: (B, T) 1 for real tokens, 0 for padding.
         neg_text_for_image, neg_image_for_text: (B,) indices, as returned by :func:`mine_hard_negatives`.
 
     Returns:
-        ``image_tokens`` (3B, S, C), ``input_ids`` (3B, T), ``attention_mask`` (3B, T), ``labels`` (3B,)
+        ``image_tokens`` (3B, ...), ``input_ids`` (3B, T), ``attention_mask`` (3B, T), ``labels`` (3B,)
         long, = [1] * B + [0] * 2B. Gradient flows to ``image_tokens`` through every row.
     """
     b = image_tokens.shape[0]
-    if image_tokens.dim() != 3:
-        raise DataError(f"image_tokens must be (B, S, C), got shape {tuple(image_tokens.shape)}")
+    if image_tokens.dim() < 2:
+        raise DataError(f"image_tokens must be (B, ...), got shape {tuple(image_tokens.shape)}")
     if text_ids.shape != text_mask.shape or text_ids.dim() != 2 or text_ids.shape[0] != b:
         raise DataError(
             f"text_ids and text_mask must both be (B, T) with B={b}; got {tuple(text_ids.shape)} and "
@@ -122,9 +153,10 @@ def build_itm_batch(
     for name, idx in (("neg_text_for_image", neg_text_for_image), ("neg_image_for_text", neg_image_for_text)):
         if idx.shape != (b,):
             raise DataError(f"{name} must be ({b},), got shape {tuple(idx.shape)}")
-    images = torch.cat([image_tokens, image_tokens, image_tokens[neg_image_for_text]])  # (3B, S, C)
-    ids = torch.cat([text_ids, text_ids[neg_text_for_image], text_ids])  # (3B, T)
-    mask = torch.cat([text_mask, text_mask[neg_text_for_image], text_mask])  # (3B, T)
-    labels = torch.zeros(3 * b, dtype=torch.long, device=text_ids.device)
-    labels[:b] = 1
-    return {"image_tokens": images, "input_ids": ids, "attention_mask": mask, "labels": labels}
+    image_rows, text_rows, labels = itm_pair_indices(neg_text_for_image, neg_image_for_text)
+    return {
+        "image_tokens": image_tokens[image_rows],  # (3B, ...)
+        "input_ids": text_ids[text_rows],  # (3B, T)
+        "attention_mask": text_mask[text_rows],  # (3B, T)
+        "labels": labels,
+    }

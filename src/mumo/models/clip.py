@@ -123,6 +123,11 @@ class CLIP(nn.Module):
         scale = self.logit_scale.clamp(max=self.config.max_logit_scale).exp()
         return scale, self.logit_bias
 
+    @property
+    def context_length(self) -> int:
+        """Longest token sequence the text tower takes."""
+        return self.config.text.context_length
+
     def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> CLIPOutput:
         """Embed a batch of images (B, 3, H, W) and texts (B', T); see :class:`CLIPOutput`."""
         scale, bias = self.scale_and_bias()

@@ -14,10 +14,16 @@ ids    -> text tower tokens (B, T, C) -> fusion blocks: self-attn (bidirectional
 
 The towers stay usable alone (fast retrieval by embeddings), and the fusion blocks rerank or answer with
 full image-text interaction; ALBEF aligns the towers with ITC before fusing, hence one model for both.
+
+Parameter sharing between the contrastive and the fusion side (``text_sharing``): 'hard' (ALBEF) feeds the
+fusion blocks from the CLIP text tower itself; 'soft' gives the fusion side its own copy of the text tower,
+started equal and tied to the CLIP one by ``tie_strength * ||theta_clip - theta_fusion||^2`` (see
+:mod:`mumo.models.multitask`).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -29,6 +35,8 @@ from mumo._config import Config, check
 from mumo.layers import Transformer, build_norm, padding_mask
 from mumo.models._registry import register_architecture, register_model
 from mumo.models.clip import CLIP, CLIPConfig, clip_conv_mini_64, clip_vit_tiny
+from mumo.models.multitask import tie_penalty
+from mumo.models.text import TextTransformer
 
 
 @dataclass
@@ -38,9 +46,12 @@ class FusionConfig(Config):
     fusion_depth: int = 2  # fusion blocks (self-attention + cross-attention to image tokens + MLP)
     num_heads: int = 8  # attention heads of the fusion blocks; must divide the text width
     mlp_ratio: float = 4.0  # MLP hidden width / text width in the fusion blocks
+    text_sharing: Literal["hard", "soft"] = "hard"  # fusion reads the CLIP text tower, or its own tied copy
+    tie_strength: float = 1e-2  # soft sharing: weight of the L2 penalty between the two text towers
 
     def validate(self) -> None:
         check(self.fusion_depth > 0, f"fusion_depth must be positive, got {self.fusion_depth}")
+        check(self.tie_strength >= 0, f"tie_strength must be >= 0, got {self.tie_strength}")
         width = self.clip.text.embed_dim
         check(
             width % self.num_heads == 0,
@@ -61,6 +72,11 @@ class FusionModel(nn.Module):
         # The conv tower's tokens are raw ReLU maps and the ViT's are normalized: one norm puts both on the
         # scale the cross-attention projections were initialised for.
         self.image_norm = build_norm(t.norm_type, image_width, t.norm_eps)
+        # Soft sharing: the fusion side's own text tower, a copy of the CLIP one so the penalty starts at 0
+        # (a deep copy draws no random numbers, so the rest initialises as under hard sharing).
+        self.fusion_text: TextTransformer | None = None
+        if c.text_sharing == "soft":
+            self.fusion_text = copy.deepcopy(self.clip.text)
         # The fusion blocks continue the text tower (ALBEF's upper BERT layers), so they share its norm,
         # MLP and bias choices; cross-attention maps the image width to the text width.
         self.fusion = Transformer(
@@ -111,6 +127,19 @@ class FusionModel(nn.Module):
         """(B, T) ids [+ (B, T) 0/1 mask] -> (B, E) text embeddings; see :meth:`CLIP.encode_text`."""
         return self.clip.encode_text(input_ids, attention_mask, normalize=normalize)
 
+    def encode_image_and_tokens(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """One image-tower pass for both sides: (B, 3, H, W) -> ((B, E) unit-norm embeddings equal to
+        :meth:`encode_image`, (B, S, Cv) fusion context equal to :meth:`image_tokens`)."""
+        tokens = self.clip.visual.forward_features(images)
+        embeds = torch.nn.functional.normalize(self.clip.image_proj(self.clip.visual.pool(tokens)), dim=-1)
+        return embeds, self.image_norm(tokens)
+
+    def regularizers(self) -> dict[str, Tensor]:
+        """Penalties to add to the training loss: ``{'tie': ...}`` under soft sharing, else none."""
+        if self.fusion_text is None:
+            return {}
+        return {"tie": self.config.tie_strength * tie_penalty(self.clip.text, self.fusion_text)}
+
     # Fusion side.
 
     def image_tokens(self, images: Tensor) -> Tensor:
@@ -120,13 +149,27 @@ class FusionModel(nn.Module):
         """
         return self.image_norm(self.clip.visual.forward_features(images))
 
-    def fuse(self, image_tokens: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def text_tokens(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """(B, T) ids [+ mask] -> (B, T [+1], C) normalized tokens of the text tower the fusion side reads
+        (the CLIP one under hard sharing, its own copy under soft sharing)."""
+        text = self.fusion_text if self.fusion_text is not None else self.clip.text
+        return text.forward_features(input_ids, attention_mask)
+
+    def fuse(
+        self,
+        image_tokens: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        text_tokens: Tensor | None = None,
+    ) -> Tensor:
         """Text tokens that have attended to the image.
 
         Args:
             image_tokens: (B, S, Cv) from :meth:`image_tokens`.
             input_ids: (B, T) token ids.
             attention_mask: (B, T) 0/1, 1 = real token; inferred from the text tower's ``pad_id`` when None.
+            text_tokens: (B, T [+1], C) :meth:`text_tokens` of ``input_ids`` when already computed (a text
+                paired with several images is then encoded once, as ALBEF does).
 
         Returns:
             (B, T, C) un-normalized fused tokens, or (B, 1 + T, C) with the text tower's class token first
@@ -134,7 +177,7 @@ class FusionModel(nn.Module):
         """
         if attention_mask is None:
             attention_mask = (input_ids != self.config.clip.text.pad_id).long()
-        x = self.clip.text.forward_features(input_ids, attention_mask)  # (B, T [+1], C)
+        x = text_tokens if text_tokens is not None else self.text_tokens(input_ids, attention_mask)
         if self.has_text_cls:
             attention_mask = torch.cat([attention_mask.new_ones(x.shape[0], 1), attention_mask], dim=1)
         # Bidirectional among text tokens even over a causal tower, with padding kept out as keys; the
@@ -142,11 +185,15 @@ class FusionModel(nn.Module):
         return self.fusion(x, mask=padding_mask(attention_mask), context=image_tokens)
 
     def itm_logits(
-        self, image_tokens: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None
+        self,
+        image_tokens: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        text_tokens: Tensor | None = None,
     ) -> Tensor:
         """(B, 2) image-text matching logits from the first text position (the text tower's class token,
         else the first token, BERT's [CLS] place); index 1 = match. Args as :meth:`fuse`."""
-        return self.itm_head(self.fuse(image_tokens, input_ids, attention_mask)[:, 0])
+        return self.itm_head(self.fuse(image_tokens, input_ids, attention_mask, text_tokens)[:, 0])
 
     def mlm_logits(
         self, image_tokens: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None
@@ -159,6 +206,11 @@ class FusionModel(nn.Module):
     def scale_and_bias(self) -> tuple[Tensor, Tensor | None]:
         """The CLIP's inverse temperature and logit bias for the ITC loss."""
         return self.clip.scale_and_bias()
+
+    @property
+    def context_length(self) -> int:
+        """Longest token sequence the text tower takes."""
+        return self.config.clip.text.context_length
 
     def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """The ITM logits (B, 2) of the pairs (images[i], input_ids[i]); see :meth:`itm_logits`."""

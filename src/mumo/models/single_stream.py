@@ -97,6 +97,11 @@ class SingleStream(nn.Module):
         """N, the image tokens each sample contributes."""
         return self.patch_embed.num_patches
 
+    @property
+    def context_length(self) -> int:
+        """Longest token sequence the model takes."""
+        return self.config.context_length
+
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """N(0, 0.02) weights, zero biases, and residual-output projections scaled by 1/sqrt(2 * depth)
@@ -183,4 +188,13 @@ def single_stream_small_64() -> SingleStreamConfig:
     vocab 1000, context 32."""
     return SingleStreamConfig(
         image_size=64, patch_size=8, vocab_size=1000, context_length=32, embed_dim=256, depth=4, num_heads=4
+    )
+
+
+@register_model
+def single_stream_mini_64() -> SingleStreamConfig:
+    """Early fusion at the demo budget: 64 px, patch 8, width 128, depth 4 (the demo's text width, and
+    as many blocks as its text tower plus the fusion model's fusion blocks); vocab 1000, context 32."""
+    return SingleStreamConfig(
+        image_size=64, patch_size=8, vocab_size=1000, context_length=32, embed_dim=128, depth=4, num_heads=2
     )

@@ -121,6 +121,18 @@ class TextTransformer(nn.Module):
         x, _, mask = self._prepare(input_ids, attention_mask)
         return self.norm(self.transformer(x, mask=mask, is_causal=self.config.causal))
 
+    def pool(self, tokens: Tensor, attention_mask: Tensor) -> Tensor:
+        """(B, T [+1], C) tokens from :meth:`forward_features` and their (B, T) 0/1 mask -> (B, C), equal to
+        :meth:`forward` (which computes only the pooled token in its last block)."""
+        c = self.config
+        if c.pool == "cls":
+            return tokens[:, 0]
+        if c.pool == "mean":
+            w = attention_mask.to(tokens.dtype).unsqueeze(-1)
+            return (tokens * w).sum(1) / w.sum(1).clamp_min(1.0)
+        last = attention_mask.shape[1] - 1 - attention_mask.flip(1).to(torch.long).argmax(dim=1)  # (B,)
+        return tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(B, T) ids [+ (B, T) 0/1 mask] -> pooled features (B, C).
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from mumo._config import Config, check
-from mumo.layers import PatchEmbed, Transformer, build_norm, sincos_2d
+from mumo.layers import CrossAttention, PatchEmbed, Transformer, build_norm, sincos_2d
 from mumo.layers.mlp import MlpType
 from mumo.layers.norm import NormType
 
@@ -36,7 +36,7 @@ class VisionConfig(Config):
     class_token: bool = True  # prepend a learned class token
     pos_embed: Literal["learned", "sincos"] = "learned"  # position code of the patch grid
     norm_pre: bool = True  # normalize tokens before the first block (CLIP's ln_pre)
-    pool: Literal["cls", "mean"] = "cls"  # class token, or mean of the patch tokens
+    pool: Literal["cls", "mean", "attn"] = "cls"  # class token, mean of the tokens, or attention (conv)
 
     def validate(self) -> None:
         check(self.image_size > 0 and self.embed_dim > 0 and self.depth > 0, "vision sizes must be positive")
@@ -53,8 +53,16 @@ class VisionConfig(Config):
                 self.pool != "cls" or self.class_token,
                 "vision.pool='cls' needs class_token=True; set pool='mean' to pool without one",
             )
+            check(self.pool != "attn", "vision.pool='attn' is for the conv encoder; a ViT pools by cls, mean")
         else:
-            check(self.pool == "mean", "the conv image encoder pools by mean; set vision.pool='mean'")
+            check(
+                self.pool in ("mean", "attn"),
+                "the conv image encoder pools by 'mean' or 'attn'; set vision.pool to one of them",
+            )
+            check(
+                self.pool != "attn" or self.embed_dim % self.num_heads == 0,
+                f"vision.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}",
+            )
             check(
                 self.image_size % 2**self.depth == 0,
                 f"vision.image_size {self.image_size} must be divisible by 2**depth = {2**self.depth} "
@@ -101,6 +109,12 @@ class VisionTransformer(nn.Module):
         """(B, 3, H, W) -> normalized tokens (B, N [+1], C), class token first when there is one."""
         return self.norm(self.transformer(self._embed(images)))
 
+    def pool(self, tokens: Tensor) -> Tensor:
+        """(B, N [+1], C) tokens from :meth:`forward_features` -> (B, C), equal to :meth:`forward`."""
+        if self.config.pool == "cls":
+            return tokens[:, 0]
+        return tokens[:, int(self.config.class_token) :].mean(dim=1)
+
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) -> pooled features (B, C)."""
         x = self._embed(images)
@@ -111,10 +125,31 @@ class VisionTransformer(nn.Module):
         return x[:, int(self.config.class_token) :].mean(dim=1)
 
 
+class AttentionPool(nn.Module):
+    """CLIP's ResNet pooling (Radford et al., 2021): the mean token, plus a learned position code, attends
+    over the position-coded grid tokens. Unlike a plain mean it can weigh where things are and which
+    features occur together, which binding colours to shapes and telling left from right need.
+
+    Args:
+        dim: token width C; num_tokens: grid cells N; num_heads: attention heads.
+    """
+
+    def __init__(self, dim: int, num_tokens: int, num_heads: int) -> None:
+        super().__init__()
+        self.pos_embed = nn.Parameter(torch.randn(1, num_tokens + 1, dim) * dim**-0.5)
+        self.attn = CrossAttention(dim, num_heads)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """(B, N, C) grid tokens -> (B, C)."""
+        x = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1) + self.pos_embed  # (B, 1 + N, C)
+        return self.attn(x[:, :1], context=x)[:, 0]
+
+
 class ConvEncoder(nn.Module):
     """A cheap CNN: ``depth`` stages of conv3x3 -> BatchNorm -> ReLU -> 2x2 max-pool, widths doubling up to
-    ``embed_dim``; then global mean pooling. On 64-px images of simple shapes it learns far faster per
-    CPU-second than a ViT, which needs many more samples to learn locality."""
+    ``embed_dim``; then global mean pooling, or attention pooling (``pool='attn'``). On 64-px images of
+    simple shapes it learns far faster per CPU-second than a ViT, which needs many more samples to learn
+    locality."""
 
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
@@ -131,6 +166,8 @@ class ConvEncoder(nn.Module):
             ]
             in_ch = w
         self.stages = nn.Sequential(*layers)
+        grid = c.image_size // 2**c.depth
+        self.attn_pool = AttentionPool(c.embed_dim, grid * grid, c.num_heads) if c.pool == "attn" else None
 
     @property
     def width(self) -> int:
@@ -145,8 +182,14 @@ class ConvEncoder(nn.Module):
         """(B, 3, H, W) -> feature-map tokens (B, H/2^depth * W/2^depth, C), row-major."""
         return self._features(images).flatten(2).transpose(1, 2)
 
+    def pool(self, tokens: Tensor) -> Tensor:
+        """(B, N, C) tokens from :meth:`forward_features` -> (B, C), equal to :meth:`forward`."""
+        return self.attn_pool(tokens) if self.attn_pool is not None else tokens.mean(dim=1)
+
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) -> pooled features (B, C)."""
+        if self.attn_pool is not None:
+            return self.attn_pool(self.forward_features(images))
         return self._features(images).mean(dim=(2, 3))
 
 

@@ -2,12 +2,12 @@
 
 from mumo.train.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint, verify_checkpoint
 from mumo.train.config import DataConfig, OptimConfig, TrainConfig, load_recipe, parse_overrides
-from mumo.train.tasks import ContrastiveTask, Task
+from mumo.train.tasks import MultiTask, Task
 from mumo.train.trainer import Trainer, train
 
 __all__ = [
-    "ContrastiveTask",
     "DataConfig",
+    "MultiTask",
     "OptimConfig",
     "Task",
     "TrainConfig",

@@ -173,7 +173,7 @@ def load_checkpoint(
     else:
         weights = path / "model.safetensors"
         load_state_dict_strict(model, load_file(str(weights), device=map_location), str(weights))
-    context_length = getattr(getattr(model.config, "text", None), "context_length", 77)
+    context_length = getattr(model, "context_length", 77)
     tokenizer = Tokenizer.load(path, context_length=context_length)
     tensors = load_file(str(path / STATE_TENSORS))
     meta = json.loads((path / STATE_JSON).read_text())

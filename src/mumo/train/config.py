@@ -1,7 +1,8 @@
 """Typed training configs, loaded from YAML recipes with ``key=value`` overrides.
 
 A recipe is a YAML mapping whose keys are the fields of :class:`TrainConfig`; nested sections (``data``,
-``optim``) are mappings too. Unknown keys are errors that name the key and the closest valid one.
+``optim``) are mappings too; ``base: other.yaml`` starts from another recipe. Unknown keys are errors that
+name the key and the closest valid one.
 """
 
 from __future__ import annotations
@@ -63,9 +64,13 @@ class OptimConfig(Config):
 class TrainConfig(Config):
     model: str = "clip_conv_small_64"  # registered model name or config.json path
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"text.depth": 2}
+    objectives: tuple[str, ...] = ("itc",)  # any of itc (contrastive), itm (matching), mlm (masked LM)
     loss: Literal["clip", "siglip"] = "clip"  # contrastive objective
-    loss_weights: dict[str, float] = field(default_factory=dict)  # weight per task loss; missing = 1
+    loss_weighting: Literal["fixed", "uncertainty"] = "fixed"  # fixed loss_weights, or learned (Kendall)
+    loss_weights: dict[str, float] = field(default_factory=dict)  # per loss (itc, itm, mlm, tie); missing = 1
     hard_negatives: int = 0  # NegCLIP: generated negative captions per sample (shapes data, CLIP loss)
+    itm_generated_negatives: int = 2  # of each sample's generated negatives, how many ITM also scores
+    mlm_probability: float = 0.15  # mlm: chance of masking each caption token
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     batch_size: int = 128  # samples per micro-batch
@@ -88,6 +93,13 @@ class TrainConfig(Config):
         )
         check(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
         check(self.hard_negatives >= 0, "hard_negatives must be >= 0")
+        known = ("itc", "itm", "mlm")
+        check(
+            len(self.objectives) > 0 and all(o in known for o in self.objectives),
+            f"objectives must be a non-empty list of {list(known)}, got {list(self.objectives)}",
+        )
+        check(0.0 < self.mlm_probability <= 1.0, "mlm_probability must be in (0, 1]")
+        check(self.itm_generated_negatives >= 0, "itm_generated_negatives must be >= 0")
         check(
             self.hard_negatives == 0 or (self.data.kind == "shapes" and self.loss == "clip"),
             "hard_negatives needs data.kind=shapes (which generates them) and loss=clip",
@@ -105,18 +117,38 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return out
 
 
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``; nested sections (``data``, ``optim``) merge key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist")
+    if path.resolve() in seen:
+        raise ConfigError(f"recipe {path} includes itself through 'base'")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of keys to values")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    # Relative to the recipe's own folder, so a recipe set can be moved together.
+    return _merge(_read_recipe(path.parent / base, (*seen, path.resolve())), data)
+
+
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """A :class:`TrainConfig` from a YAML recipe (None: defaults) with ``key=value`` overrides applied."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"recipe {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"recipe {path} is not valid YAML: {e}") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"recipe {path} must be a mapping of keys to values")
+    """A :class:`TrainConfig` from a YAML recipe (None: defaults) with ``key=value`` overrides applied.
+
+    A recipe may start from another with ``base: other.yaml`` (a path relative to the recipe); its own
+    keys then replace the base's, section by section.
+    """
+    data = _read_recipe(Path(path)) if path is not None else {}
     config = TrainConfig.from_dict(data)
     return config.replace(parse_overrides(overrides or [])) if overrides else config

@@ -1,17 +1,36 @@
-"""Tasks: a model plus its objectives. The trainer only sees ``training_forward(batch) -> {name: loss}``.
+"""Tasks: a model plus its objectives. The trainer only sees ``training_forward(batch) -> {name: loss}`` and
+``combine(losses) -> loss``.
 
-Batch keys: ``images`` (B, 3, H, W) float, ``input_ids`` (B, T) long, ``attention_mask`` (B, T) 0/1.
+Batch keys: ``images`` (B, 3, H, W) float, ``input_ids`` (B, T) long, ``attention_mask`` (B, T) 0/1; with
+generated hard negatives (NegCLIP) also ``neg_input_ids`` / ``neg_attention_mask`` (M, T) and ``neg_index``
+(M,), the image row each negative caption was made from.
+
+Objectives, by model:
+    CLIP         itc
+    FusionModel  any of itc, itm, mlm (hard or soft text sharing, see FusionConfig.text_sharing)
+    SingleStream any of itm, mlm (it has no separate embeddings to contrast)
+ITM negatives: for each image a text and for each text an image, mined from the ITC similarities when the
+model has them (ALBEF) and uniform in-batch otherwise (ViLT); plus, when the batch carries generated
+negative captions, each of them paired with its image.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mumo.errors import ConfigError
 from mumo.losses import ClipLoss, SigLipLoss
-from mumo.models import CLIP
+from mumo.losses.language import mask_tokens, masked_lm_loss
+from mumo.losses.matching import itm_loss, itm_pair_indices, mine_hard_negatives, random_negatives
+from mumo.models import CLIP, FusionModel, SingleStream
+from mumo.models.multitask import build_weighting
+
+OBJECTIVES = ("itc", "itm", "mlm")
 
 
 class Task(Protocol):
@@ -20,7 +39,11 @@ class Task(Protocol):
     model: nn.Module
 
     def training_forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Named scalar losses of one batch; the trainer sums them with the configured weights."""
+        """Named scalar losses of one batch."""
+        ...
+
+    def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
+        """The scalar to minimise: the losses weighted (fixed or learned weights)."""
         ...
 
     def metrics(self) -> dict[str, float]:
@@ -28,42 +51,226 @@ class Task(Protocol):
         ...
 
 
-class ContrastiveTask(nn.Module):
-    """CLIP (softmax) or SigLIP (sigmoid) image-text contrastive learning of a dual encoder.
+def _trim(ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Drop the padding columns after the batch's longest text (captions padded to the context length
+    are often half padding, and the fusion passes cost per column)."""
+    width = max(int(mask.sum(dim=1).max()), 1) if mask.numel() else 1
+    return ids[:, :width], mask[:, :width]
+
+
+def _first_per_group(index: Tensor, n: int) -> Tensor:
+    """(M,) long indices of the rows among the first ``n`` of their group; ``index`` is (M,) sorted group
+    ids (the image row of each generated negative, as the collate lays them out)."""
+    m = index.shape[0]
+    if m == 0:
+        return index
+    starts = torch.ones(m, dtype=torch.bool, device=index.device)
+    starts[1:] = index[1:] != index[:-1]
+    positions = torch.arange(m, device=index.device)
+    first = torch.cummax(torch.where(starts, positions, torch.zeros_like(positions)), dim=0).values
+    return (positions - first < n).nonzero().squeeze(1)
+
+
+def _pad_cat(a: Tensor, b: Tensor, pad: int) -> Tensor:
+    """Concatenate (N, T1) and (M, T2) token tensors along rows, right-padding the narrower with ``pad``."""
+    t = max(a.shape[1], b.shape[1])
+    return torch.cat([F.pad(a, (0, t - a.shape[1]), value=pad), F.pad(b, (0, t - b.shape[1]), value=pad)])
+
+
+class MultiTask(nn.Module):
+    """Any weighted mix of image-text contrastive (ITC), matching (ITM) and masked language modelling (MLM).
 
     Args:
-        model: the dual encoder.
-        loss: 'clip' or 'siglip' (the model needs a logit bias for SigLIP).
-        rank, world_size: this process's place, for gathering negatives across processes.
+        model: a :class:`CLIP`, :class:`FusionModel` or :class:`SingleStream`.
+        objectives: a non-empty subset of ``OBJECTIVES`` the model supports (see the module docstring).
+        loss: contrastive loss, 'clip' or 'siglip' (the model needs a logit bias for SigLIP).
+        weighting: 'fixed' (``weights``, missing = 1) or 'uncertainty' (learned, Kendall et al.).
+        weights: fixed weights per loss name ('itc', 'itm', 'mlm', 'tie').
+        mask_id, special_ids: the tokenizer's ``<mask>`` id and the ids MLM never masks (pad, bos, eot).
+        mlm_probability: chance of masking each eligible token.
+        itm_generated_negatives: how many of each sample's generated negative captions (the first ones, whose
+            kinds rotate from sample to sample) ITM also scores, each paired with its image.
+        seed: seeds the task's own draws (negatives, masks); see :meth:`reseed`.
+        rank, world_size: this process's place, for gathering contrastive negatives across processes.
     """
 
-    def __init__(self, model: CLIP, loss: str = "clip", rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        objectives: Sequence[str] = ("itc",),
+        loss: str = "clip",
+        weighting: str = "fixed",
+        weights: Mapping[str, float] | None = None,
+        mask_id: int | None = None,
+        special_ids: Sequence[int] = (),
+        mlm_probability: float = 0.15,
+        itm_generated_negatives: int = 2,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         super().__init__()
         self.model = model
+        self.objectives = tuple(objectives)
+        supported = {CLIP: ("itc",), FusionModel: OBJECTIVES, SingleStream: ("itm", "mlm")}
+        allowed = next((v for k, v in supported.items() if isinstance(model, k)), None)
+        if allowed is None:
+            raise ConfigError(f"no training objectives are defined for {type(model).__name__}")
+        bad = [o for o in self.objectives if o not in allowed]
+        if not self.objectives or bad or len(set(self.objectives)) != len(self.objectives):
+            raise ConfigError(
+                f"objectives {list(self.objectives)} do not suit {type(model).__name__}: pick distinct "
+                f"ones from {list(allowed)}"
+            )
+        if "mlm" in self.objectives and mask_id is None:
+            raise ConfigError("the mlm objective needs the tokenizer's mask_id")
         self.loss_name = loss
-        if loss == "siglip":
-            if model.logit_bias is None:
-                raise ConfigError(
-                    "the SigLIP loss needs a model with a logit bias: set model_overrides.init_logit_bias=-10"
-                )
-            self.loss_fn: nn.Module = SigLipLoss(rank=rank, world_size=world_size)
-        else:
-            self.loss_fn = ClipLoss(rank=rank, world_size=world_size)
+        if "itc" in self.objectives:
+            if loss == "siglip":
+                if self.scale_and_bias()[1] is None:
+                    raise ConfigError(
+                        "the SigLIP loss needs a model with a logit bias: "
+                        "set model_overrides.init_logit_bias=-10"
+                    )
+                self.loss_fn: nn.Module = SigLipLoss(rank=rank, world_size=world_size)
+            else:
+                self.loss_fn = ClipLoss(rank=rank, world_size=world_size)
+        self.mask_id, self.special_ids = mask_id, tuple(special_ids)
+        self.mlm_probability = mlm_probability
+        self.itm_generated_negatives = itm_generated_negatives
+        self.seed = seed
+        self.generator: torch.Generator | None = None
+        names = list(self.objectives)
+        self.weighting = build_weighting(weighting, names, dict(weights or {}))
 
-    def training_forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        out = self.model(batch["images"], batch["input_ids"], batch["attention_mask"])
+    def reseed(self, position: int, device: torch.device | str = "cpu") -> None:
+        """Seed the task's draws from (seed, position): a resumed run redraws exactly what it would have."""
+        if self.generator is None or self.generator.device != torch.device(device):
+            self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(self.seed * 1_000_003 + position)
+
+    def scale_and_bias(self) -> tuple[Tensor, Tensor | None]:
+        return self.model.scale_and_bias()
+
+    @property
+    def _pad_id(self) -> int:
+        c = self.model.config
+        if isinstance(self.model, SingleStream):
+            return c.pad_id
+        return (c.clip.text if isinstance(self.model, FusionModel) else c.text).pad_id
+
+    def training_forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        model, images = self.model, batch["images"]
+        ids, mask = _trim(batch["input_ids"], batch["attention_mask"])
+        b = ids.shape[0]
+        # Captions and generated negatives go through the text tower together, rows [0, B) and [B, B + M).
+        generated = "neg_input_ids" in batch
+        all_ids, all_mask = ids, mask
+        if generated:
+            neg_ids, neg_mask = _trim(batch["neg_input_ids"], batch["neg_attention_mask"])
+            all_ids, all_mask = _pad_cat(ids, neg_ids, self._pad_id), _pad_cat(mask, neg_mask, 0)
+        losses: dict[str, Tensor] = {}
+
+        tokens = text_embeds = None
+        if isinstance(model, CLIP):
+            image_embeds, context = model.encode_image(images), None
+            text_all = model.encode_text(all_ids, all_mask)  # (B + M, E)
+        elif isinstance(model, FusionModel):
+            image_embeds, context = model.encode_image_and_tokens(images)  # (B, E), (B, S, Cv)
+            text = model.clip.text
+            tokens = text.forward_features(all_ids, all_mask)  # (B + M, T, C), shared with the fusion side
+            text_all = F.normalize(model.clip.text_proj(text.pool(tokens, all_mask)), dim=-1)
+        else:  # single stream: every pair is fused from the pixels up, there are no embeddings
+            image_embeds, context, text_all = None, images, None
+        if text_all is not None:
+            text_embeds = text_all[:b]
+            if "itc" in self.objectives:
+                negatives = text_all[b:] if generated else None  # NegCLIP: in the denominator
+                losses["itc"] = self._itc(image_embeds, text_embeds, negatives)
+
+        if "itm" in self.objectives:
+            if text_embeds is not None:  # ALBEF: negatives mined from the contrastive similarities
+                scale = self.scale_and_bias()[0].detach()
+                sim = scale * image_embeds.detach() @ text_embeds.detach().T  # (B, B)
+                neg_text, neg_image = mine_hard_negatives(sim, generator=self.generator)
+            else:
+                neg_text, neg_image = random_negatives(b, self.generator, ids.device)
+            image_rows, text_rows, labels = itm_pair_indices(neg_text, neg_image)  # 3B pairs
+            if self.itm_generated_negatives and generated:
+                keep = _first_per_group(batch["neg_index"], self.itm_generated_negatives)
+                image_rows = torch.cat([image_rows, batch["neg_index"][keep]])
+                text_rows = torch.cat([text_rows, b + keep])
+                labels = torch.cat([labels, labels.new_zeros(keep.shape[0])])
+            pair_ids, pair_mask = all_ids[text_rows], all_mask[text_rows]
+            if isinstance(model, FusionModel):
+                # Each text is encoded once however many images it meets (ALBEF); soft sharing reads
+                # the fusion side's own tower.
+                fusion_tokens = tokens if model.fusion_text is None else model.text_tokens(all_ids, all_mask)
+                logits = model.itm_logits(context[image_rows], pair_ids, pair_mask, fusion_tokens[text_rows])
+            else:
+                logits = model.itm_logits(context[image_rows], pair_ids, pair_mask)
+            losses["itm"] = itm_loss(logits, labels)
+
+        if "mlm" in self.objectives:
+            vocab = model.mlm_head[-1].out_features
+            masked, targets = mask_tokens(
+                ids, mask, self.mask_id, vocab, self.special_ids, self.mlm_probability, self.generator
+            )
+            losses["mlm"] = masked_lm_loss(model.mlm_logits(context, masked, mask), targets)
+
+        if isinstance(model, FusionModel):
+            losses.update(model.regularizers())
+        return losses
+
+    def _itc(self, image_embeds: Tensor, text_embeds: Tensor, negatives: Tensor | None) -> Tensor:
+        scale, bias = self.scale_and_bias()
         if self.loss_name == "siglip":
-            loss = self.loss_fn(out.image_embeds, out.text_embeds, out.logit_scale, out.logit_bias)
-        else:
-            negatives = None
-            if "neg_input_ids" in batch:  # NegCLIP: generated hard-negative captions
-                negatives = self.model.encode_text(batch["neg_input_ids"], batch["neg_attention_mask"])
-            loss = self.loss_fn(out.image_embeds, out.text_embeds, out.logit_scale, text_negatives=negatives)
-        return {"contrastive": loss}
+            return self.loss_fn(image_embeds, text_embeds, scale, bias)
+        return self.loss_fn(image_embeds, text_embeds, scale, text_negatives=negatives)
+
+    def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
+        """The weighted total of :meth:`training_forward`'s losses."""
+        return self.weighting(losses)
 
     def metrics(self) -> dict[str, float]:
-        scale, bias = self.model.scale_and_bias()
-        out = {"temperature": 1.0 / scale.item()}
-        if bias is not None:
-            out["logit_bias"] = bias.item()
+        out: dict[str, float] = {}
+        if not isinstance(self.model, SingleStream):
+            scale, bias = self.scale_and_bias()
+            out["temperature"] = 1.0 / scale.item()
+            if bias is not None:
+                out["logit_bias"] = bias.item()
+        if hasattr(self.weighting, "log_vars"):
+            out.update({f"weight/{k}": v for k, v in self.weighting.weights_now().items()})
         return out
+
+
+def build_task(model: nn.Module, config: Any, tokenizer: Any) -> MultiTask:
+    """The :class:`MultiTask` a :class:`~mumo.train.config.TrainConfig` asks for, with the tokenizer's
+    special ids."""
+    return MultiTask(
+        model,
+        config.objectives,
+        loss=config.loss,
+        weighting=config.loss_weighting,
+        weights=config.loss_weights,
+        mask_id=tokenizer.mask_id,
+        special_ids=(tokenizer.pad_id, tokenizer.bos_id, tokenizer.eot_id),
+        mlm_probability=config.mlm_probability,
+        itm_generated_negatives=config.itm_generated_negatives,
+        seed=config.seed,
+    )
+
+
+def task_state(task: nn.Module) -> dict[str, list]:
+    """The task's own tensors (learned loss weights), not the model's: what a checkpoint adds for it."""
+    return {k: v.tolist() for k, v in task.state_dict().items() if not k.startswith("model.")}
+
+
+def load_task_state(task: nn.Module, state: Mapping[str, list]) -> None:
+    """Restore what :func:`task_state` returned (exact: float32 values survive the JSON round trip)."""
+    own = {k: v for k, v in task.state_dict().items() if not k.startswith("model.")}
+    if set(own) != set(state):
+        raise ConfigError(f"checkpoint task state has {sorted(state)}, this task has {sorted(own)}")
+    with torch.no_grad():
+        for k, v in own.items():
+            v.copy_(torch.tensor(state[k], dtype=v.dtype))

@@ -31,11 +31,18 @@ from mumo.data.pairs import SkipReport
 from mumo.data.sampler import ResumableBatchSampler
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import TrainingError
-from mumo.models import create_model, save_pretrained
+from mumo.models import create_model, get_model_config, save_pretrained
 from mumo.train.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from mumo.train.config import TrainConfig
 from mumo.train.optim import build_optimizer, build_scheduler
-from mumo.train.tasks import ContrastiveTask
+from mumo.train.tasks import build_task, load_task_state, task_state
+
+# Where each architecture keeps the vocabulary size and the image size the data decides.
+_DATA_FIELDS = {
+    "clip": ("text.vocab_size", "vision.image_size"),
+    "fusion": ("clip.text.vocab_size", "clip.vision.image_size"),
+    "single_stream": ("vocab_size", "image_size"),
+}
 
 logger = logging.getLogger(__name__)
 
@@ -102,18 +109,22 @@ class Trainer:
             tokenizer = Tokenizer.load(checkpoint)
         else:
             tokenizer = Tokenizer.train(tokenizer_texts, vocab_size=c.data.tokenizer_vocab_size)
-        overrides = {**c.model_overrides, "text.vocab_size": tokenizer.vocab_size}
+        model_type = get_model_config(c.model, **c.model_overrides).model_type
+        vocab_field, image_field = _DATA_FIELDS.get(model_type, _DATA_FIELDS["clip"])
+        overrides = {**c.model_overrides, vocab_field: tokenizer.vocab_size}
         if c.data.image_size:
-            overrides["vision.image_size"] = c.data.image_size
+            overrides[image_field] = c.data.image_size
         self.model = create_model(c.model, seed=c.seed, **overrides).to(self.device)
-        tokenizer.context_length = self.model.config.text.context_length
+        tokenizer.context_length = self.model.context_length
         self.tokenizer = tokenizer
-        self.task = ContrastiveTask(self.model, loss=c.loss)
-        self.optimizer = build_optimizer(self.model, c.optim)
+        self.task = build_task(self.model, c, tokenizer).to(self.device)
+        # The task, not just the model: learned loss weights are trained too.
+        self.optimizer = build_optimizer(self.task, c.optim)
         self.scheduler = build_scheduler(self.optimizer, c.optim, c.max_steps)
         self.step = 0
         if checkpoint is not None:
             _, _, state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
+            load_task_state(self.task, state.get("task_state", {}))
             self.step = state["step"]
             logger.info("resuming %s at step %d", checkpoint, self.step)
         self.collate = ImageTextCollate(tokenizer, mean, std, negatives=negative_captions(c))
@@ -142,22 +153,23 @@ class Trainer:
         self.model.train()
         totals: dict[str, float] = {}
         samples = 0
-        for _ in range(c.optim.grad_accum):
+        for micro in range(c.optim.grad_accum):
             batch = next(batches)
             self.epoch_skips.add(batch["skipped"])
             self.all_skips.add(batch["skipped"])
             if batch["images"] is None:
                 continue
             batch = self._to_device(batch)
+            self.task.reseed(self.step * c.optim.grad_accum + micro, self.device)
             losses = self.task.training_forward(batch)
-            loss = sum(c.loss_weights.get(k, 1.0) * v for k, v in losses.items())
+            loss = self.task.combine(losses)
             (loss / c.optim.grad_accum).backward()
             samples += batch["images"].shape[0]
             for k, v in losses.items():
                 totals[f"loss/{k}"] = totals.get(f"loss/{k}", 0.0) + v.item() / c.optim.grad_accum
             totals["loss"] = totals.get("loss", 0.0) + loss.item() / c.optim.grad_accum
         if c.optim.grad_clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.optim.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(self.task.parameters(), c.optim.grad_clip)
             totals["grad_norm"] = norm.item()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -189,6 +201,7 @@ class Trainer:
             extra={
                 "data_position": self.step * self.config.optim.grad_accum,
                 "config": self.config.to_dict(),
+                "task_state": task_state(self.task),
             },
             keep=self.config.keep_checkpoints,
         )

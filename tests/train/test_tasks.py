@@ -1,0 +1,143 @@
+"""Every model / objective / sharing / weighting variant trains through the one Task interface and the one
+checkpoint format."""
+
+import json
+
+import pytest
+import torch
+
+import mumo
+from mumo.errors import ConfigError
+from mumo.train import MultiTask, Trainer, load_recipe
+from mumo.train.checkpoint import latest_valid_checkpoint, load_checkpoint
+from mumo.train.tasks import build_task
+
+TINY = [
+    "batch_size=16",
+    "data.image_size=32",
+    "data.train_size=512",
+    "data.tokenizer_samples=300",
+    "data.tokenizer_vocab_size=300",
+    "data.max_objects=2",
+    "optim.warmup_steps=0",
+    "optim.lr=3e-3",
+    "tensorboard=false",
+    "evaluate=false",
+    "threads=1",
+]
+
+VARIANTS = {
+    "dual": ["model=clip_conv_tiny"],
+    "negclip": ["model=clip_conv_tiny", "hard_negatives=2"],
+    "fusion_hard": ["model=fusion_vit_tiny", "objectives=[itc,itm,mlm]", "hard_negatives=1"],
+    "fusion_soft": [
+        "model=fusion_vit_tiny",
+        "objectives=[itc,itm,mlm]",
+        "model_overrides={text_sharing: soft, tie_strength: 0.1}",
+    ],
+    "fusion_uncertainty": ["model=fusion_vit_tiny", "objectives=[itc,itm]", "loss_weighting=uncertainty"],
+    "early": ["model=single_stream_tiny", "objectives=[itm,mlm]", "hard_negatives=1"],
+}
+
+
+def _trainer(tmp_path, overrides, steps=12):
+    config = load_recipe(None, [*TINY, *overrides, f"out_dir={tmp_path}", f"max_steps={steps}"])
+    return Trainer(config, progress=False)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_learns_a_batch_and_round_trips_its_checkpoint(tmp_path, variant):
+    t = _trainer(tmp_path, VARIANTS[variant])
+    batch = t._to_device(next(iter(t._loader())))
+    totals = []
+    for _ in range(12):  # the same batch again and again: the loss must fall
+        t.task.reseed(0)
+        losses = t.task.training_forward(batch)
+        loss = t.task.combine(losses)
+        t.optimizer.zero_grad()
+        loss.backward()
+        t.optimizer.step()
+        totals.append({k: v.item() for k, v in losses.items()})
+    for name in totals[0]:
+        if name != "tie":  # the soft-sharing penalty starts at 0 and can only grow
+            assert totals[-1][name] < totals[0][name], (name, totals[0][name], totals[-1][name])
+    if variant == "fusion_soft":
+        assert totals[0]["tie"] == 0.0 < totals[-1]["tie"]
+
+    t.step = 12
+    path = t._checkpoint()
+    model, _, state = load_checkpoint(path, restore_rng=False)
+    assert type(model) is type(t.model)
+    task = build_task(model, t.config, t.tokenizer)
+    t.task.model.eval(), model.eval()  # batch norm: compare without updating running statistics
+    t.task.reseed(1)
+    expected = t.task.training_forward(batch)
+    task.reseed(1)
+    got = task.training_forward(batch)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6)
+    if variant == "fusion_uncertainty":
+        assert state["task_state"]["weighting.log_vars"] == t.task.weighting.log_vars.tolist()
+
+
+def test_learned_loss_weights_are_checkpointed_and_resumed(tmp_path):
+    overrides = [*VARIANTS["fusion_uncertainty"], "checkpoint_every=3", "log_every=1"]
+    first = _trainer(tmp_path, overrides, steps=3)
+    first.fit()
+    learned = first.task.weighting.log_vars.detach().clone()
+    assert not torch.equal(learned, torch.zeros(2))  # they moved
+    resumed = Trainer(
+        load_recipe(None, [*TINY, *overrides, f"out_dir={tmp_path}", "max_steps=6"]),
+        resume=True,
+        progress=False,
+    )
+    assert resumed.step == 3
+    torch.testing.assert_close(resumed.task.weighting.log_vars.detach(), learned, rtol=0, atol=0)
+    resumed.fit()
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and "weight/itm" in rows[-1]
+    assert latest_valid_checkpoint(tmp_path).name == "step_000006"
+
+
+@pytest.mark.parametrize("per_sample", [0, 1, 2])
+def test_generated_negatives_are_scored_with_their_own_images(tmp_path, per_sample):
+    overrides = [*VARIANTS["fusion_hard"], "hard_negatives=3", f"itm_generated_negatives={per_sample}"]
+    t = _trainer(tmp_path, overrides)
+    batch = t._to_device(next(iter(t._loader())))
+    seen = {}
+    real = t.model.itm_logits
+
+    def spy(context, ids, mask, text_tokens=None):
+        seen.update(context=context, ids=ids, mask=mask, text_tokens=text_tokens)
+        return real(context, ids, mask, text_tokens)
+
+    t.model.itm_logits = spy
+    t.task.reseed(0)
+    t.task.training_forward(batch)
+    b = batch["input_ids"].shape[0]
+    neg_index = batch["neg_index"]
+    assert torch.equal(neg_index, torch.arange(b).repeat_interleave(3))  # three per sample, in order
+    chosen = torch.arange(3 * b).view(b, 3)[:, :per_sample].reshape(-1)
+    assert seen["context"].shape[0] == 3 * b + len(chosen)
+    images = t.model.image_tokens(batch["images"])
+    torch.testing.assert_close(seen["context"][3 * b :], images[neg_index[chosen]], rtol=1e-5, atol=1e-5)
+    width = seen["ids"].shape[1]
+    neg_ids = torch.nn.functional.pad(batch["neg_input_ids"], (0, 32))[:, :width]
+    assert torch.equal(seen["ids"][3 * b :], neg_ids[chosen])
+    # the shared text tokens are the text tower's own for every row, gathered rather than recomputed
+    expected = t.model.text_tokens(seen["ids"], seen["mask"])
+    torch.testing.assert_close(seen["text_tokens"], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("model", "objectives", "message"),
+    [
+        ("clip_vit_tiny", ("itm",), "do not suit CLIP"),
+        ("single_stream_tiny", ("itc",), "do not suit SingleStream"),
+        ("fusion_vit_tiny", ("itm", "itm"), "distinct"),
+        ("fusion_vit_tiny", ("mlm",), "mask_id"),
+    ],
+)
+def test_objectives_a_model_cannot_serve_are_refused(model, objectives, message):
+    with pytest.raises(ConfigError, match=message):
+        MultiTask(mumo.create_model(model, seed=0), objectives)
