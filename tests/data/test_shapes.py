@@ -311,3 +311,19 @@ def test_class_names_and_index() -> None:
         assert names[class_index(scene)] == (o.colour, o.shape)
     with pytest.raises(ConfigError, match="one-object"):
         class_index(generate_scene(ShapesConfig(min_objects=2, max_objects=2), "train", 0))
+
+
+def test_hard_negatives_follow_the_wording_of_any_template():
+    config = ShapesConfig()
+    for i in range(40):
+        scene = generate_scene(config, "train", i)
+        texts = captions(scene)
+        canonical = hard_negatives(scene)
+        for t, text in enumerate(texts):
+            negatives = hard_negatives(scene, t)
+            assert negatives.keys() == canonical.keys() and text not in negatives.values()
+            for kind, negative in negatives.items():
+                # the same edit: the negative scene's caption in this template is never a true caption
+                assert negative not in texts
+                if t == 0:
+                    assert negative == canonical[kind]

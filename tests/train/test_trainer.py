@@ -206,7 +206,7 @@ def test_siglip_run_and_its_config_error(tmp_path):
 
 def test_negclip_batches_carry_hard_negative_captions(tmp_path):
     from mumo.data.sampler import ResumableBatchSampler
-    from mumo.data.shapes import hard_negatives
+    from mumo.data.shapes import captions, hard_negatives
 
     overrides = [*TINY, f"out_dir={tmp_path}", "max_steps=2", "hard_negatives=2", "evaluate=false"]
     t = Trainer(load_recipe(None, overrides), progress=False)
@@ -214,7 +214,8 @@ def test_negclip_batches_carry_hard_negative_captions(tmp_path):
     first = t.dataset[next(iter(ResumableBatchSampler(len(t.dataset), 16, seed=0)))[0]]
     expected = t.tokenizer.encode(t.collate.negatives(first)).input_ids
     assert torch.equal(batch["neg_input_ids"][: len(expected)], expected)
-    assert set(t.collate.negatives(first)) <= set(hard_negatives(first["scene"]).values())
+    template = captions(first["scene"]).index(first["caption"])  # negatives are worded as the caption is
+    assert set(t.collate.negatives(first)) <= set(hard_negatives(first["scene"], template).values())
     n = batch["neg_input_ids"].shape[0]
     assert batch["images"].shape[0] < n <= 2 * batch["images"].shape[0]  # one-object scenes have fewer kinds
     assert t.fit()["steps"] == 2

@@ -257,14 +257,17 @@ def canonical_caption(scene: Scene) -> str:
     return captions(scene)[0]
 
 
-def hard_negatives(scene: Scene) -> dict[str, str]:
-    """False captions that differ from :func:`canonical_caption` only in the words that make them false.
+def hard_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
+    """False captions that differ from the scene's caption of ``template`` (0: :func:`canonical_caption`)
+    only in the words that make them false.
 
     Keys, for each that applies: ``swap_colours`` (two objects of different colours swap them),
     ``reverse_relation`` (two objects), ``change_colour``, ``change_shape``, ``change_size`` (one object,
     one attribute). The choice of object and new value is seeded by the scene's canonical caption, so it
     is deterministic. In a scene without held-out pairs, edits avoid creating one where possible, so a
-    model cannot reject a negative merely for showing an unseen pair.
+    model cannot reject a negative merely for showing an unseen pair. The edits do not depend on
+    ``template``; training uses the template of each sample's own caption, so that wording never tells a
+    negative from a positive.
     """
     positive = canonical_caption(scene)
     rng = np.random.default_rng(zlib.crc32(positive.encode()))
@@ -274,10 +277,13 @@ def hard_negatives(scene: Scene) -> dict[str, str]:
     def allowed(*pairs: tuple[str, str]) -> bool:
         return not closed or not any(p in held for p in pairs)
 
+    def caption_of(s: Scene) -> str:
+        return captions(s)[template]
+
     def edit(i: int, **change: str) -> str:
         new = list(objs)
         new[i] = dataclasses.replace(objs[i], **change)
-        return canonical_caption(Scene(new, scene.relation))
+        return caption_of(Scene(new, scene.relation))
 
     def pick(options: list) -> Any:
         return options[int(rng.integers(len(options)))]
@@ -296,9 +302,9 @@ def hard_negatives(scene: Scene) -> dict[str, str]:
         new = list(objs)
         new[i] = dataclasses.replace(objs[i], colour=objs[j].colour)
         new[j] = dataclasses.replace(objs[j], colour=objs[i].colour)
-        out["swap_colours"] = canonical_caption(Scene(new, scene.relation))
+        out["swap_colours"] = caption_of(Scene(new, scene.relation))
     if scene.relation is not None:
-        out["reverse_relation"] = canonical_caption(Scene(list(objs), _OPPOSITE[scene.relation]))
+        out["reverse_relation"] = caption_of(Scene(list(objs), _OPPOSITE[scene.relation]))
     i = int(rng.integers(len(objs)))
     colours = [c for c in COLOURS if c != objs[i].colour]
     out["change_colour"] = edit(

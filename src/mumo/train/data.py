@@ -41,13 +41,18 @@ def build_train_data(config: TrainConfig) -> tuple[Dataset, list[str], Any, Any]
 
 def negative_captions(config: TrainConfig) -> Callable[[dict[str, Any]], list[str]] | None:
     """For NegCLIP runs (``hard_negatives`` > 0), a function giving each training sample that many of its
-    generated hard-negative captions, chosen by the sample's index so that a resumed run sees the same."""
+    generated hard-negative captions, chosen by the sample's index so that a resumed run sees the same.
+
+    The negatives are worded with the template of the sample's own caption: were they always in the
+    canonical wording, a model could learn to reject that wording instead of the false content."""
     k = config.hard_negatives
     if k == 0:
         return None
 
     def pick(sample: dict[str, Any]) -> list[str]:
-        negatives = hard_negatives(sample["scene"])
+        texts = captions(sample["scene"])
+        template = texts.index(sample["caption"]) if sample["caption"] in texts else 0
+        negatives = hard_negatives(sample["scene"], template)
         kinds = sorted(negatives)
         return [negatives[kinds[(sample["index"] + j) % len(kinds)]] for j in range(min(k, len(kinds)))]
 
