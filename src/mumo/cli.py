@@ -145,6 +145,7 @@ def eval_(
     size: int = typer.Option(1000, min=2, help="shapes scenes to evaluate"),
     seed: int = typer.Option(0, help="shapes data seed"),
     out: Path | None = typer.Option(None, help="write the metrics as JSON here"),
+    scoring: str = typer.Option("auto", help="itc (embeddings), itm (matching head) or auto"),
 ) -> None:
     """Evaluate a checkpoint: zero-shot, retrieval and the compositional probe (shapes), or retrieval on
     image-caption pairs."""
@@ -153,15 +154,17 @@ def eval_(
         from mumo.data.shapes import ShapesConfig
         from mumo.eval.shapes_suite import evaluate_shapes
 
-        config = ShapesConfig(image_size=model.config.vision.image_size, seed=seed)
-        metrics = evaluate_shapes(model, tokenizer, config, split=split, size=size).metrics
+        config = ShapesConfig(image_size=model.image_size, seed=seed)
+        metrics = evaluate_shapes(model, tokenizer, config, split=split, size=size, scoring=scoring).metrics
         _print_eval(metrics)
     else:
+        if not hasattr(model, "encode_image"):
+            raise typer.BadParameter(f"{type(model).__name__} has no embeddings; evaluate it on shapes")
         from mumo.data.pairs import PairsDataset
         from mumo.data.transforms import eval_transform
         from mumo.eval import embed_image_files, embed_texts, retrieval_metrics
 
-        pairs = PairsDataset(data, transform=eval_transform(model.config.vision.image_size))
+        pairs = PairsDataset(data, transform=eval_transform(model.image_size))
         paths = [pairs.image_root / p for p in pairs.image_paths]
         images, kept, skipped = embed_image_files(model, paths, pairs.transform)
         index = {str(p): i for i, p in enumerate(paths)}
@@ -191,7 +194,7 @@ def zero_shot(
     picture = load_rgb(image)
     if isinstance(picture, str):
         raise DataError(f"cannot read {image}: {picture}")
-    pixels = eval_transform(model.config.vision.image_size)(picture)[None]
+    pixels = eval_transform(model.image_size)(picture)[None]
     with torch.inference_mode():
         image_embed = model.encode_image(pixels)
         tokens = tokenizer.encode(names)
@@ -218,7 +221,7 @@ def embed(
         raise DataError("give exactly one of --images DIR or --texts FILE")
     model, tokenizer = _load(checkpoint)
     if images is not None:
-        transform = eval_transform(model.config.vision.image_size)
+        transform = eval_transform(model.image_size)
         vectors, kept, skipped = embed_image_files(
             model, list_images(images), transform, batch_size=batch_size
         )

@@ -132,8 +132,8 @@ def write_report(run_dir: str | Path) -> Path:
         lines += [
             f"## Similarity of {figures.similarity.shape[0]} test pairs",
             "",
-            "Cosine similarity of each image (columns, shown on top) with each caption (rows); a trained "
-            "model puts its largest values on the diagonal.",
+            "Score of each image (columns, shown on top) with each caption (rows): cosine similarity, or "
+            "the ITM log-odds of a fusion model; a trained model puts its largest values on the diagonal.",
             "",
             f"![similarity]({sim.name})",
             "",

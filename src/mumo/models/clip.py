@@ -124,6 +124,11 @@ class CLIP(nn.Module):
         return scale, self.logit_bias
 
     @property
+    def image_size(self) -> int:
+        """Input height and width in pixels."""
+        return self.config.vision.image_size
+
+    @property
     def context_length(self) -> int:
         """Longest token sequence the text tower takes."""
         return self.config.text.context_length

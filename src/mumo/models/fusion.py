@@ -208,6 +208,11 @@ class FusionModel(nn.Module):
         return self.clip.scale_and_bias()
 
     @property
+    def image_size(self) -> int:
+        """Input height and width in pixels."""
+        return self.config.clip.vision.image_size
+
+    @property
     def context_length(self) -> int:
         """Longest token sequence the text tower takes."""
         return self.config.clip.text.context_length

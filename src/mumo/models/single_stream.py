@@ -98,6 +98,11 @@ class SingleStream(nn.Module):
         return self.patch_embed.num_patches
 
     @property
+    def image_size(self) -> int:
+        """Input height and width in pixels."""
+        return self.config.image_size
+
+    @property
     def context_length(self) -> int:
         """Longest token sequence the model takes."""
         return self.config.context_length

@@ -1,8 +1,8 @@
 """The training loop: one loop for every Task, resumable to the bit.
 
 setup (data, tokenizer, model, task, optimizer, schedule; or all of it from the newest valid checkpoint)
--> for each optimizer step: ``grad_accum`` micro-batches -> weighted sum of the task's losses -> backward
--> clip -> AdamW -> schedule; log; checkpoint every ``checkpoint_every`` steps
+-> for each optimizer step: ``grad_accum`` micro-batches -> the task's losses -> ``task.combine`` (fixed or
+learned weights) -> backward -> clip -> AdamW -> schedule; log; checkpoint every ``checkpoint_every`` steps
 -> final checkpoint, model folder ``final/``, evaluation, ``metrics.json``.
 
 Determinism: weights come from ``seed``; batch ``g`` of the run is fixed by (seed, g) through
