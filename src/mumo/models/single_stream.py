@@ -198,8 +198,9 @@ def single_stream_small_64() -> SingleStreamConfig:
 
 @register_model
 def single_stream_mini_64() -> SingleStreamConfig:
-    """Early fusion at the demo budget: 64 px, patch 8, width 128, depth 4 (the demo's text width, and
-    as many blocks as its text tower plus the fusion model's fusion blocks); vocab 1000, context 32."""
+    """Early fusion at the demo's size: 64 px in 16-px patches (the same 4 x 4 image tokens as the
+    ``fusion_conv_mini_64`` context), width 128 and depth 4 (the demo's text width, and as many blocks as
+    its text tower plus the fusion blocks); vocab 1000, context 32."""
     return SingleStreamConfig(
-        image_size=64, patch_size=8, vocab_size=1000, context_length=32, embed_dim=128, depth=4, num_heads=2
+        image_size=64, patch_size=16, vocab_size=1000, context_length=32, embed_dim=128, depth=4, num_heads=2
     )
