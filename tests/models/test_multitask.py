@@ -97,3 +97,14 @@ def test_one_image_pass_gives_both_embeddings_and_fusion_tokens(name):
     embeds, tokens = model.encode_image_and_tokens(images)
     torch.testing.assert_close(embeds, model.encode_image(images), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(tokens, model.image_tokens(images))
+
+
+@pytest.mark.parametrize("name", ["fusion_vit_tiny", "fusion_conv_mini_64"])
+def test_one_text_pass_gives_both_embeddings_and_fusion_tokens(name):
+    model = mumo.create_model(name, seed=0).eval()
+    ids = torch.randint(4, 300, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:], mask[2, 3:] = 0, 0
+    embeds, tokens = model.encode_text_and_tokens(ids, mask)
+    torch.testing.assert_close(embeds, model.encode_text(ids, mask), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tokens, model.text_tokens(ids, mask))

@@ -134,6 +134,18 @@ class FusionModel(nn.Module):
         embeds = torch.nn.functional.normalize(self.clip.image_proj(self.clip.visual.pool(tokens)), dim=-1)
         return embeds, self.image_norm(tokens)
 
+    def encode_text_and_tokens(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """One CLIP text-tower pass for both sides: (B, T) ids [+ mask] -> ((B, E) unit-norm embeddings
+        equal to :meth:`encode_text`, (B, T [+1], C) tokens that hard sharing feeds to the fusion blocks)."""
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.clip.text.pad_id).long()
+        text = self.clip.text
+        tokens = text.forward_features(input_ids, attention_mask)
+        embeds = torch.nn.functional.normalize(self.clip.text_proj(text.pool(tokens, attention_mask)), dim=-1)
+        return embeds, tokens
+
     def regularizers(self) -> dict[str, Tensor]:
         """Penalties to add to the training loss: ``{'tie': ...}`` under soft sharing, else none."""
         if self.fusion_text is None:

@@ -177,9 +177,7 @@ class MultiTask(nn.Module):
             text_all = model.encode_text(all_ids, all_mask)  # (B + M, E)
         elif isinstance(model, FusionModel):
             image_embeds, context = model.encode_image_and_tokens(images)  # (B, E), (B, S, Cv)
-            text = model.clip.text
-            tokens = text.forward_features(all_ids, all_mask)  # (B + M, T, C), shared with the fusion side
-            text_all = F.normalize(model.clip.text_proj(text.pool(tokens, all_mask)), dim=-1)
+            text_all, tokens = model.encode_text_and_tokens(all_ids, all_mask)  # (B + M, E), (B + M, T, C)
         else:  # single stream: every pair is fused from the pixels up, there are no embeddings
             image_embeds, context, text_all = None, images, None
         if text_all is not None:
