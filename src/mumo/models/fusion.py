@@ -6,7 +6,7 @@ V vocabulary size.
 
 images (B, 3, H, W) -> CLIP image tower -> pooled -> image_proj -> (B, E) ┐ ITC (contrastive), via the CLIP
 ids    (B, T)       -> CLIP text tower  -> pooled -> text_proj  -> (B, E) ┘
-images -> image tower tokens -> norm -> image tokens (B, S, Cv) ────────────────┐ context
+images -> image tower tokens -> norm [+ grid positions] -> (B, S, Cv) ──────────────┐ context
 ids    -> text tower tokens (B, T, C) -> fusion blocks: self-attn (bidirectional, padding masked)
                                            + cross-attn to image tokens + MLP  -> fused (B, T, C)
    first text position -> norm -> Linear(C, 2) -> ITM logits (B, 2), index 1 = match
@@ -72,6 +72,11 @@ class FusionModel(nn.Module):
         # The conv tower's tokens are raw ReLU maps and the ViT's are normalized: one norm puts both on the
         # scale the cross-attention projections were initialised for.
         self.image_norm = build_norm(t.norm_type, image_width, t.norm_eps)
+        # Attention is blind to order: a ViT's tokens carry their positions, a conv feature map's do not, so
+        # those get a learned code per grid cell. Without it "left of" and "right of" look the same.
+        v = c.clip.vision
+        grid = v.image_size // 2**v.depth
+        self.image_pos = nn.Parameter(torch.zeros(1, grid * grid, image_width)) if v.kind == "conv" else None
         # Soft sharing: the fusion side's own text tower, a copy of the CLIP one so the penalty starts at 0
         # (a deep copy draws no random numbers, so the rest initialises as under hard sharing).
         self.fusion_text: TextTransformer | None = None
@@ -101,6 +106,8 @@ class FusionModel(nn.Module):
     def reset_parameters(self) -> None:
         """Initialise the fusion blocks and heads (the CLIP has its own): N(0, 0.02) weights, zero biases,
         and the three residual-output projections of each block scaled by 1/sqrt(3 * fusion_depth)."""
+        if self.image_pos is not None:
+            nn.init.normal_(self.image_pos, std=0.02)
         residual_std = 0.02 / math.sqrt(3 * self.config.fusion_depth)
         for part in (self.fusion, self.itm_head, self.mlm_head):
             for name, module in part.named_modules():
@@ -132,7 +139,11 @@ class FusionModel(nn.Module):
         :meth:`encode_image`, (B, S, Cv) fusion context equal to :meth:`image_tokens`)."""
         tokens = self.clip.visual.forward_features(images)
         embeds = torch.nn.functional.normalize(self.clip.image_proj(self.clip.visual.pool(tokens)), dim=-1)
-        return embeds, self.image_norm(tokens)
+        return embeds, self._context(tokens)
+
+    def _context(self, tokens: Tensor) -> Tensor:
+        x = self.image_norm(tokens)
+        return x + self.image_pos if self.image_pos is not None else x
 
     def encode_text_and_tokens(
         self, input_ids: Tensor, attention_mask: Tensor | None = None
@@ -159,7 +170,7 @@ class FusionModel(nn.Module):
 
         Computed once per image, they can be reused against many texts (ITM reranking, hard negatives).
         """
-        return self.image_norm(self.clip.visual.forward_features(images))
+        return self._context(self.clip.visual.forward_features(images))
 
     def text_tokens(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(B, T) ids [+ mask] -> (B, T [+1], C) normalized tokens of the text tower the fusion side reads
