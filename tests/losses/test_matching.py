@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mumo.errors import DataError
-from mumo.losses import build_itm_batch, itm_loss, mine_hard_negatives
+from mumo.losses import itm_loss, itm_pair_indices, mine_hard_negatives, random_negatives
 
 
 @pytest.mark.parametrize("b", [2, 3, 8, 64])
@@ -114,35 +114,26 @@ def test_itm_loss_rejects_bad_shapes():
         itm_loss(torch.zeros(3, 2), torch.zeros(4, dtype=torch.long))
 
 
-def test_build_itm_batch_layout_and_labels():
-    b, s, c, t = 3, 2, 4, 5
-    images = torch.arange(b, dtype=torch.float)[:, None, None].expand(b, s, c).clone().requires_grad_()
-    ids = torch.arange(b)[:, None].expand(b, t) * 10 + torch.arange(t)  # row i holds 10 i + k
-    mask = torch.ones(b, t, dtype=torch.long)
-    mask[1, 3:] = 0
+def test_itm_pair_indices_layout_and_labels():
     neg_t, neg_i = torch.tensor([1, 2, 0]), torch.tensor([2, 0, 1])
-    out = build_itm_batch(images, ids, mask, neg_t, neg_i)
-    assert set(out) == {"image_tokens", "input_ids", "attention_mask", "labels"}
-    assert out["image_tokens"].shape == (3 * b, s, c)
-    assert out["input_ids"].shape == out["attention_mask"].shape == (3 * b, t)
-    assert out["labels"].tolist() == [1] * b + [0] * (2 * b)
-    image_of_row = out["image_tokens"][:, 0, 0].long().tolist()
-    text_of_row = (out["input_ids"][:, 0] // 10).tolist()
-    assert image_of_row == [0, 1, 2, 0, 1, 2, 2, 0, 1]
-    assert text_of_row == [0, 1, 2, 1, 2, 0, 0, 1, 2]
-    # each text's mask travels with it
-    for row, txt in enumerate(text_of_row):
-        assert torch.equal(out["attention_mask"][row], mask[txt])
-    out["image_tokens"].sum().backward()
-    assert images.grad[:, 0, 0].tolist() == [3.0, 3.0, 3.0]  # every image appears 3 times here
+    image_rows, text_rows, labels = itm_pair_indices(neg_t, neg_i)
+    assert labels.tolist() == [1] * 3 + [0] * 6
+    assert image_rows.tolist() == [0, 1, 2, 0, 1, 2, 2, 0, 1]
+    assert text_rows.tolist() == [0, 1, 2, 1, 2, 0, 0, 1, 2]
 
 
-def test_build_itm_batch_rejects_mismatched_shapes():
+def test_random_negatives_never_pick_the_positive():
+    g = torch.Generator().manual_seed(0)
+    for b in (2, 3, 17):
+        for _ in range(20):
+            neg_t, neg_i = random_negatives(b, g)
+            rows = torch.arange(b)
+            assert (neg_t != rows).all() and (neg_i != rows).all()
+            assert ((0 <= neg_t) & (neg_t < b)).all() and ((0 <= neg_i) & (neg_i < b)).all()
+    with pytest.raises(DataError, match="at least 2"):
+        random_negatives(1)
+
+
+def test_itm_pair_indices_rejects_mismatched_shapes():
     with pytest.raises(DataError):
-        build_itm_batch(
-            torch.zeros(2, 3, 4), torch.zeros(2, 5), torch.zeros(2, 4), torch.zeros(2), torch.zeros(2)
-        )
-    with pytest.raises(DataError):
-        build_itm_batch(
-            torch.zeros(2, 3, 4), torch.zeros(2, 5), torch.zeros(2, 5), torch.zeros(3), torch.zeros(2)
-        )
+        itm_pair_indices(torch.zeros(2, dtype=torch.long), torch.zeros(3, dtype=torch.long))

@@ -10,7 +10,7 @@ from mumo.losses.contrastive import (
     siglip_loss,
 )
 from mumo.losses.language import causal_lm_loss, mask_tokens, masked_lm_loss
-from mumo.losses.matching import build_itm_batch, itm_loss, mine_hard_negatives
+from mumo.losses.matching import itm_loss, itm_pair_indices, mine_hard_negatives, random_negatives
 
 __all__ = [
     "ClipLoss",
@@ -20,10 +20,11 @@ __all__ = [
     "info_nce",
     "row_cross_entropy",
     "siglip_loss",
-    "build_itm_batch",
     "causal_lm_loss",
     "itm_loss",
+    "itm_pair_indices",
     "mask_tokens",
     "masked_lm_loss",
     "mine_hard_negatives",
+    "random_negatives",
 ]

@@ -1,7 +1,6 @@
 """Image-text matching (ITM): hard-negative mining, the 3B-pair batch, and the match / no-match loss.
 
-Notation: B batch of matched (image, text) pairs, S image tokens, C image token width, T text length,
-N scored pairs (3B for :func:`build_itm_batch`).
+Notation: B batch of matched (image, text) pairs, N scored pairs (3B for :func:`itm_pair_indices`).
 
 As in ALBEF (Li et al., 2021) and BLIP (Li et al., 2022): the contrastive similarities pick, for every
 image, a text that is hard to tell apart from its own caption (and for every text such an image); a
@@ -105,58 +104,26 @@ def itm_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def itm_pair_indices(neg_text_for_image: Tensor, neg_image_for_text: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The 3B pairs of :func:`build_itm_batch` as indices: (image_rows (3B,), text_rows (3B,), labels (3B,)).
+    """Lay out the 3B pairs a fusion model scores for ITM, as indices into the batch.
 
-    Rows [0, B) are (i, i) with label 1, [B, 2B) (i, ``neg_text_for_image[i]``) and [2B, 3B)
-    (``neg_image_for_text[j]``, j), label 0.
+    Rows [0, B): (image i, text i), label 1. Rows [B, 2B): (image i, text ``neg_text_for_image[i]``),
+    label 0. Rows [2B, 3B): (image ``neg_image_for_text[j]``, text j), label 0. Gathering by index lets a
+    caller encode each text and image once and pair the encodings.
+
+    Args:
+        neg_text_for_image, neg_image_for_text: (B,) indices, as returned by :func:`mine_hard_negatives`
+            or :func:`random_negatives`.
+
+    Returns:
+        (image_rows (3B,), text_rows (3B,), labels (3B,)), all long; labels = [1] * B + [0] * 2B.
     """
     b = neg_text_for_image.shape[0]
+    for name, idx in (("neg_text_for_image", neg_text_for_image), ("neg_image_for_text", neg_image_for_text)):
+        if idx.shape != (b,):
+            raise DataError(f"{name} must be ({b},), got shape {tuple(idx.shape)}")
     rows = torch.arange(b, device=neg_text_for_image.device)
     image_rows = torch.cat([rows, rows, neg_image_for_text])
     text_rows = torch.cat([rows, neg_text_for_image, rows])
     labels = torch.zeros(3 * b, dtype=torch.long, device=rows.device)
     labels[:b] = 1
     return image_rows, text_rows, labels
-
-
-def build_itm_batch(
-    image_tokens: Tensor,
-    text_ids: Tensor,
-    text_mask: Tensor,
-    neg_text_for_image: Tensor,
-    neg_image_for_text: Tensor,
-) -> dict[str, Tensor]:
-    """Lay out 3B pairs for a fusion model's ITM forward: positives, then the two kinds of negatives.
-
-    Rows [0, B): (image i, text i), label 1. Rows [B, 2B): (image i, text ``neg_text_for_image[i]``),
-    label 0. Rows [2B, 3B): (image ``neg_image_for_text[j]``, text j), label 0.
-
-    Args:
-        image_tokens: (B, S, C) image token features (the vision tower's output), or any per-image
-            (B, ...) input of the fusion model, such as the images themselves for a single stream.
-        text_ids: (B, T) token ids.
-        text_mask: (B, T) 1 for real tokens, 0 for padding.
-        neg_text_for_image, neg_image_for_text: (B,) indices, as returned by :func:`mine_hard_negatives`.
-
-    Returns:
-        ``image_tokens`` (3B, ...), ``input_ids`` (3B, T), ``attention_mask`` (3B, T), ``labels`` (3B,)
-        long, = [1] * B + [0] * 2B. Gradient flows to ``image_tokens`` through every row.
-    """
-    b = image_tokens.shape[0]
-    if image_tokens.dim() < 2:
-        raise DataError(f"image_tokens must be (B, ...), got shape {tuple(image_tokens.shape)}")
-    if text_ids.shape != text_mask.shape or text_ids.dim() != 2 or text_ids.shape[0] != b:
-        raise DataError(
-            f"text_ids and text_mask must both be (B, T) with B={b}; got {tuple(text_ids.shape)} and "
-            f"{tuple(text_mask.shape)}"
-        )
-    for name, idx in (("neg_text_for_image", neg_text_for_image), ("neg_image_for_text", neg_image_for_text)):
-        if idx.shape != (b,):
-            raise DataError(f"{name} must be ({b},), got shape {tuple(idx.shape)}")
-    image_rows, text_rows, labels = itm_pair_indices(neg_text_for_image, neg_image_for_text)
-    return {
-        "image_tokens": image_tokens[image_rows],  # (3B, ...)
-        "input_ids": text_ids[text_rows],  # (3B, T)
-        "attention_mask": text_mask[text_rows],  # (3B, T)
-        "labels": labels,
-    }
