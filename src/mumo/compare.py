@@ -141,7 +141,8 @@ def compare(
         trainer.fit()
         model, tokenizer = trainer.model.eval(), trainer.tokenizer
         shapes = shapes_config(config.data)
-        test_pairs = [ShapesDataset("test", retrieval_size, shapes)[i] for i in range(retrieval_size)]
+        test_set = ShapesDataset("test", retrieval_size, shapes)
+        test_pairs = [test_set[i] for i in range(retrieval_size)]
         gallery = normalize(torch.stack([s["image"] for s in test_pairs]))  # (N, 3, H, W)
         queries = [s["caption"] for s in test_pairs[:num_queries]]
         variant_rows = []

@@ -21,6 +21,7 @@ from mumo.errors import DataError
 from mumo.eval.compositional import compositional_probe_scores
 from mumo.eval.embed import _eval_mode, _model_device
 from mumo.eval.retrieval import recall_from_ranks
+from mumo.models.text import trim_padding
 
 
 class PairScorer:
@@ -88,10 +89,9 @@ class PairScorer:
         with _eval_mode(self.model):
             for s in range(0, image_rows.numel(), self.batch_size):
                 i, t = image_rows[s : s + self.batch_size], text_rows[s : s + self.batch_size]
-                m = mask[t]
-                width = max(int(m.sum(dim=1).max()), 1)  # drop all-padding columns of this batch
+                pair_ids, pair_mask = trim_padding(ids[t], mask[t])
                 logits = self.model.itm_logits(
-                    context[i].to(self.device), ids[t, :width].to(self.device), m[:, :width].to(self.device)
+                    context[i].to(self.device), pair_ids.to(self.device), pair_mask.to(self.device)
                 ).float()
                 scores.append((logits[:, 1] - logits[:, 0]).cpu())
         return torch.cat(scores) if scores else torch.zeros(0)

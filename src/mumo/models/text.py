@@ -64,6 +64,13 @@ def check_tokens(
     return attention_mask if attention_mask is not None else (input_ids != pad_id).long()
 
 
+def trim_padding(input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Drop the right-padding columns after the batch's longest text: (B, T) ids and 0/1 mask -> (B, T')
+    each. Texts padded to a fixed context length are often half padding, and every column costs."""
+    longest = max(int(attention_mask.sum(dim=1).max()), 1) if attention_mask.numel() else 1
+    return input_ids[:, :longest], attention_mask[:, :longest]
+
+
 def _is_right_padded(mask: Tensor) -> bool:
     """True when every row is ones followed by zeros."""
     return bool((mask[:, 1:] <= mask[:, :-1]).all())
@@ -102,8 +109,7 @@ class TextTransformer(nn.Module):
         attention_mask = check_tokens(input_ids, attention_mask, c.context_length, c.pad_id)
         right_padded = _is_right_padded(attention_mask)
         if trim and right_padded:
-            longest = max(int(attention_mask.sum(dim=1).max()), 1)
-            input_ids, attention_mask = input_ids[:, :longest], attention_mask[:, :longest]
+            input_ids, attention_mask = trim_padding(input_ids, attention_mask)
         x = self.token_embed(input_ids)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)

@@ -29,6 +29,7 @@ from mumo.losses.language import mask_tokens, masked_lm_loss
 from mumo.losses.matching import itm_loss, itm_pair_indices, mine_hard_negatives, random_negatives
 from mumo.models import CLIP, FusionModel, SingleStream
 from mumo.models.multitask import build_weighting
+from mumo.models.text import trim_padding
 
 OBJECTIVES = ("itc", "itm", "mlm")
 
@@ -49,13 +50,6 @@ class Task(Protocol):
     def metrics(self) -> dict[str, float]:
         """Scalars worth logging besides the losses (e.g. the temperature)."""
         ...
-
-
-def _trim(ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Drop the padding columns after the batch's longest text (captions padded to the context length
-    are often half padding, and the fusion passes cost per column)."""
-    width = max(int(mask.sum(dim=1).max()), 1) if mask.numel() else 1
-    return ids[:, :width], mask[:, :width]
 
 
 def _first_per_group(index: Tensor, n: int) -> Tensor:
@@ -161,13 +155,13 @@ class MultiTask(nn.Module):
 
     def training_forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         model, images = self.model, batch["images"]
-        ids, mask = _trim(batch["input_ids"], batch["attention_mask"])
+        ids, mask = trim_padding(batch["input_ids"], batch["attention_mask"])
         b = ids.shape[0]
         # Captions and generated negatives go through the text tower together, rows [0, B) and [B, B + M).
         generated = "neg_input_ids" in batch
         all_ids, all_mask = ids, mask
         if generated:
-            neg_ids, neg_mask = _trim(batch["neg_input_ids"], batch["neg_attention_mask"])
+            neg_ids, neg_mask = trim_padding(batch["neg_input_ids"], batch["neg_attention_mask"])
             all_ids, all_mask = _pad_cat(ids, neg_ids, self._pad_id), _pad_cat(mask, neg_mask, 0)
         losses: dict[str, Tensor] = {}
 
