@@ -132,12 +132,23 @@ class Config:
         return type(self).from_dict(merged)
 
 
+def _unwrap_optional(tp: Any) -> Any:
+    """``X | None`` -> ``X`` for a nested config X (an optional tower); any other type unchanged."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and _is_config_type(args[0]):
+            return args[0]
+    return tp
+
+
 def _set_dotted(tree: dict[str, Any], path: list[str], value: Any, cls: type[Config]) -> None:
     names = {f.name: f for f in dataclasses.fields(cls)}
     head = path[0]
     if head not in names:
         raise ConfigError(f"{cls.__name__}: unknown field {head!r}{_suggest(head, names)}")
-    sub = typing.get_type_hints(cls)[head]
+    sub = _unwrap_optional(typing.get_type_hints(cls)[head])
+    if len(path) > 1 and _is_config_type(sub) and tree[head] is None:
+        raise ConfigError(f"{cls.__name__}.{head} is null; cannot set {'.'.join(path)!r}")
     if len(path) == 1:
         if _is_config_type(sub) and isinstance(value, dict):
             for k, v in value.items():

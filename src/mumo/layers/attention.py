@@ -56,6 +56,11 @@ class KVCache:
         self.length += t
         return self.k[:, :, : self.length], self.v[:, :, : self.length]
 
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows ``index`` (B',) in that order, e.g. the surviving beams of a beam search."""
+        self.k = self.k.index_select(0, index)
+        self.v = self.v.index_select(0, index)
+
 
 def padding_mask(attention_mask: Tensor) -> Tensor:
     """Turn a (B, S) 0/1 padding mask into a boolean key mask of shape (B, 1, 1, S)."""
@@ -153,6 +158,8 @@ class SelfAttention(nn.Module):
             if is_causal:  # the selected query at position p sees keys 0 … p
                 keys = torch.arange(s, device=x.device)
                 mask = combine_masks(mask, (keys[None, :] <= select[:, None])[:, None, None, :])
+            is_causal = False
+        elif is_causal and t == 1:  # one query at the newest position sees every key: nothing to mask
             is_causal = False
         elif is_causal and (mask is not None or s != t):
             mask = combine_masks(mask, causal_mask(t, s, device=x.device))

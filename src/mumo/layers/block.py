@@ -120,6 +120,7 @@ class Transformer(nn.Module):
         kv_caches: list[KVCache] | None = None,
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
+        context_kvs: list[tuple[Tensor, Tensor]] | None = None,
     ) -> Tensor:
         """Run every block on (B, T, C).
 
@@ -128,11 +129,14 @@ class Transformer(nn.Module):
             select: (B,) positions to keep at the last block only, which then returns (B, 1, C).
             kv_caches: one :class:`KVCache` per block for incremental decoding.
             context, context_mask: cross-attention context (B, S, Cc) and its (B, S) mask.
+            context_kvs: per block, the context's keys and values from :meth:`context_kvs`, computed once
+                and reused at every decoding step instead of ``context``.
         """
-        if kv_caches is not None and len(kv_caches) != len(self.blocks):
-            raise ValueError(
-                f"got {len(kv_caches)} KV caches for {len(self.blocks)} blocks; pass one per block"
-            )
+        for name, per_block in (("KV caches", kv_caches), ("context kvs", context_kvs)):
+            if per_block is not None and len(per_block) != len(self.blocks):
+                raise ValueError(
+                    f"got {len(per_block)} {name} for {len(self.blocks)} blocks; pass one per block"
+                )
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             x = block(
@@ -142,6 +146,17 @@ class Transformer(nn.Module):
                 kv_cache=kv_caches[i] if kv_caches is not None else None,
                 context=context,
                 context_mask=context_mask,
+                context_kv=context_kvs[i] if context_kvs is not None else None,
                 select=select if i == last else None,
             )
         return x
+
+    def context_kvs(self, context: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Each block's cross-attention keys and values of ``context`` (B, S, Cc): they do not change
+        while decoding, so a decoder computes them once per image instead of once per token."""
+        out = []
+        for block in self.blocks:
+            if block.cross_attn is None:
+                raise ValueError("these blocks have no cross-attention; build them with context_dim")
+            out.append(block.cross_attn.context_kv(context))
+        return out
