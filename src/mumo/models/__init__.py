@@ -9,6 +9,7 @@ from mumo.models._registry import (
     register_architecture,
     register_model,
 )
+from mumo.models.captioner import Captioner, CaptionerConfig, CaptionerOutput, DecodeState
 from mumo.models.clip import CLIP, CLIPConfig, CLIPOutput
 from mumo.models.fusion import FusionConfig, FusionModel
 from mumo.models.single_stream import SingleStream, SingleStreamConfig
@@ -17,6 +18,10 @@ from mumo.models.vision import ConvEncoder, VisionConfig, VisionTransformer, bui
 
 __all__ = [
     "CLIP",
+    "Captioner",
+    "CaptionerConfig",
+    "CaptionerOutput",
+    "DecodeState",
     "CLIPConfig",
     "CLIPOutput",
     "ConvEncoder",

@@ -77,3 +77,24 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], sou
             parts.append(f"wrong shape {shapes}")
         raise CheckpointError(f"{source} does not match the model: " + "; ".join(parts))
     model.load_state_dict(state)
+
+
+def load_state_dict_matching(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str
+) -> tuple[list[str], list[str]]:
+    """Copy every tensor of ``state`` whose name is in ``model`` (a GPT's weights into a captioner of the
+    same text shape, say); a shared name with another shape is a :class:`CheckpointError`.
+
+    Returns:
+        (names of ``model`` left at their current values, names of ``state`` not used).
+    """
+    own = model.state_dict()
+    wrong = [
+        f"{k}: {tuple(v.shape)} != {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if wrong:
+        raise CheckpointError(f"{source} does not fit the model: wrong shape {wrong}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return sorted(set(own) - set(state)), sorted(set(state) - set(own))
