@@ -327,3 +327,70 @@ def test_hard_negatives_follow_the_wording_of_any_template():
                 assert negative not in texts
                 if t == 0:
                     assert negative == canonical[kind]
+
+
+def test_every_question_is_answered_by_the_scene_and_names_one_object():
+    from mumo.data.shapes import NUMBER_WORDS, QUESTION_KINDS, SIZES, questions
+
+    config = ShapesConfig()
+    kinds = set()
+    for i in range(300):
+        scene = generate_scene(config, "test", i)
+        objs = scene.objects
+        for q in questions(scene):
+            kinds.add(q.kind)
+            if q.kind == "count":
+                shape = next(s for s in SHAPES if f" {s}" in q.question)
+                assert q.answer == NUMBER_WORDS[sum(o.shape == shape for o in objs)]
+                continue
+            if q.kind == "relation":
+                assert q.answer in ("yes", "no")
+                continue
+            ref = q.question.split(" the ", 1)[1].rstrip("?").removesuffix(" object").split()
+            named = [o for o in objs if all(w in (o.size, o.colour, o.shape) for w in ref)]
+            assert len(named) == 1, q  # the reference is unique ...
+            attribute = {"colour": "colour", "shape": "shape", "size": "size"}[q.kind]
+            assert attribute not in [a for a in ("size", "colour", "shape") if getattr(named[0], a) in ref]
+            assert q.answer == getattr(named[0], attribute)  # ... and the answer true
+            assert q.answer in (*COLOURS, *SHAPES, *SIZES)
+    assert kinds == set(QUESTION_KINDS)
+
+
+def test_relation_questions_come_in_true_and_false_pairs_that_match_the_geometry():
+    from mumo.data.shapes import questions
+
+    phrases = {"to the left of": (0, -1), "to the right of": (0, 1), "above": (1, -1), "below": (1, 1)}
+    for i in range(200):
+        scene = generate_scene(ShapesConfig(min_objects=2, max_objects=2), "test", i)
+        rel = [q for q in questions(scene) if q.kind == "relation"]
+        assert len(rel) in (0, 4)  # objects 0 -> 1, then 1 -> 0, each asked true then false
+        for (first, second), q in zip([(0, 1), (0, 1), (1, 0), (1, 0)], rel, strict=False):
+            axis, sign = next(v for k, v in phrases.items() if f" {k} " in q.question)
+            a, b = scene.objects[first], scene.objects[second]
+            delta = (a.x - b.x, a.y - b.y)[axis]
+            holds = delta * sign > 0 and abs(delta) > abs((a.x - b.x, a.y - b.y)[1 - axis])
+            assert (q.answer == "yes") == holds, (q, scene)
+
+
+def test_question_samples_are_deterministic_and_prompt_their_answer():
+    ds = ShapesDataset("train", 50, questions=True)
+    again = ShapesDataset("train", 50, questions=True)
+    kinds = set()
+    for i in range(50):
+        item, same = ds[i], again[i]
+        assert torch.equal(item["image"], same["image"]) and item["caption"] == same["caption"]
+        assert item["caption"].startswith(item["prompt"] + " ")
+        assert item["caption"].split()[-1] in (
+            *COLOURS,
+            *SHAPES,
+            "small",
+            "large",
+            "yes",
+            "no",
+            "zero",
+            "one",
+            "two",
+            "three",
+        )
+        kinds.add(item["kind"])
+    assert len(kinds) >= 4  # kinds are drawn evenly, not in proportion to how many questions each has

@@ -3,7 +3,9 @@
 Batch keys: ``images`` (B, 3, H, W) float normalised, ``input_ids`` (B, T), ``attention_mask`` (B, T),
 ``skipped`` (samples that could not be read, with their paths and reasons), ``num_truncated``; with a
 ``negatives`` function also ``neg_input_ids`` / ``neg_attention_mask`` (M, T): captions matching no image,
-and ``neg_index`` (M,): the row of the image each was made from.
+and ``neg_index`` (M,): the row of the image each was made from. Samples with a ``prompt`` (a VQA
+question whose answer ends the caption) add ``loss_mask`` (B, T): 1 on the tokens a language-model loss
+should predict (the answer and <eot>), 0 on ``<bos>``, the prompt and padding.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import torch
 
 from mumo.data.tokenizer import Tokenizer
+from mumo.errors import DataError
 
 
 class ImageTextCollate:
@@ -53,6 +56,9 @@ class ImageTextCollate:
             "skipped": skipped,
             "num_truncated": tokens.num_truncated,
         }
+        if "prompt" in good[0]:
+            prompts = [s["prompt"] for s in good]
+            batch["loss_mask"] = self._answer_mask(prompts, tokens.input_ids, tokens.attention_mask)
         if self.negatives is not None:
             per_sample = [self.negatives(s) for s in good]
             texts = [t for negs in per_sample for t in negs]
@@ -63,3 +69,16 @@ class ImageTextCollate:
                     [i for i, negs in enumerate(per_sample) for _ in negs], dtype=torch.long
                 )
         return batch
+
+    def _answer_mask(
+        self, prompts: list[str], input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        # The caption is "prompt answer"; byte-level BPE never merges across the space before the answer,
+        # so the prompt's own tokens are a prefix of the caption's. Checked, not assumed.
+        mask = attention_mask.clone()
+        for i, ids in enumerate(self.tokenizer.encode_ids(prompts)):
+            start = 1 + len(ids)  # after <bos> and the prompt
+            if input_ids[i, 1:start].tolist() != ids:
+                raise DataError(f"prompt {prompts[i]!r} does not tokenize as a prefix of its full text")
+            mask[i, :start] = 0
+        return mask

@@ -318,6 +318,91 @@ def hard_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
     return out
 
 
+QUESTION_KINDS = ("colour", "shape", "size", "count", "relation")
+NUMBER_WORDS = ("zero", "one", "two", "three")
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question about a scene and its one-word answer; ``kind`` is one of ``QUESTION_KINDS``."""
+
+    kind: str
+    question: str
+    answer: str
+
+
+def _plural(shape: str) -> str:
+    return shape + ("es" if shape.endswith("s") else "s")
+
+
+def _reference(objs: list[ShapeObject], i: int, attributes: tuple[str, ...]) -> str | None:
+    """The shortest phrase naming object ``i`` alone among ``objs`` from ``attributes`` (in the order
+    size, colour, shape), such as "star", "red star" or "small red star"; None if none is unique."""
+    order = ("size", "colour", "shape")
+    for n in range(1, len(attributes) + 1):
+        for chosen in _subsets(attributes, n):
+            keys = [a for a in order if a in chosen]
+            same = [o for o in objs if all(getattr(o, a) == getattr(objs[i], a) for a in keys)]
+            if len(same) == 1:
+                words = [getattr(objs[i], a) for a in keys]
+                return " ".join(words) + ("" if "shape" in keys else " object")
+    return None
+
+
+def _subsets(items: tuple[str, ...], n: int) -> list[tuple[str, ...]]:
+    import itertools
+
+    # The shape first: "the star" reads better than "the small object".
+    ranked = sorted(items, key=lambda a: {"shape": 0, "colour": 1, "size": 2}[a])
+    return list(itertools.combinations(ranked, n))
+
+
+def questions(scene: Scene) -> list[Question]:
+    """Every question the scene answers unambiguously, in a fixed order (VQA as generation).
+
+    colour: "what colour is the star?"; shape: "what shape is the red object?"; size: "what size is the
+    blue circle?" (small / large); count: "how many circles are there?" for every shape (zero to three);
+    relation: "is the square to the left of the circle?" (yes / no) for each ordered pair, asked with the
+    true relation and its opposite. An object is named by its shortest unique description that leaves out
+    the asked attribute; an object no description singles out is not asked about.
+    """
+    objs, out = scene.objects, []
+    for i, o in enumerate(objs):
+        ref = _reference(objs, i, ("shape", "size"))
+        if ref is not None:
+            out.append(Question("colour", f"what colour is the {ref}?", o.colour))
+        ref = _reference(objs, i, ("colour", "size"))
+        if ref is not None:
+            out.append(Question("shape", f"what shape is the {ref}?", o.shape))
+        ref = _reference(objs, i, ("shape", "colour"))
+        if ref is not None:
+            out.append(Question("size", f"what size is the {ref}?", o.size))
+    for shape in SHAPES:
+        n = sum(o.shape == shape for o in objs)
+        out.append(Question("count", f"how many {_plural(shape)} are there?", NUMBER_WORDS[n]))
+    refs = [_reference(objs, i, ("shape", "colour", "size")) for i in range(len(objs))]
+    for i, j in ((i, j) for i in range(len(objs)) for j in range(len(objs)) if i != j):
+        if refs[i] is None or refs[j] is None:
+            continue
+        if len(objs) == 2:  # the scene's relation holds between objects 0 and 1, clearly on one axis
+            true = scene.relation if i == 0 else _OPPOSITE[scene.relation]
+        else:  # three objects are spread out from left to right
+            true = "left of" if objs[i].x < objs[j].x else "right of"
+        for rel in (true, _OPPOSITE[true]):
+            text = f"is the {refs[i]} {_REL_PHRASE[rel]} the {refs[j]}?"
+            out.append(Question("relation", text, "yes" if rel == true else "no"))
+    return out
+
+
+def pick_question(scene: Scene, u: float, v: float) -> Question:
+    """One question for training: a kind uniformly among those the scene has (``u`` in [0, 1)), then a
+    question of that kind uniformly (``v``), so that rare kinds are not drowned by the many count ones."""
+    qs = questions(scene)
+    kinds = [k for k in QUESTION_KINDS if any(q.kind == k for q in qs)]
+    of_kind = [q for q in qs if q.kind == kinds[int(u * len(kinds))]]
+    return of_kind[int(v * len(of_kind))]
+
+
 def class_index(scene: Scene) -> int:
     """Label of a one-object scene in :func:`class_names` order."""
     if len(scene.objects) != 1:
@@ -334,7 +419,9 @@ class ShapesDataset(torch.utils.data.Dataset):
 
     Each item is a dict: ``image`` (3, H, W) float in [0, 1] (or ``transform(PIL image)``), ``caption``
     (one template, chosen by ``(seed, split, index)``), ``scene`` (:class:`Scene`) and ``index``. The
-    default collate cannot batch ``scene``; drop it or collate it as a list.
+    default collate cannot batch ``scene``; drop it or collate it as a list. With ``questions``, the
+    caption is a question and its answer (:func:`pick_question`), ``prompt`` the question alone and
+    ``kind`` its kind.
     """
 
     def __init__(
@@ -343,8 +430,10 @@ class ShapesDataset(torch.utils.data.Dataset):
         size: int,
         config: ShapesConfig | None = None,
         transform: Callable[[Image.Image], Any] | None = None,
+        questions: bool = False,
     ) -> None:
         self.split, self.split_id = split, _split_id(split)
+        self.questions = questions
         if size < 0:
             raise ConfigError(f"ShapesDataset size must be >= 0, got {size}")
         self.size = size
@@ -365,7 +454,12 @@ class ShapesDataset(torch.utils.data.Dataset):
             image = self.transform(Image.fromarray(pixels))
         else:
             image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
-        return {"image": image, "caption": texts[int(u * len(texts))], "scene": scene, "index": index}
+        item = {"image": image, "caption": texts[int(u * len(texts))], "scene": scene, "index": index}
+        if self.questions:  # VQA as generation: the text is "question answer", the question its prompt
+            rng = np.random.default_rng([self.config.seed, self.split_id, index, 1])
+            q = pick_question(scene, float(rng.random()), float(rng.random()))
+            item.update(caption=f"{q.question} {q.answer}", prompt=q.question, kind=q.kind)
+        return item
 
 
 def write_shapes(
@@ -393,3 +487,18 @@ def write_shapes(
             }
             f.write(json.dumps(record) + "\n")
     return out
+
+
+def write_captions(
+    path: str | Path, n: int, split: str = "train", config: ShapesConfig | None = None
+) -> Path:
+    """Write the captions of ``n`` samples of ``split``, one per line and no images: a text corpus for
+    pretraining a language model on the built-in data's text alone. Returns ``path``."""
+    config, split_id, path = config or ShapesConfig(), _split_id(split), Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            scene, u = _sample(config, split_id, i)
+            texts = captions(scene)
+            f.write(texts[int(u * len(texts))] + "\n")
+    return path

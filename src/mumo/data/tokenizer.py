@@ -179,6 +179,10 @@ class Tokenizer:
         self.total_truncated += batch.num_truncated
         return batch
 
+    def encode_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text alone: no ``<bos>``/``<eot>`` framing, no padding, no cut (prompts)."""
+        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
     def decode(self, ids: Sequence[int] | Tensor, skip_special_tokens: bool = True) -> str:
         """Token ids (T,) back to text; padding and special tokens dropped unless asked."""
         if isinstance(ids, Tensor):
