@@ -1,0 +1,319 @@
+"""Caption and answer quality: BLEU-1..4 and CIDEr-D with pycocoevalcap's scorers (the numbers papers
+report), attribute accuracy of captions of the built-in data, VQA exact match, and perplexity.
+
+Captions are tokenized as the COCO toolkit's PTB tokenizer does for plain English (lower case, punctuation
+split off and dropped) without needing Java; :func:`caption_metrics` can use the real PTB tokenizer
+(``tokenize='ptb'``) where Java exists, and the tests check that both agree on captions like ours.
+METEOR (Java) and SPICE (a model download) are not offered.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from mumo.data.shapes import (
+    _ONE,
+    _OPPOSITE,
+    _REL_PHRASE,
+    _THREE,
+    _TWO,
+    _WHERE,
+    COLOURS,
+    QUESTION_KINDS,
+    SHAPES,
+    Scene,
+    ShapesConfig,
+    ShapesDataset,
+    captions,
+    position_word,
+    questions,
+)
+from mumo.data.tokenizer import Tokenizer
+from mumo.data.transforms import normalize
+from mumo.errors import DataError
+from mumo.generation import GenerationConfig, answer_questions, caption_images
+from mumo.losses.language import causal_lm_loss
+
+# What the PTB tokenizer drops after splitting (pycocoevalcap.tokenizer.ptbtokenizer.PUNCTUATIONS).
+_PUNCTUATION = {
+    "''",
+    "'",
+    "``",
+    "`",
+    "-LRB-",
+    "-RRB-",
+    "-LCB-",
+    "-RCB-",
+    ".",
+    "?",
+    "!",
+    ",",
+    ":",
+    "-",
+    "--",
+    "...",
+    ";",
+}
+
+
+def simple_tokenize(text: str) -> str:
+    """Lower-case, split punctuation off words and drop it, as COCO's PTB tokenizer does for plain text."""
+    words = re.findall(r"[\w']+|[^\w\s]+", text.lower().replace("\n", " "))
+    return " ".join(w for w in words if w not in _PUNCTUATION)
+
+
+def _ptb_tokenize(texts: dict[int, list[str]]) -> dict[int, list[str]]:
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    return PTBTokenizer().tokenize({k: [{"caption": t} for t in v] for k, v in texts.items()})
+
+
+def caption_metrics(
+    predictions: Sequence[str], references: Sequence[Sequence[str]], tokenize: str = "simple"
+) -> dict[str, float]:
+    """Corpus BLEU-1..4 and CIDEr-D of one predicted caption per image against its references.
+
+    Args:
+        predictions: N captions.
+        references: N lists of reference captions (at least one each).
+        tokenize: 'simple' (pure Python) or 'ptb' (Stanford's PTB tokenizer, needs Java).
+
+    Returns:
+        ``{"BLEU-1": …, "BLEU-4": …, "CIDEr-D": …}``; CIDEr-D is pycocoevalcap's ``Cider`` (×10 scale,
+        Gaussian length penalty, clipped counts), whose document frequencies come from these references.
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+
+    if len(predictions) != len(references) or not predictions:
+        raise DataError(
+            f"need one prediction per reference list, got {len(predictions)} and {len(references)}"
+        )
+    if any(len(r) == 0 for r in references):
+        raise DataError("every image needs at least one reference caption")
+    res = {i: [p] for i, p in enumerate(predictions)}
+    gts = {i: list(r) for i, r in enumerate(references)}
+    if tokenize == "ptb":
+        res, gts = _ptb_tokenize(res), _ptb_tokenize(gts)
+    elif tokenize == "simple":
+        res = {k: [simple_tokenize(t) for t in v] for k, v in res.items()}
+        gts = {k: [simple_tokenize(t) for t in v] for k, v in gts.items()}
+    else:
+        raise DataError(f"tokenize must be 'simple' or 'ptb', got {tokenize!r}")
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    cider, _ = Cider().compute_score(gts, res)
+    return {**{f"BLEU-{n + 1}": float(b) for n, b in enumerate(bleu)}, "CIDEr-D": float(cider)}
+
+
+# Parsing captions of the built-in data back into objects.
+
+
+@dataclass
+class ParsedCaption:
+    """What a caption of the built-in data says, in the scene's canonical order: one object alone with its
+    grid position, two with the relation of the first to the second, three from left to right."""
+
+    objects: list[tuple[str, str, str]]  # (size, colour, shape), size as 'small' / 'large'
+    relation: str | None = None
+    position: str | None = None
+
+
+_SIZE_WORD = {"small": "small", "large": "large", "little": "small", "big": "large"}
+_OBJ = r"a (?:small|large|little|big) (?:{c}) (?:{s})".format(c="|".join(COLOURS), s="|".join(SHAPES))
+_OBJ_RE = re.compile(
+    r"a (small|large|little|big) ({c}) ({s})".format(c="|".join(COLOURS), s="|".join(SHAPES))
+)
+_WHERE_WORD = {phrase: pos for pos, phrase in _WHERE.items()}
+_REL_WORD = {phrase: rel for rel, phrase in _REL_PHRASE.items()}
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    groups = {
+        "size": r"(?P<size>small|large)",
+        "alt": r"(?P<alt>little|big)",
+        "pred": r"(?P<pred>small|big)",
+        "colour": "(?P<colour>{})".format("|".join(COLOURS)),
+        "shape": "(?P<shape>{})".format("|".join(SHAPES)),
+        "where": "(?P<where>{})".format("|".join(re.escape(w) for w in _WHERE.values())),
+        "rel": "(?P<rel>{})".format("|".join(re.escape(r) for r in _REL_PHRASE.values())),
+        "inv": "(?P<inv>{})".format("|".join(re.escape(r) for r in _REL_PHRASE.values())),
+        **{k: f"(?P<{k}>{_OBJ})" for k in ("a", "b", "c", "a_alt", "b_alt", "c_alt")},
+    }
+    pattern = re.escape(template)
+    for key, group in groups.items():
+        pattern = pattern.replace(re.escape("{" + key + "}"), group)
+    return re.compile(pattern)
+
+
+_TEMPLATES = [(1, _template_regex(t)) for t in _ONE] + [(2, _template_regex(t)) for t in _TWO]
+_TEMPLATES += [(3, _template_regex(t)) for t in _THREE]
+
+
+def _object(phrase: str) -> tuple[str, str, str]:
+    size, colour, shape = _OBJ_RE.fullmatch(phrase).groups()  # type: ignore[union-attr]
+    return _SIZE_WORD[size], colour, shape
+
+
+def parse_caption(text: str) -> ParsedCaption | None:
+    """Read a caption in any of the built-in templates back into objects; None if it fits none."""
+    text = " ".join(text.strip().lower().split())
+    for n, regex in _TEMPLATES:
+        m = regex.fullmatch(text)
+        if m is None:
+            continue
+        g = m.groupdict()
+        if n == 1:
+            size = _SIZE_WORD[g.get("size") or g.get("alt") or {"small": "small", "big": "large"}[g["pred"]]]
+            return ParsedCaption([(size, g["colour"], g["shape"])], position=_WHERE_WORD[g["where"]])
+        objs = [_object(g.get(k) or g[f"{k}_alt"]) for k in ("a", "b", "c")[:n]]
+        if n == 2:
+            rel = _REL_WORD[g["rel"]] if g.get("rel") else _OPPOSITE[_REL_WORD[g["inv"]]]
+            return ParsedCaption(objs, relation=rel)
+        return ParsedCaption(objs)
+    return None
+
+
+def scene_attributes(scene: Scene) -> list[str]:
+    """The attributes a caption must get right, in canonical order: size, colour and shape of every object,
+    plus the grid position of a lone object or the relation of a pair."""
+    objs = scene.objects if len(scene.objects) < 3 else sorted(scene.objects, key=lambda o: o.x)
+    out = [a for o in objs for a in (o.size, o.colour, o.shape)]
+    if len(objs) == 1:
+        out.append(position_word(objs[0].x, objs[0].y))
+    elif len(objs) == 2:
+        out.append(scene.relation or "")
+    return out
+
+
+def attribute_accuracy(texts: Sequence[str], scenes: Sequence[Scene]) -> dict[str, float]:
+    """How much of each scene its caption gets right.
+
+    Returns:
+        ``attribute_accuracy``: correct attributes / all attributes (:func:`scene_attributes`); a caption
+        with the wrong number of objects, or in no known template, gets none right;
+        ``caption_exact``: captions with every attribute right; ``parsed``: captions in a known template.
+    """
+    correct = total = exact = parsed_count = 0
+    for text, scene in zip(texts, scenes, strict=True):
+        truth = scene_attributes(scene)
+        parsed = parse_caption(text)
+        said: list[str] = []
+        if parsed is not None:
+            parsed_count += 1
+            said = [a for o in parsed.objects for a in o]
+            extra = parsed.position if len(parsed.objects) == 1 else parsed.relation
+            if len(parsed.objects) < 3:
+                said.append(extra or "")
+        hits = sum(a == b for a, b in zip(said, truth, strict=True)) if len(said) == len(truth) else 0
+        correct, total = correct + hits, total + len(truth)
+        exact += hits == len(truth)
+    n = max(len(texts), 1)
+    return {
+        "attribute_accuracy": correct / max(total, 1),
+        "caption_exact": exact / n,
+        "parsed": parsed_count / n,
+    }
+
+
+def _scene_batches(config: ShapesConfig, split: str, size: int, batch_size: int) -> Any:
+    dataset = ShapesDataset(split, size, config)
+    for start in range(0, size, batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, size))]
+        yield normalize(torch.stack([it["image"] for it in items])), [it["scene"] for it in items]
+
+
+@torch.inference_mode()
+def evaluate_captions(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    config: ShapesConfig,
+    split: str = "test",
+    size: int = 1000,
+    generation: GenerationConfig | None = None,
+    batch_size: int = 100,
+    examples: int = 8,
+) -> dict[str, Any]:
+    """Caption ``size`` scenes of ``split`` and score them against all four template captions of each.
+
+    Returns:
+        BLEU-1..4, CIDEr-D, attribute accuracy, exact captions, the fraction that parse, and the first
+        ``examples`` (generated, reference) pairs.
+    """
+    model.eval()
+    generation = generation or GenerationConfig(max_new_tokens=model.context_length)
+    predicted, scenes = [], []
+    for images, batch_scenes in _scene_batches(config, split, size, batch_size):
+        predicted += caption_images(model, tokenizer, images, generation)
+        scenes += batch_scenes
+    metrics: dict[str, Any] = caption_metrics(predicted, [captions(s) for s in scenes])
+    metrics.update(attribute_accuracy(predicted, scenes))
+    metrics["n"] = len(predicted)
+    metrics["examples"] = [
+        [p, captions(s)[0]] for p, s in zip(predicted[:examples], scenes[:examples], strict=True)
+    ]
+    return metrics
+
+
+@torch.inference_mode()
+def evaluate_vqa(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    config: ShapesConfig,
+    split: str = "test",
+    size: int = 1000,
+    batch_size: int = 100,
+) -> dict[str, Any]:
+    """Answer every question (:func:`~mumo.data.shapes.questions`) of ``size`` scenes by greedy
+    generation; exact match of the answer word.
+
+    Returns:
+        ``exact_match`` over all questions, ``macro`` (the mean of the per-kind accuracies, so that the
+        many count questions do not dominate), per-kind accuracies and counts.
+    """
+    model.eval()
+    hits: dict[str, list[bool]] = {k: [] for k in QUESTION_KINDS}
+    generation = GenerationConfig(max_new_tokens=4)
+    for images, scenes in _scene_batches(config, split, size, batch_size):
+        rows, texts, answers, kinds = [], [], [], []
+        for i, scene in enumerate(scenes):
+            for q in questions(scene):
+                rows.append(i)
+                texts.append(q.question)
+                answers.append(q.answer)
+                kinds.append(q.kind)
+        said = answer_questions(model, tokenizer, images, rows, texts, generation)
+        for kind, a, s in zip(kinds, answers, said, strict=True):
+            hits[kind].append(a == s)
+    per_kind = {k: sum(v) / len(v) for k, v in hits.items() if v}
+    every = [h for v in hits.values() for h in v]
+    return {
+        "exact_match": sum(every) / max(len(every), 1),
+        "macro": sum(per_kind.values()) / max(len(per_kind), 1),
+        "per_kind": per_kind,
+        "counts": {k: len(v) for k, v in hits.items() if v},
+    }
+
+
+@torch.inference_mode()
+def perplexity(model: nn.Module, dataset: Dataset, batch_size: int = 64) -> float:
+    """exp of the mean next-token loss over every predicted token of a text data set (packed windows)."""
+    from mumo.data.text import TokenCollate
+
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=TokenCollate(dataset.pad_id))
+    total = count = 0.0
+    for batch in loader:
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        logits = model(None, ids, mask).logits
+        n = float((mask[:, 1:] & mask[:, :-1]).sum())
+        total += float(causal_lm_loss(logits, ids, mask)) * n
+        count += n
+    return math.exp(total / max(count, 1.0))

@@ -1,0 +1,103 @@
+"""Caption metrics reproduce pycocoevalcap; captions of the built-in data parse back into their scenes."""
+
+import shutil
+
+import pytest
+import torch
+
+import mumo
+from mumo.data.shapes import ShapesConfig, captions, generate_scene, hard_negatives
+from mumo.eval.captioning import (
+    attribute_accuracy,
+    caption_metrics,
+    evaluate_captions,
+    evaluate_vqa,
+    parse_caption,
+    simple_tokenize,
+)
+
+# A fixed toy set: predictions and references with punctuation, case and partial overlap.
+PREDICTIONS = [
+    "A man riding a horse on the beach.",
+    "two dogs play in the snow",
+    "a red star above a blue circle",
+    "A plate of food, with a fork!",
+]
+REFERENCES = [
+    ["A man rides a horse along the beach.", "Someone riding a brown horse by the sea."],
+    ["Two dogs are playing in the snow.", "Dogs running through snow.", "Two puppies in snow"],
+    ["a red star above a blue circle", "there is a red star above a blue circle"],
+    ["A fork next to a plate of food.", "Food on a white plate, and a fork."],
+]
+
+
+def _pycocoevalcap_directly(gts, res):
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    cider, _ = Cider().compute_score(gts, res)
+    return [*bleu, cider]
+
+
+def test_metrics_reproduce_pycocoevalcap_on_a_fixed_toy_set():
+    ours = caption_metrics(PREDICTIONS, REFERENCES)
+    gts = {i: [simple_tokenize(r) for r in refs] for i, refs in enumerate(REFERENCES)}
+    res = {i: [simple_tokenize(p)] for i, p in enumerate(PREDICTIONS)}
+    expected = _pycocoevalcap_directly(gts, res)
+    got = [ours["BLEU-1"], ours["BLEU-2"], ours["BLEU-3"], ours["BLEU-4"], ours["CIDEr-D"]]
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert 0 < ours["BLEU-4"] < ours["BLEU-1"] < 1 and ours["CIDEr-D"] > 0
+    # the COCO toolkit's tokenization, by hand: lower case, punctuation split off and dropped
+    assert simple_tokenize("A plate of food, with a fork!") == "a plate of food with a fork"
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="the PTB tokenizer needs Java")
+def test_simple_tokenization_equals_the_ptb_tokenizer_on_the_toy_set():
+    assert caption_metrics(PREDICTIONS, REFERENCES, tokenize="ptb") == pytest.approx(
+        caption_metrics(PREDICTIONS, REFERENCES), rel=1e-12
+    )
+
+
+def test_perfect_and_empty_predictions():
+    refs = [["a red star above a blue circle"], ["a small green cross on the left"]]
+    perfect = caption_metrics([r[0] for r in refs], refs)
+    assert perfect["BLEU-4"] == pytest.approx(1.0, abs=1e-6)
+    wrong = caption_metrics(["purple", "purple"], refs)
+    assert wrong["CIDEr-D"] == 0.0 and wrong["BLEU-1"] < 0.01
+
+
+def test_every_template_parses_back_and_negatives_lose_attributes():
+    config = ShapesConfig()
+    for i in range(400):
+        scene = generate_scene(config, "test", i)
+        for text in captions(scene):
+            assert parse_caption(text) is not None
+            assert attribute_accuracy([text], [scene])["attribute_accuracy"] == 1.0
+        for kind, text in hard_negatives(scene).items():
+            acc = attribute_accuracy([text], [scene])
+            assert acc["caption_exact"] == 0.0 and acc["attribute_accuracy"] < 1.0, kind
+    one = generate_scene(ShapesConfig(min_objects=1, max_objects=1), "test", 0)
+    assert attribute_accuracy(["not a caption"], [one]) == {
+        "attribute_accuracy": 0.0,
+        "caption_exact": 0.0,
+        "parsed": 0.0,
+    }
+    o = one.objects[0]
+    colour = "red" if o.colour != "red" else "blue"
+    wrong_colour = captions(one)[0].replace(f" {o.colour} ", f" {colour} ")
+    assert attribute_accuracy([wrong_colour], [one])["attribute_accuracy"] == pytest.approx(3 / 4)
+
+
+def test_evaluations_run_on_tiny_models():
+    torch.manual_seed(0)
+    tok = mumo.Tokenizer.train(
+        [c for i in range(300) for c in captions(generate_scene(ShapesConfig(), "train", i))], vocab_size=300
+    )
+    model = mumo.create_model("coca_vit_tiny", seed=0, **{"text.context_length": 40})
+    config = ShapesConfig(image_size=32)
+    caps = evaluate_captions(model, tok, config, size=6, batch_size=4)
+    assert caps["n"] == 6 and 0 <= caps["attribute_accuracy"] <= 1 and len(caps["examples"]) == 6
+    vqa = evaluate_vqa(model, tok, config, size=5, batch_size=3)
+    assert set(vqa["per_kind"]) <= {"colour", "shape", "size", "count", "relation"}
+    assert vqa["counts"]["count"] == 5 * 6  # every shape is asked about in every scene
