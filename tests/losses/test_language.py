@@ -149,3 +149,15 @@ def test_lm_losses_reject_bad_shapes():
         masked_lm_loss(torch.zeros(2, 3, 4), torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(DataError):
         causal_lm_loss(torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 2))
+
+
+def test_causal_lm_loss_target_mask_scores_only_the_answer():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 11)
+    ids = torch.randint(0, 11, (2, 6))
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]])
+    target = torch.tensor([[0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 1, 1]])  # predict tokens 3-4 and 4-5
+    got = causal_lm_loss(logits, ids, mask, target)
+    logp = logits.log_softmax(-1)
+    picked = [logp[0, 2, ids[0, 3]], logp[0, 3, ids[0, 4]], logp[1, 3, ids[1, 4]], logp[1, 4, ids[1, 5]]]
+    assert got.item() == pytest.approx(-torch.stack(picked).mean().item(), rel=1e-6)

@@ -37,6 +37,18 @@ VARIANTS = {
     ],
     "fusion_uncertainty": ["model=fusion_vit_tiny", "objectives=[itc,itm]", "loss_weighting=uncertainty"],
     "early": ["model=single_stream_tiny", "objectives=[itm,mlm]", "hard_negatives=1"],
+    "coca": ["model=coca_vit_tiny", "objectives=[itc,lm]", "model_overrides={text.context_length: 32}"],
+    "captioner": [
+        "model=captioner_conv_tiny",
+        "objectives=[lm]",
+        "model_overrides={text.context_length: 32}",
+    ],
+    "vqa": [
+        "model=coca_vit_tiny",
+        "objectives=[lm]",
+        "data.questions=true",
+        "model_overrides={text.context_length: 40}",
+    ],
 }
 
 
@@ -136,8 +148,36 @@ def test_generated_negatives_are_scored_with_their_own_images(tmp_path, per_samp
         ("single_stream_tiny", ("itc",), "do not suit SingleStream"),
         ("fusion_vit_tiny", ("itm", "itm"), "distinct"),
         ("fusion_vit_tiny", ("mlm",), "mask_id"),
+        ("fusion_vit_tiny", ("lm",), "do not suit FusionModel"),
+        ("captioner_conv_tiny", ("itc", "lm"), "do not suit Captioner"),
     ],
 )
 def test_objectives_a_model_cannot_serve_are_refused(model, objectives, message):
     with pytest.raises(ConfigError, match=message):
         MultiTask(mumo.create_model(model, seed=0), objectives)
+
+
+def test_a_gpt_trained_on_a_text_file_starts_a_captioner(tmp_path):
+    lines = [f"a {c} {s} on the left" for c in ("red", "blue", "green") for s in ("star", "circle")] * 40
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(lines))
+    gpt_dir = tmp_path / "gpt"
+    overrides = [f"data={corpus}", f"out_dir={gpt_dir}", "model=gpt_tiny", "max_steps=8", "batch_size=8"]
+    overrides += [
+        "model_overrides={text.context_length: 32}",
+        "threads=1",
+        "tensorboard=false",
+        "log_every=1",
+    ]
+    overrides += ["data.val_size=3", "data.tokenizer_vocab_size=300"]
+    config = load_recipe("configs/gpt_text.yaml", overrides)
+    assert config.data.path == str(corpus) and config.data.kind == "text"
+    results = Trainer(config, progress=False).fit()
+    losses = [json.loads(x)["loss/lm"] for x in (gpt_dir / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < losses[0]
+    assert 1.0 < results["eval"]["perplexity"] < 300
+    caption = _trainer(tmp_path / "cap", [*VARIANTS["captioner"], f"init_from={gpt_dir}"], steps=2)
+    gpt = mumo.load_pretrained(gpt_dir / "final")
+    for k, v in gpt.state_dict().items():  # every GPT tensor carried over, the tokenizer with them
+        assert torch.equal(caption.model.state_dict()[k], v), k
+    assert caption.tokenizer.vocab_size == mumo.Tokenizer.load(gpt_dir / "final").vocab_size

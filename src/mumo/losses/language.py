@@ -104,7 +104,9 @@ def masked_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return _mean_cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
 
-def causal_lm_loss(logits: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+def causal_lm_loss(
+    logits: Tensor, input_ids: Tensor, attention_mask: Tensor, target_mask: Tensor | None = None
+) -> Tensor:
     """Next-token prediction: position t's logits predict token t + 1; mean over predicted tokens.
 
     A prediction counts only when both the token predicted and the position predicting it are real,
@@ -115,6 +117,8 @@ def causal_lm_loss(logits: Tensor, input_ids: Tensor, attention_mask: Tensor) ->
         logits: (B, T, V) from the model given ``input_ids``.
         input_ids: (B, T) the same ids the model read.
         attention_mask: (B, T) 1 for real tokens, 0 for padding.
+        target_mask: (B, T) 1 where a token is to be predicted (e.g. a VQA answer, not its question);
+            None: every real token after the first.
 
     Returns:
         A scalar (0, attached to ``logits``, when nothing is predicted).
@@ -125,7 +129,10 @@ def causal_lm_loss(logits: Tensor, input_ids: Tensor, attention_mask: Tensor) ->
             f"{tuple(input_ids.shape)}, {tuple(attention_mask.shape)}"
         )
     real = attention_mask.bool()
-    targets = input_ids[:, 1:].masked_fill(~(real[:, 1:] & real[:, :-1]), IGNORE_INDEX)  # (B, T-1)
+    predicted = real[:, 1:] & real[:, :-1]
+    if target_mask is not None:
+        predicted &= target_mask[:, 1:].bool()
+    targets = input_ids[:, 1:].masked_fill(~predicted, IGNORE_INDEX)  # (B, T-1)
     preds = logits[:, :-1]  # (B, T-1, V)
     return _mean_cross_entropy(preds.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 

@@ -13,13 +13,13 @@ from typing import Any, Literal
 
 import yaml
 
-from mumo._config import Config, check
+from mumo._config import Config, _set_dotted, check
 from mumo.errors import ConfigError
 
 
 @dataclass
 class DataConfig(Config):
-    kind: Literal["shapes", "pairs"] = "shapes"  # the built-in data set, or CSV/JSONL + image folder
+    kind: Literal["shapes", "pairs", "text"] = "shapes"  # built-in set, CSV/JSONL + images, or a text file
     train_size: int = 100_000  # shapes: distinct training scenes (an epoch); pairs: ignored
     val_size: int = 1000  # shapes: validation scenes for the end-of-run evaluation
     test_size: int = 1000  # shapes: test pairs for retrieval and the compositional probe
@@ -27,7 +27,9 @@ class DataConfig(Config):
     min_objects: int = 1  # shapes: fewest objects per scene
     max_objects: int = 3  # shapes: most objects per scene
     seed: int = 0  # seed of the data set itself (scenes, held-out combinations)
-    path: str | None = None  # pairs: training annotations (CSV or JSONL)
+    questions: bool = False  # shapes: question-answer texts (VQA) instead of captions
+    tokenizer_questions: bool = False  # shapes: the tokenizer also learns the VQA questions and answers
+    path: str | None = None  # pairs: training annotations (CSV or JSONL); text: a UTF-8 file
     image_root: str | None = None  # pairs: folder the image paths are relative to (default: the file's)
     num_workers: int = 0  # DataLoader worker processes
     tokenizer_vocab_size: int = 1000  # BPE vocabulary learned from training captions
@@ -38,7 +40,10 @@ class DataConfig(Config):
         check(
             1 <= self.min_objects <= self.max_objects <= 3, "need 1 <= data.min_objects <= max_objects <= 3"
         )
-        check(self.kind != "pairs" or self.path is not None, "data.kind='pairs' needs data.path=FILE")
+        check(
+            self.kind not in ("pairs", "text") or self.path is not None,
+            f"data.kind={self.kind!r} needs data.path=FILE",
+        )
         check(self.num_workers >= 0, "data.num_workers must be >= 0")
 
 
@@ -64,10 +69,13 @@ class OptimConfig(Config):
 class TrainConfig(Config):
     model: str = "clip_conv_small_64"  # registered model name or config.json path
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"text.depth": 2}
-    objectives: tuple[str, ...] = ("itc",)  # any of itc (contrastive), itm (matching), mlm (masked LM)
+    objectives: tuple[str, ...] = (
+        "itc",
+    )  # itc (contrastive), itm (matching), mlm (masked LM), lm (next token)
     loss: Literal["clip", "siglip"] = "clip"  # contrastive objective
     loss_weighting: Literal["fixed", "uncertainty"] = "fixed"  # fixed loss_weights, or learned (Kendall)
     loss_weights: dict[str, float] = field(default_factory=dict)  # per loss (itc, itm, mlm, tie); missing = 1
+    init_from: str | None = None  # a model folder whose matching weights (and tokenizer) start the run
     hard_negatives: int = 0  # NegCLIP: generated negative captions per sample (shapes data, CLIP loss)
     itm_generated_negatives: int = 2  # of each sample's generated negatives, how many ITM also scores
     mlm_probability: float = 0.15  # mlm: chance of masking each caption token
@@ -93,7 +101,7 @@ class TrainConfig(Config):
         )
         check(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
         check(self.hard_negatives >= 0, "hard_negatives must be >= 0")
-        known = ("itc", "itm", "mlm")
+        known = ("itc", "itm", "mlm", "lm")
         check(
             len(self.objectives) > 0 and all(o in known for o in self.objectives),
             f"objectives must be a non-empty list of {list(known)}, got {list(self.objectives)}",
@@ -150,5 +158,11 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     keys then replace the base's, section by section.
     """
     data = _read_recipe(Path(path)) if path is not None else {}
-    config = TrainConfig.from_dict(data)
-    return config.replace(parse_overrides(overrides or [])) if overrides else config
+    merged = _merge(TrainConfig().to_dict(), data)
+    parsed = parse_overrides(overrides or [])
+    if isinstance(parsed.get("data"), str):  # `data=corpus.txt` is short for `data.path=corpus.txt`
+        parsed["data.path"] = parsed.pop("data")
+    # Overrides apply before validation, so a recipe may leave a value (say data.path) to the command line.
+    for key, value in parsed.items():
+        _set_dotted(merged, key.split("."), value, TrainConfig)
+    return TrainConfig.from_dict(merged)

@@ -10,8 +10,17 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
+from mumo.data.collate import ImageTextCollate
 from mumo.data.pairs import PairsDataset
-from mumo.data.shapes import ShapesConfig, ShapesDataset, captions, generate_scene, hard_negatives
+from mumo.data.shapes import (
+    ShapesConfig,
+    ShapesDataset,
+    captions,
+    generate_scene,
+    hard_negatives,
+    questions,
+)
+from mumo.data.text import TextCorpus, TokenCollate
 from mumo.data.tokenizer import Tokenizer
 from mumo.data.transforms import CLIP_MEAN, CLIP_STD, train_transform
 from mumo.train.config import DataConfig, TrainConfig
@@ -28,13 +37,22 @@ def build_train_data(config: TrainConfig) -> tuple[Dataset, list[str], Any, Any]
     """(training set, texts to learn the tokenizer from, image mean, image std).
 
     Shapes images come in [0, 1] and are normalised in the collate (mean, std returned); pair images are
-    normalised by their transform (None, None returned).
+    normalised by their transform (None, None returned); a text corpus has no images (None, None).
     """
     data = config.data
     if data.kind == "shapes":
         cfg = shapes_config(data)
-        texts = [t for i in range(data.tokenizer_samples) for t in captions(generate_scene(cfg, "train", i))]
-        return ShapesDataset("train", data.train_size, cfg), texts, CLIP_MEAN, CLIP_STD
+        texts = []
+        for i in range(data.tokenizer_samples):
+            scene = generate_scene(cfg, "train", i)
+            texts += captions(scene)
+            if data.tokenizer_questions or data.questions:
+                texts += [f"{q.question} {q.answer}" for q in questions(scene)]
+        dataset = ShapesDataset("train", data.train_size, cfg, questions=data.questions)
+        return dataset, texts, CLIP_MEAN, CLIP_STD
+    if data.kind == "text":
+        corpus = TextCorpus(data.path, "train", val_windows=data.val_size)
+        return corpus, corpus.documents[: data.tokenizer_samples], None, None
     dataset = PairsDataset(data.path, data.image_root, transform=train_transform(data.image_size))
     return dataset, list(dataset.captions[: data.tokenizer_samples]), None, None
 
@@ -60,13 +78,39 @@ def negative_captions(config: TrainConfig) -> Callable[[dict[str, Any]], list[st
 
 
 def evaluate_run(model: nn.Module, tokenizer: Tokenizer, config: TrainConfig, out_dir: str | Path) -> dict:
-    """End-of-run evaluation on the test splits (shapes); figure data is saved next to the run."""
-    if config.data.kind != "shapes":
+    """End-of-run evaluation: the shapes test splits (retrieval and probes for models with embeddings,
+    captions or VQA answers for captioners; figure data saved next to the run), or the perplexity of a
+    text corpus's held-out windows."""
+    from mumo.models import Captioner
+
+    data = config.data
+    if data.kind == "text":
+        from mumo.eval.captioning import perplexity
+
+        held_out = TextCorpus(data.path, "val", val_windows=data.val_size).bind(
+            tokenizer, model.context_length
+        )
+        return {"perplexity": perplexity(model, held_out)} if len(held_out) else {}
+    if data.kind != "shapes":
         return {}
+    cfg, metrics = shapes_config(data), {}
+    if isinstance(model, Captioner):
+        from mumo.eval.captioning import evaluate_captions, evaluate_vqa
+
+        if data.questions:
+            return {"vqa": evaluate_vqa(model, tokenizer, cfg, split="test", size=data.test_size)}
+        metrics["captioning"] = evaluate_captions(model, tokenizer, cfg, split="test", size=data.test_size)
+        if not model.config.contrastive:
+            return metrics
     from mumo.eval.shapes_suite import evaluate_shapes
 
-    result = evaluate_shapes(
-        model, tokenizer, shapes_config(config.data), split="test", size=config.data.test_size
-    )
+    result = evaluate_shapes(model, tokenizer, cfg, split="test", size=data.test_size)
     result.save(out_dir)
-    return result.metrics
+    return {**result.metrics, **metrics}
+
+
+def build_collate(config: TrainConfig, dataset: Dataset, tokenizer: Tokenizer, mean: Any, std: Any) -> Any:
+    """The collate function for the run's data: packed token windows, or images with their texts."""
+    if isinstance(dataset, TextCorpus):
+        return TokenCollate(tokenizer.pad_id)
+    return ImageTextCollate(tokenizer, mean, std, negatives=negative_captions(config))

@@ -9,6 +9,7 @@ Objectives, by model:
     CLIP         itc
     FusionModel  any of itc, itm, mlm (hard or soft text sharing, see FusionConfig.text_sharing)
     SingleStream any of itm, mlm (it has no separate embeddings to contrast)
+    Captioner    lm (next-token prediction: captions, VQA answers, or text alone), and itc for CoCa
 ITM negatives: for each image a text and for each text an image, mined from the ITC similarities when the
 model has them (ALBEF) and uniform in-batch otherwise (ViLT); plus, when the batch carries generated
 negative captions, each of them paired with its image.
@@ -25,13 +26,13 @@ from torch import Tensor, nn
 
 from mumo.errors import ConfigError
 from mumo.losses import ClipLoss, SigLipLoss
-from mumo.losses.language import mask_tokens, masked_lm_loss
+from mumo.losses.language import causal_lm_loss, mask_tokens, masked_lm_loss
 from mumo.losses.matching import itm_loss, itm_pair_indices, mine_hard_negatives, random_negatives
-from mumo.models import CLIP, FusionModel, SingleStream
+from mumo.models import CLIP, Captioner, FusionModel, SingleStream
 from mumo.models.multitask import build_weighting
 from mumo.models.text import trim_padding
 
-OBJECTIVES = ("itc", "itm", "mlm")
+OBJECTIVES = ("itc", "itm", "mlm", "lm")
 
 
 class Task(Protocol):
@@ -106,7 +107,12 @@ class MultiTask(nn.Module):
         super().__init__()
         self.model = model
         self.objectives = tuple(objectives)
-        supported = {CLIP: ("itc",), FusionModel: OBJECTIVES, SingleStream: ("itm", "mlm")}
+        supported = {
+            CLIP: ("itc",),
+            FusionModel: ("itc", "itm", "mlm"),
+            SingleStream: ("itm", "mlm"),
+            Captioner: ("itc", "lm") if getattr(model.config, "contrastive", False) else ("lm",),
+        }
         allowed = next((v for k, v in supported.items() if isinstance(model, k)), None)
         if allowed is None:
             raise ConfigError(f"no training objectives are defined for {type(model).__name__}")
@@ -153,7 +159,24 @@ class MultiTask(nn.Module):
             return c.pad_id
         return (c.clip.text if isinstance(self.model, FusionModel) else c.text).pad_id
 
+    def _captioner_forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """CoCa: one pass gives the next-token logits and, when asked, both embeddings for ITC."""
+        if "neg_input_ids" in batch:
+            raise ConfigError("generated hard negatives are for CLIP and fusion models; set hard_negatives=0")
+        ids, mask = trim_padding(batch["input_ids"], batch["attention_mask"])
+        out = self.model(batch.get("images"), ids, mask)
+        losses: dict[str, Tensor] = {}
+        if "lm" in self.objectives:
+            target = batch.get("loss_mask")
+            target = target[:, : ids.shape[1]] if target is not None else None
+            losses["lm"] = causal_lm_loss(out.logits, ids, mask, target)
+        if "itc" in self.objectives:
+            losses["itc"] = self._itc(out.image_embeds, out.text_embeds, None)
+        return losses
+
     def training_forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        if isinstance(self.model, Captioner):
+            return self._captioner_forward(batch)
         model, images = self.model, batch["images"]
         ids, mask = trim_padding(batch["input_ids"], batch["attention_mask"])
         b = ids.shape[0]
@@ -226,7 +249,7 @@ class MultiTask(nn.Module):
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {}
-        if not isinstance(self.model, SingleStream):
+        if "itc" in self.objectives:
             scale, bias = self.scale_and_bias()
             out["temperature"] = 1.0 / scale.item()
             if bias is not None:

@@ -26,7 +26,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader, Dataset
 
 from mumo._io import atomic_write_json
-from mumo.data.collate import ImageTextCollate
 from mumo.data.pairs import SkipReport
 from mumo.data.sampler import ResumableBatchSampler
 from mumo.data.tokenizer import Tokenizer
@@ -42,6 +41,7 @@ _DATA_FIELDS = {
     "clip": ("text.vocab_size", "vision.image_size"),
     "fusion": ("clip.text.vocab_size", "clip.vision.image_size"),
     "single_stream": ("vocab_size", "image_size"),
+    "captioner": ("text.vocab_size", "vision.image_size"),
 }
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class Trainer:
         progress: bool = True,
         build_data: Callable[[TrainConfig], tuple[Dataset, list[str], Any, Any]] | None = None,
     ) -> None:
-        from mumo.train.data import build_train_data, negative_captions
+        from mumo.train.data import build_collate, build_train_data
 
         self.config = c = config
         self.out_dir = Path(c.out_dir)
@@ -107,15 +107,21 @@ class Trainer:
         checkpoint = latest_valid_checkpoint(self.out_dir) if resume else None
         if checkpoint is not None:
             tokenizer = Tokenizer.load(checkpoint)
+        elif c.init_from is not None:  # the weights we start from only make sense with their vocabulary
+            tokenizer = Tokenizer.load(_model_folder(c.init_from))
         else:
             tokenizer = Tokenizer.train(tokenizer_texts, vocab_size=c.data.tokenizer_vocab_size)
-        model_type = get_model_config(c.model, **c.model_overrides).model_type
-        vocab_field, image_field = _DATA_FIELDS.get(model_type, _DATA_FIELDS["clip"])
+        base = get_model_config(c.model, **c.model_overrides)
+        vocab_field, image_field = _DATA_FIELDS.get(base.model_type, _DATA_FIELDS["clip"])
         overrides = {**c.model_overrides, vocab_field: tokenizer.vocab_size}
-        if c.data.image_size:
+        if c.data.image_size and getattr(base, "vision", True) is not None:  # a text-only GPT has none
             overrides[image_field] = c.data.image_size
         self.model = create_model(c.model, seed=c.seed, **overrides).to(self.device)
+        if c.init_from is not None and checkpoint is None:
+            _init_from(self.model, c.init_from)
         tokenizer.context_length = self.model.context_length
+        if hasattr(self.dataset, "bind"):  # a text corpus is tokenized once the tokenizer exists
+            self.dataset.bind(tokenizer, self.model.context_length)
         self.tokenizer = tokenizer
         self.task = build_task(self.model, c, tokenizer).to(self.device)
         # The task, not just the model: learned loss weights are trained too.
@@ -127,7 +133,7 @@ class Trainer:
             load_task_state(self.task, state.get("task_state", {}))
             self.step = state["step"]
             logger.info("resuming %s at step %d", checkpoint, self.step)
-        self.collate = ImageTextCollate(tokenizer, mean, std, negatives=negative_captions(c))
+        self.collate = build_collate(c, self.dataset, tokenizer, mean, std)
         self.epoch_skips = SkipReport()  # reported, then cleared, at each epoch's end
         self.all_skips = SkipReport()
         atomic_write_json(self.out_dir / "train_config.json", c.to_dict())
@@ -157,14 +163,14 @@ class Trainer:
             batch = next(batches)
             self.epoch_skips.add(batch["skipped"])
             self.all_skips.add(batch["skipped"])
-            if batch["images"] is None:
+            if batch.get("input_ids") is None:  # every sample of the batch was unreadable
                 continue
             batch = self._to_device(batch)
             self.task.reseed(self.step * c.optim.grad_accum + micro, self.device)
             losses = self.task.training_forward(batch)
             loss = self.task.combine(losses)
             (loss / c.optim.grad_accum).backward()
-            samples += batch["images"].shape[0]
+            samples += batch["input_ids"].shape[0]
             for k, v in losses.items():
                 totals[f"loss/{k}"] = totals.get(f"loss/{k}", 0.0) + v.item() / c.optim.grad_accum
             totals["loss"] = totals.get("loss", 0.0) + loss.item() / c.optim.grad_accum
@@ -260,6 +266,35 @@ class Trainer:
             results["eval"] = evaluate_run(self.model, self.tokenizer, c, self.out_dir)
         atomic_write_json(self.out_dir / "metrics.json", results)
         return results
+
+
+def _model_folder(path: str | Path) -> Path:
+    """A run folder stands for its ``final/`` model folder."""
+    path = Path(path)
+    return path / "final" if (path / "final").is_dir() else path
+
+
+def _init_from(model: torch.nn.Module, folder: str) -> None:
+    """Start ``model`` from the weights of a model folder that match by name and shape (e.g. a text-only
+    GPT's for a captioner); the rest keep their fresh initialisation, and both lists are logged."""
+    from safetensors.torch import load_file
+
+    from mumo.models._pretrained import load_state_dict_matching
+
+    path = _model_folder(folder)
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise TrainingError(f"init_from={folder}: no model.safetensors there; give a model or run folder")
+    fresh, unused = load_state_dict_matching(model, load_file(str(weights)), str(weights))
+    logger.warning(
+        "initialised from %s: %d tensors loaded, %d fresh (%s), %d unused (%s)",
+        path,
+        len(model.state_dict()) - len(fresh),
+        len(fresh),
+        ", ".join(sorted({k.split(".")[0] for k in fresh})) or "none",
+        len(unused),
+        ", ".join(sorted({k.split(".")[0] for k in unused})) or "none",
+    )
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
