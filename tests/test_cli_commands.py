@@ -135,3 +135,67 @@ def test_compare_command_prints_and_writes_the_table(tmp_path):
     )
     assert "| dual | itc |" in result.output and "| early | itm |" in result.output
     assert (out / "compare.md").is_file() and (out / "early" / "final" / "config.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def captioner_runs(tmp_path_factory):
+    """A tiny CoCa fine-tuned for VQA, and a tiny GPT trained on a caption corpus from `data shapes`."""
+    out = tmp_path_factory.mktemp("gen")
+    corpus = out / "corpus.txt"
+    result = invoke("data", "shapes", "--out", str(corpus), "--n", "300", "--text-only")
+    assert "wrote 300 train captions" in result.output and len(corpus.read_text().splitlines()) == 300
+    small = [
+        "batch_size=8",
+        "max_steps=2",
+        "log_every=1",
+        "checkpoint_every=2",
+        "tensorboard=false",
+        "threads=1",
+    ]
+    wide = "model_overrides={text.context_length: 40}"
+    gpt = [
+        "model=gpt_tiny",
+        wide,
+        f"out_dir={out / 'gpt'}",
+        "data.val_size=2",
+        "data.tokenizer_vocab_size=300",
+    ]
+    invoke("train", "configs/gpt_text.yaml", f"data={corpus}", *gpt, *small)
+    vqa = [
+        "model=coca_vit_tiny",
+        wide,
+        f"out_dir={out / 'vqa'}",
+        "init_from=null",
+        "data.image_size=32",
+        "data.tokenizer_samples=100",
+        "data.tokenizer_vocab_size=300",
+        "data.test_size=4",
+    ]
+    invoke("train", "configs/vqa.yaml", *vqa, *small)
+    return out
+
+
+def test_caption_ask_and_generate(captioner_runs, shapes_dir):
+    image = str(shapes_dir / "images" / "000000.png")
+    vqa, gpt = str(captioner_runs / "vqa"), str(captioner_runs / "gpt")
+    lines = invoke("caption", vqa, image, image, "--beam", "3", "--max-new-tokens", "5").output.splitlines()
+    assert len(lines) == 2 and all(line.startswith(image + "\t") for line in lines)
+    assert lines[0] == lines[1]  # beam search is deterministic
+    sampled = invoke("caption", vqa, image, "--top-p", "0.9", "--seed", "1", "--max-new-tokens", "5").output
+    assert sampled.startswith(image + "\t")
+    assert len(invoke("ask", vqa, image, "what colour is the star?").output.splitlines()) == 1
+    out = invoke("generate", gpt, "--prompt", "a small red", "--prompt", "there is", "--max-new-tokens", "4")
+    # each prompt, then its continuation (an untrained model's may hold any character, newlines included)
+    assert out.output.startswith("a small red") and "\nthere is" in out.output
+
+
+def test_generation_verbs_refuse_the_wrong_model(captioner_runs, run_dir, shapes_dir):
+    image = str(shapes_dir / "images" / "000000.png")
+    for args, message in [
+        (("caption", str(run_dir), image), "does not generate text"),
+        (("generate", str(captioner_runs / "vqa"), "--prompt", "x"), "image captioner"),
+        (("caption", str(captioner_runs / "gpt"), image), "text-only"),
+        (("caption", str(captioner_runs / "vqa"), image, "--beam", "2", "--top-k", "3"), "not both"),
+    ]:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code != 0 and message in str(result.exception) + result.output, args

@@ -93,12 +93,18 @@ def data_shapes(
     seed: int = typer.Option(0, help="data set seed"),
     image_size: int = typer.Option(64, help="pixels per side"),
     max_objects: int = typer.Option(3, min=1, max=3, help="most objects per scene"),
+    text_only: bool = typer.Option(False, "--text-only", help="write OUT as a text file of captions only"),
 ) -> None:
-    """Write the built-in shapes data set to disk as PNG images + captions.jsonl."""
-    from mumo.data.shapes import ShapesConfig, write_shapes
+    """Write the built-in shapes data set to disk as PNG images + captions.jsonl (or, with --text-only,
+    a text corpus of one caption per line for `mumo train configs/gpt_text.yaml data=OUT`)."""
+    from mumo.data.shapes import ShapesConfig, write_captions, write_shapes
 
     config = ShapesConfig(image_size=image_size, max_objects=max_objects, seed=seed)
     start = time.perf_counter()
+    if text_only:
+        write_captions(out, n, split=split, config=config)
+        console.print(f"wrote {n} {split} captions to {out} in {time.perf_counter() - start:.1f} s")
+        return
     write_shapes(out, n, split=split, config=config)
     console.print(f"wrote {n} {split} scenes to {out} in {time.perf_counter() - start:.1f} s")
 
@@ -123,17 +129,31 @@ def train(
 
 
 def _print_eval(metrics: dict) -> None:
+    """The end-of-run metrics as a table: whichever of retrieval, captioning, VQA and perplexity exist."""
     if not metrics:
         return
     table = Table("metric", "value")
-    zs, ho, rt = metrics["zero_shot"], metrics["held_out"], metrics["retrieval"]
-    table.add_row("zero-shot colour x shape top-1", f"{100 * zs['top1']:.1f} %")
-    table.add_row("held-out combinations top-1", f"{100 * ho['top1']:.1f} %")
-    table.add_row(f"text->image R@1 ({rt['n']} pairs)", f"{100 * rt['text_to_image_R@1']:.1f} %")
-    table.add_row(f"image->text R@1 ({rt['n']} pairs)", f"{100 * rt['image_to_text_R@1']:.1f} %")
-    for k, v in metrics["compositional"].items():
-        if not k.startswith("n_"):
-            table.add_row(f"compositional: {k}", f"{100 * v:.1f} %")
+    if "zero_shot" in metrics:
+        zs, ho, rt = metrics["zero_shot"], metrics["held_out"], metrics["retrieval"]
+        table.add_row("zero-shot colour x shape top-1", f"{100 * zs['top1']:.1f} %")
+        table.add_row("held-out combinations top-1", f"{100 * ho['top1']:.1f} %")
+        table.add_row(f"text->image R@1 ({rt['n']} pairs)", f"{100 * rt['text_to_image_R@1']:.1f} %")
+        table.add_row(f"image->text R@1 ({rt['n']} pairs)", f"{100 * rt['image_to_text_R@1']:.1f} %")
+        for k, v in metrics["compositional"].items():
+            if not k.startswith("n_"):
+                table.add_row(f"compositional: {k}", f"{100 * v:.1f} %")
+    if "captioning" in metrics:
+        cap = metrics["captioning"]
+        table.add_row(f"captions: CIDEr-D ({cap['n']} images)", f"{cap['CIDEr-D']:.3f}")
+        table.add_row("captions: BLEU-4", f"{cap['BLEU-4']:.3f}")
+        table.add_row("captions: attribute accuracy", f"{100 * cap['attribute_accuracy']:.1f} %")
+    if "vqa" in metrics:
+        vqa = metrics["vqa"]
+        table.add_row("VQA exact match (mean over kinds)", f"{100 * vqa['macro']:.1f} %")
+        for k, v in vqa["per_kind"].items():
+            table.add_row(f"VQA: {k} ({vqa['counts'][k]} questions)", f"{100 * v:.1f} %")
+    if "perplexity" in metrics:
+        table.add_row("held-out perplexity", f"{metrics['perplexity']:.2f}")
     console.print(table)
 
 
@@ -203,6 +223,132 @@ def zero_shot(
         probs = (scale * image_embed @ text_embeds.T).softmax(dim=-1)[0]
     for name, p in sorted(zip(names, probs.tolist(), strict=True), key=lambda x: -x[1]):
         print(f"{p:6.3f}  {name}")
+
+
+# Decoding options shared by caption, ask and generate.
+_MAX_NEW = typer.Option(32, "--max-new-tokens", min=1, help="most tokens to generate")
+_BEAM = typer.Option(1, "--beam", min=1, help="beam search with this many beams (1: greedy)")
+_LENGTH_PENALTY = typer.Option(1.0, "--length-penalty", help="beam: score / length ** this")
+_SAMPLE = typer.Option(False, "--sample", help="sample instead of the most likely token")
+_TEMPERATURE = typer.Option(1.0, "--temperature", min=1e-6, help="sampling temperature (implies --sample)")
+_TOP_K = typer.Option(0, "--top-k", min=0, help="sample among the k most likely tokens (implies --sample)")
+_TOP_P = typer.Option(1.0, "--top-p", min=1e-6, max=1.0, help="nucleus sampling mass (implies --sample)")
+_REPETITION = typer.Option(1.0, "--repetition-penalty", min=1e-6, help="> 1 discourages repeats")
+_SEED = typer.Option(0, "--seed", help="seed of sampling")
+
+
+def _generation_config(
+    max_new: int, beam: int, length_penalty: float, sample: bool, temperature: float, top_k: int,
+    top_p: float, repetition: float, seed: int,
+) -> object:  # fmt: skip
+    from mumo.generation import GenerationConfig
+
+    do_sample = sample or temperature != 1.0 or top_k > 0 or top_p < 1.0
+    return GenerationConfig(
+        max_new_tokens=max_new,
+        num_beams=beam,
+        length_penalty=length_penalty,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition,
+        seed=seed,
+    )
+
+
+def _load_images(paths: list[Path], image_size: int) -> torch.Tensor:
+    from mumo.data.pairs import load_rgb
+    from mumo.data.transforms import eval_transform
+
+    transform, out = eval_transform(image_size), []
+    for path in paths:
+        picture = load_rgb(path)
+        if isinstance(picture, str):
+            raise DataError(f"cannot read {path}: {picture}")
+        out.append(transform(picture))
+    return torch.stack(out)
+
+
+def _load_captioner(checkpoint: Path, needs_images: bool) -> tuple[torch.nn.Module, mumo.Tokenizer]:
+    from mumo.models import Captioner
+
+    model, tokenizer = _load(checkpoint)
+    if not isinstance(model, Captioner):
+        raise DataError(f"{checkpoint} holds a {type(model).__name__}, which does not generate text")
+    if needs_images and model.visual is None:
+        raise DataError(f"{checkpoint} is a text-only model; use `mumo generate` with --prompt")
+    if not needs_images and model.visual is not None:
+        raise DataError(f"{checkpoint} is an image captioner; use `mumo caption` or `mumo ask`")
+    return model, tokenizer
+
+
+@app.command()
+def caption(
+    checkpoint: Path = typer.Argument(..., help="captioner or CoCa model folder or run folder"),
+    images: list[Path] = typer.Argument(..., help="image files"),
+    max_new_tokens: int = _MAX_NEW,
+    beam: int = _BEAM,
+    length_penalty: float = _LENGTH_PENALTY,
+    sample: bool = _SAMPLE,
+    temperature: float = _TEMPERATURE,
+    top_k: int = _TOP_K,
+    top_p: float = _TOP_P,
+    repetition_penalty: float = _REPETITION,
+    seed: int = _SEED,
+) -> None:
+    """Caption images: one line per image, "path<TAB>caption"."""
+    from mumo.generation import caption_images
+
+    model, tokenizer = _load_captioner(checkpoint, needs_images=True)
+    config = _generation_config(
+        max_new_tokens, beam, length_penalty, sample, temperature, top_k, top_p, repetition_penalty, seed
+    )
+    pixels = _load_images(images, model.image_size)
+    for path, text in zip(images, caption_images(model, tokenizer, pixels, config), strict=True):
+        print(f"{path}\t{text}")
+
+
+@app.command()
+def ask(
+    checkpoint: Path = typer.Argument(..., help="a captioner fine-tuned on questions (run or model folder)"),
+    image: Path = typer.Argument(..., help="an image file"),
+    question: str = typer.Argument(..., help='e.g. "what colour is the star?"'),
+    max_new_tokens: int = typer.Option(8, "--max-new-tokens", min=1, help="most answer tokens"),
+    beam: int = _BEAM,
+) -> None:
+    """Answer a question about an image (visual question answering as generation)."""
+    from mumo.generation import GenerationConfig, answer_questions
+
+    model, tokenizer = _load_captioner(checkpoint, needs_images=True)
+    pixels = _load_images([image], model.image_size)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, num_beams=beam)
+    print(answer_questions(model, tokenizer, pixels, [0], [question.strip()], config)[0])
+
+
+@app.command()
+def generate(
+    checkpoint: Path = typer.Argument(..., help="a text-only model (GPT) folder or run folder"),
+    prompt: list[str] = typer.Option(..., "--prompt", help="text to continue (repeat for a batch)"),
+    max_new_tokens: int = _MAX_NEW,
+    beam: int = _BEAM,
+    length_penalty: float = _LENGTH_PENALTY,
+    sample: bool = _SAMPLE,
+    temperature: float = _TEMPERATURE,
+    top_k: int = _TOP_K,
+    top_p: float = _TOP_P,
+    repetition_penalty: float = _REPETITION,
+    seed: int = _SEED,
+) -> None:
+    """Continue text prompts with a text-only model; prints each prompt followed by its continuation."""
+    from mumo.generation import complete_text
+
+    model, tokenizer = _load_captioner(checkpoint, needs_images=False)
+    config = _generation_config(
+        max_new_tokens, beam, length_penalty, sample, temperature, top_k, top_p, repetition_penalty, seed
+    )
+    for text, more in zip(prompt, complete_text(model, tokenizer, prompt, config), strict=True):
+        print(text + more)
 
 
 @app.command()
