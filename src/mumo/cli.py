@@ -166,16 +166,27 @@ def eval_(
     seed: int = typer.Option(0, help="shapes data seed"),
     out: Path | None = typer.Option(None, help="write the metrics as JSON here"),
     scoring: str = typer.Option("auto", help="itc (embeddings), itm (matching head) or auto"),
+    questions: bool = typer.Option(False, "--questions", help="captioners: VQA exact match, not captions"),
 ) -> None:
-    """Evaluate a checkpoint: zero-shot, retrieval and the compositional probe (shapes), or retrieval on
-    image-caption pairs."""
+    """Evaluate a checkpoint: zero-shot, retrieval and the compositional probe (shapes), captions or VQA
+    answers of a captioner, or retrieval on image-caption pairs."""
     model, tokenizer = _load(checkpoint)
     if data == "shapes":
         from mumo.data.shapes import ShapesConfig
+        from mumo.eval.captioning import evaluate_captions, evaluate_vqa
         from mumo.eval.shapes_suite import evaluate_shapes
+        from mumo.models import Captioner
 
         config = ShapesConfig(image_size=model.image_size, seed=seed)
-        metrics = evaluate_shapes(model, tokenizer, config, split=split, size=size, scoring=scoring).metrics
+        metrics = {}
+        if isinstance(model, Captioner):
+            if questions:
+                metrics["vqa"] = evaluate_vqa(model, tokenizer, config, split=split, size=size)
+            else:
+                metrics["captioning"] = evaluate_captions(model, tokenizer, config, split=split, size=size)
+        if not isinstance(model, Captioner) or (model.config.contrastive and not questions):
+            shapes = evaluate_shapes(model, tokenizer, config, split=split, size=size, scoring=scoring)
+            metrics.update(shapes.metrics)
         _print_eval(metrics)
     else:
         if not hasattr(model, "encode_image"):

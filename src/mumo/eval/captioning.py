@@ -193,31 +193,50 @@ def scene_attributes(scene: Scene) -> list[str]:
     return out
 
 
-def attribute_accuracy(texts: Sequence[str], scenes: Sequence[Scene]) -> dict[str, float]:
+def _attribute_names(n_objects: int) -> list[str]:
+    """Names of :func:`scene_attributes`' entries for a scene of ``n_objects``."""
+    extra = {1: ["position"], 2: ["relation"]}.get(n_objects, [])
+    return ["size", "colour", "shape"] * n_objects + extra
+
+
+def attribute_accuracy(texts: Sequence[str], scenes: Sequence[Scene]) -> dict[str, Any]:
     """How much of each scene its caption gets right.
 
     Returns:
         ``attribute_accuracy``: correct attributes / all attributes (:func:`scene_attributes`); a caption
-        with the wrong number of objects, or in no known template, gets none right;
-        ``caption_exact``: captions with every attribute right; ``parsed``: captions in a known template.
+        with the wrong number of objects, or in no known template, gets none right. "X above Y" and
+        "Y below X" say the same, so a pair is scored in whichever order the caption names it;
+        ``per_attribute``: the same per kind (size, colour, shape, position of a lone object, relation
+        of a pair); ``caption_exact``: captions with every attribute right; ``parsed``: captions in a
+        known template.
     """
-    correct = total = exact = parsed_count = 0
+    hits: dict[str, list[int]] = {}  # kind -> [correct, total]
+    exact = parsed_count = 0
     for text, scene in zip(texts, scenes, strict=True):
         truth = scene_attributes(scene)
         parsed = parse_caption(text)
-        said: list[str] = []
+        readings: list[list[str]] = []
         if parsed is not None:
             parsed_count += 1
-            said = [a for o in parsed.objects for a in o]
-            extra = parsed.position if len(parsed.objects) == 1 else parsed.relation
-            if len(parsed.objects) < 3:
-                said.append(extra or "")
-        hits = sum(a == b for a, b in zip(said, truth, strict=True)) if len(said) == len(truth) else 0
-        correct, total = correct + hits, total + len(truth)
-        exact += hits == len(truth)
+            objs = parsed.objects
+            if len(objs) == 1:
+                readings = [[*objs[0], parsed.position or ""]]
+            elif len(objs) == 2:
+                rel = parsed.relation or ""
+                readings = [[*objs[0], *objs[1], rel], [*objs[1], *objs[0], _OPPOSITE.get(rel, "")]]
+            else:
+                readings = [[a for o in objs for a in o]]
+        scored = [[a == b for a, b in zip(r, truth, strict=True)] for r in readings if len(r) == len(truth)]
+        best = max(scored, key=sum, default=[False] * len(truth))
+        for name, ok in zip(_attribute_names(len(scene.objects)), best, strict=True):
+            pair = hits.setdefault(name, [0, 0])
+            pair[0], pair[1] = pair[0] + ok, pair[1] + 1
+        exact += all(best)
     n = max(len(texts), 1)
+    correct, total = sum(h[0] for h in hits.values()), sum(h[1] for h in hits.values())
     return {
         "attribute_accuracy": correct / max(total, 1),
+        "per_attribute": {k: c / t for k, (c, t) in hits.items()},
         "caption_exact": exact / n,
         "parsed": parsed_count / n,
     }
