@@ -112,11 +112,25 @@ def write_report(run_dir: str | Path) -> Path:
     if evaluation:
         lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
         for group, values in evaluation.items():
-            if isinstance(values, dict):
-                lines += [f"| {group} / {k} | {_fmt(k, v)} |" for k, v in values.items()]
-            else:
+            if not isinstance(values, dict):
                 lines.append(f"| {group} | {_fmt(group, values)} |")
+                continue
+            for k, v in values.items():
+                if isinstance(v, dict):  # one level deeper: VQA per kind, caption attributes per kind
+                    lines += [f"| {group} / {k} / {kk} | {_fmt(kk, vv)} |" for kk, vv in v.items()]
+                elif k != "examples":
+                    lines.append(f"| {group} / {k} | {_fmt(k, v)} |")
         lines.append("")
+        examples = evaluation.get("captioning", {}).get("examples", [])
+        if examples:
+            lines += [
+                "## Generated captions (first test images)",
+                "",
+                "| generated | a reference |",
+                "|---|---|",
+            ]
+            lines += [f"| {g} | {r} |" for g, r in examples]
+            lines.append("")
     for key in ("steps", "train_seconds", "samples_per_s"):
         if key in metrics:
             lines.append(f"- {key.replace('_', ' ')}: {_fmt(key, metrics[key])}")

@@ -66,7 +66,7 @@ def test_bad_json_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="not valid JSON"):
         mumo.create_model(path)
     path.write_text(json.dumps({"model_type": "gan"}))
-    with pytest.raises(ConfigError, match="known architectures: clip"):
+    with pytest.raises(ConfigError, match="known architectures: captioner, clip"):
         mumo.create_model(path)
 
 

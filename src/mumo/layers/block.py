@@ -93,19 +93,12 @@ class Transformer(nn.Module):
     """A stack of ``depth`` identical :class:`Block` s (arguments as for Block)."""
 
     @classmethod
-    def from_spec(cls, spec: TransformerSpec, **block_kwargs: object) -> Transformer:
-        """The stack a tower config describes."""
-        return cls(
-            spec.embed_dim,
-            spec.depth,
-            spec.num_heads,
-            mlp_ratio=spec.mlp_ratio,
-            mlp_type=spec.mlp_type,
-            norm_type=spec.norm_type,
-            norm_eps=spec.norm_eps,
-            qkv_bias=spec.qkv_bias,
-            **block_kwargs,
-        )
+    def from_spec(cls, spec: TransformerSpec, **overrides: object) -> Transformer:
+        """The stack a tower config describes; ``overrides`` replace its fields (``depth=2``,
+        ``num_heads=4``) or add block arguments (``context_dim=…`` for cross-attention)."""
+        fields = ("depth", "num_heads", "mlp_ratio", "mlp_type", "norm_type", "norm_eps", "qkv_bias")
+        args = {f: overrides.pop(f, getattr(spec, f)) for f in fields}
+        return cls(spec.embed_dim, **args, **overrides)  # type: ignore[arg-type]
 
     def __init__(self, dim: int, depth: int, num_heads: int, **block_kwargs: object) -> None:
         super().__init__()

@@ -133,17 +133,7 @@ class Captioner(nn.Module):
                 self.pooler = AttentionalPooler(image_width, c.pooler_queries, heads, t.norm_type, t.norm_eps)
         self.text = TextTransformer(t)
         # The multimodal blocks continue the text layers: same width, heads, norm and MLP choices.
-        self.decoder = Transformer(
-            t.embed_dim,
-            c.decoder_depth,
-            t.num_heads,
-            mlp_ratio=t.mlp_ratio,
-            mlp_type=t.mlp_type,
-            norm_type=t.norm_type,
-            norm_eps=t.norm_eps,
-            qkv_bias=t.qkv_bias,
-            context_dim=image_width,
-        )
+        self.decoder = Transformer.from_spec(t, depth=c.decoder_depth, context_dim=image_width)
         self.decoder_norm = build_norm(t.norm_type, t.embed_dim, t.norm_eps)
         if c.contrastive:
             self.image_proj = nn.Linear(image_width, c.embed_dim, bias=False)

@@ -84,16 +84,8 @@ class FusionModel(nn.Module):
             self.fusion_text = copy.deepcopy(self.clip.text)
         # The fusion blocks continue the text tower (ALBEF's upper BERT layers), so they share its norm,
         # MLP and bias choices; cross-attention maps the image width to the text width.
-        self.fusion = Transformer(
-            width,
-            c.fusion_depth,
-            c.num_heads,
-            mlp_ratio=c.mlp_ratio,
-            mlp_type=t.mlp_type,
-            norm_type=t.norm_type,
-            norm_eps=t.norm_eps,
-            qkv_bias=t.qkv_bias,
-            context_dim=image_width,
+        self.fusion = Transformer.from_spec(
+            t, depth=c.fusion_depth, num_heads=c.num_heads, mlp_ratio=c.mlp_ratio, context_dim=image_width
         )
         # Each head owns its norm: the blocks are pre-norm, so their output is the raw residual stream.
         self.itm_head = nn.Sequential(build_norm(t.norm_type, width, t.norm_eps), nn.Linear(width, 2))
