@@ -3,9 +3,10 @@ of the same shape, at batch 1 and 16.
 
     python -m benchmarks.generate [--new-tokens 64] [--prompt 16] [--repeats 3] [--threads 2]
 
-The decoder is ``gpt_small`` (8 blocks of width 512, 8 heads, vocabulary 8192, context 128) with random
-weights; transformers' ``GPT2LMHeadModel`` gets the same widths, depth, heads, vocabulary and context (SDPA
-attention). Greedy decoding of exactly ``--new-tokens`` tokens (no stop token) after a random prompt, timed
+The decoder is ``gpt_small`` (8 blocks of width 512, 8 heads, vocabulary 8192, context 128; 29.5 M
+parameters) or, with ``--model gpt_mini``, the text shape of the captioners trained by the recipes (4 blocks of
+width 128, 2 heads, vocabulary 1000), all with random weights; transformers' ``GPT2LMHeadModel`` gets the
+same widths, depth, heads, vocabulary and context (SDPA attention). Greedy decoding of exactly ``--new-tokens`` tokens (no stop token) after a random prompt, timed
 in rotation; tokens/s = batch x new tokens / seconds.
 """
 
@@ -36,6 +37,8 @@ def hf_gpt2(config: mumo.CaptionerConfig) -> torch.nn.Module:
         n_inner=int(t.embed_dim * t.mlp_ratio),
         activation_function="gelu",
         layer_norm_epsilon=t.norm_eps,
+        bos_token_id=1,
+        eos_token_id=1,
         attn_implementation="sdpa",
     )
     return GPT2LMHeadModel(cfg).eval()
@@ -53,7 +56,9 @@ def main() -> None:
     args = p.parse_args()
     setup(args.threads)
 
-    ours = mumo.create_model(args.model, seed=0).eval()
+    # Room for the prompt and every new token (gpt_mini, say, is built for 32-token captions).
+    context = max(mumo.get_model_config(args.model).text.context_length, args.prompt + args.new_tokens)
+    ours = mumo.create_model(args.model, seed=0, **{"text.context_length": context}).eval()
     hf = hf_gpt2(ours.config)
     n_ours = sum(x.numel() for x in ours.parameters())
     n_hf = sum(x.numel() for x in hf.parameters())
