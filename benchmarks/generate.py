@@ -1,13 +1,14 @@
 """Decoding speed: mumo's generate with and without its KV cache, and Hugging Face's ``generate`` on a GPT-2
 of the same shape, at batch 1 and 16.
 
-    python -m benchmarks.generate [--new-tokens 64] [--prompt 16] [--repeats 3] [--threads 2]
+    python -m benchmarks.generate [--model gpt_mini] [--new-tokens 64] [--prompt 16] [--repeats 3]
 
-The decoder is ``gpt_small`` (8 blocks of width 512, 8 heads, vocabulary 8192, context 128; 29.5 M
-parameters) or, with ``--model gpt_mini``, the text shape of the captioners trained by the recipes (4 blocks of
-width 128, 2 heads, vocabulary 1000), all with random weights; transformers' ``GPT2LMHeadModel`` gets the
-same widths, depth, heads, vocabulary and context (SDPA attention). Greedy decoding of exactly ``--new-tokens`` tokens (no stop token) after a random prompt, timed
-in rotation; tokens/s = batch x new tokens / seconds.
+The decoder is ``gpt_small`` (8 blocks of width 512, 8 heads, vocabulary 8192; 29.5 M parameters) or,
+with ``--model gpt_mini``, the text shape of the captioners the recipes train (4 blocks of width 128,
+2 heads, vocabulary 1000), with random weights and room for prompt + new tokens; transformers'
+``GPT2LMHeadModel`` gets the same widths, depth, heads, vocabulary and context (SDPA attention). Greedy
+decoding of exactly ``--new-tokens`` tokens (no stop token) after a random prompt, timed in rotation;
+tokens/s = batch x new tokens / seconds.
 """
 
 from __future__ import annotations

@@ -346,6 +346,9 @@ def test_every_question_is_answered_by_the_scene_and_names_one_object():
             if q.kind == "relation":
                 assert q.answer in ("yes", "no")
                 continue
+            if q.kind == "where":
+                assert q.answer in ("left", "right", "above", "below")
+                continue
             ref = q.question.split(" the ", 1)[1].rstrip("?").removesuffix(" object").split()
             named = [o for o in objs if all(w in (o.size, o.colour, o.shape) for w in ref)]
             assert len(named) == 1, q  # the reference is unique ...
@@ -364,6 +367,11 @@ def test_relation_questions_come_in_true_and_false_pairs_that_match_the_geometry
         scene = generate_scene(ShapesConfig(min_objects=2, max_objects=2), "test", i)
         rel = [q for q in questions(scene) if q.kind == "relation"]
         assert len(rel) in (0, 4)  # objects 0 -> 1, then 1 -> 0, each asked true then false
+        where = [q for q in questions(scene) if q.kind == "where"]
+        opposite = {"left": "right", "right": "left", "above": "below", "below": "above"}
+        if where:  # and where each is relative to the other, in one word
+            assert where[0].answer == scene.relation.split()[0]
+            assert where[1].answer == opposite[where[0].answer]
         for (first, second), q in zip([(0, 1), (0, 1), (1, 0), (1, 0)], rel, strict=False):
             axis, sign = next(v for k, v in phrases.items() if f" {k} " in q.question)
             a, b = scene.objects[first], scene.objects[second]
@@ -391,6 +399,10 @@ def test_question_samples_are_deterministic_and_prompt_their_answer():
             "one",
             "two",
             "three",
+            "left",
+            "right",
+            "above",
+            "below",
         )
         kinds.add(item["kind"])
     assert len(kinds) >= 4  # kinds are drawn evenly, not in proportion to how many questions each has

@@ -110,5 +110,5 @@ def test_evaluations_run_on_tiny_models():
     caps = evaluate_captions(model, tok, config, size=6, batch_size=4)
     assert caps["n"] == 6 and 0 <= caps["attribute_accuracy"] <= 1 and len(caps["examples"]) == 6
     vqa = evaluate_vqa(model, tok, config, size=5, batch_size=3)
-    assert set(vqa["per_kind"]) <= {"colour", "shape", "size", "count", "relation"}
+    assert set(vqa["per_kind"]) <= {"colour", "shape", "size", "count", "relation", "where"}
     assert vqa["counts"]["count"] == 5 * 6  # every shape is asked about in every scene

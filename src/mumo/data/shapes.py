@@ -318,7 +318,7 @@ def hard_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
     return out
 
 
-QUESTION_KINDS = ("colour", "shape", "size", "count", "relation")
+QUESTION_KINDS = ("colour", "shape", "size", "count", "relation", "where")
 NUMBER_WORDS = ("zero", "one", "two", "three")
 
 
@@ -363,8 +363,10 @@ def questions(scene: Scene) -> list[Question]:
     colour: "what colour is the star?"; shape: "what shape is the red object?"; size: "what size is the
     blue circle?" (small / large); count: "how many circles are there?" for every shape (zero to three);
     relation: "is the square to the left of the circle?" (yes / no) for each ordered pair, asked with the
-    true relation and its opposite. An object is named by its shortest unique description that leaves out
-    the asked attribute; an object no description singles out is not asked about.
+    true relation and its opposite; where: "where is the square relative to the circle?" (left, right,
+    above or below), the same knowledge asked directly. An object is named by its shortest unique
+    description that leaves out the asked attribute; an object no description singles out is not asked
+    about.
     """
     objs, out = scene.objects, []
     for i, o in enumerate(objs):
@@ -391,6 +393,8 @@ def questions(scene: Scene) -> list[Question]:
         for rel in (true, _OPPOSITE[true]):
             text = f"is the {refs[i]} {_REL_PHRASE[rel]} the {refs[j]}?"
             out.append(Question("relation", text, "yes" if rel == true else "no"))
+        where = f"where is the {refs[i]} relative to the {refs[j]}?"
+        out.append(Question("where", where, true.split()[0]))  # left, right, above or below
     return out
 
 
