@@ -53,14 +53,24 @@ def _describe(config: object) -> tuple[str, str]:
     if model_type == "fusion":
         size, towers = _describe(config.clip)
         return size, f"{towers} + fusion d{config.fusion_depth}"
+    if model_type == "captioner":
+        text = f"decoder w{config.text.embed_dim} d{config.text.depth}+{config.decoder_depth}"
+        if config.vision is None:
+            return "-", f"{text} (text only)"
+        itc = " + ITC" if config.contrastive else ""
+        return f"{config.vision.image_size}px", f"{_vision(config.vision)} | {text}{itc}"
     if model_type == "single_stream":
         return (
             f"{config.image_size}px",
             f"one stream w{config.embed_dim} d{config.depth} p{config.patch_size}",
         )
     v, t = config.vision, config.text
-    vision = f"{v.kind} w{v.embed_dim} d{v.depth}" + (f" p{v.patch_size}" if v.kind == "vit" else "")
-    return f"{v.image_size}px", f"{vision} | text w{t.embed_dim} d{t.depth}"
+    return f"{v.image_size}px", f"{_vision(v)} | text w{t.embed_dim} d{t.depth}"
+
+
+def _vision(v: object) -> str:
+    """One-line shape of an image tower config."""
+    return f"{v.kind} w{v.embed_dim} d{v.depth}" + (f" p{v.patch_size}" if v.kind == "vit" else "")
 
 
 @app.command()

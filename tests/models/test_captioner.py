@@ -114,3 +114,18 @@ def test_config_errors_say_what_to_change():
         model.encode_text(_ids())
     with pytest.raises(ValueError, match="context_length"):
         model.start_decoding(None, 1, 17)
+
+
+def test_sincos_grid_code_is_fixed_ordered_and_not_saved(tmp_path):
+    model = mumo.create_model("captioner_conv_mini_64", seed=0, grid_code="sincos").eval()
+    assert "image_pos" not in model.state_dict() and not any(
+        "image_pos" in n for n, _ in model.named_parameters()
+    )
+    code = model.image_pos[0]  # (16, C): a 4 x 4 grid, row-major; the column half of the width varies along x
+    columns = code[:4, code.shape[1] // 2 :]
+    assert not torch.allclose(columns[0], columns[3]) and torch.equal(
+        code[0, code.shape[1] // 2 :], code[4, code.shape[1] // 2 :]
+    )
+    loaded = load_pretrained(save_pretrained(model, tmp_path / "m")).eval()
+    images, ids = torch.randn(2, 3, 64, 64), _ids(2, 6, vocab=1000)
+    torch.testing.assert_close(loaded(images, ids).logits, model(images, ids).logits)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mumo._config import Config, check
-from mumo.layers import CrossAttention, KVCache, Transformer, build_norm, padding_mask
+from mumo.layers import CrossAttention, KVCache, Transformer, build_norm, padding_mask, sincos_2d
 from mumo.models._registry import register_architecture, register_model
 from mumo.models.text import TextConfig, TextTransformer, check_tokens
 from mumo.models.vision import VisionConfig, build_vision_tower
@@ -40,6 +40,7 @@ class CaptionerConfig(Config):
     text: TextConfig = field(default_factory=TextConfig)  # unimodal layers; vocab and context of the decoder
     decoder_depth: int = 6  # multimodal blocks: causal self-attention + cross-attention to the image + MLP
     pooler_queries: int = 0  # > 0: an attentional pooler summarises the image into this many tokens
+    grid_code: Literal["learned", "sincos"] = "learned"  # conv grid positions: learned, or fixed 2-D sin-cos
     contrastive: bool = True  # CoCa: image and text embeddings for a contrastive loss as well
     embed_dim: int = 512  # width of the joint embedding space (contrastive only)
     init_logit_scale: float = math.log(1 / 0.07)  # log of the initial inverse temperature
@@ -121,16 +122,25 @@ class Captioner(nn.Module):
         t = c.text
         self.visual = build_vision_tower(c.vision) if c.vision is not None else None
         image_width = self.visual.width if self.visual is not None else None
-        self.image_norm = self.image_pos = self.pooler = None
+        self.image_norm = self.pooler = None
+        image_pos: Tensor | None = None
         if c.vision is not None:
             self.image_norm = build_norm(t.norm_type, image_width, t.norm_eps)
-            # A conv feature map carries no position, and "left of" needs one (as in FusionModel).
+            # A conv feature map carries no position, and "left of" needs one (as in FusionModel). Learned
+            # codes start as unrelated random vectors; sin-cos ones are ordered from the start, so "left of"
+            # is a linear read-out of the difference of two codes.
             grid = c.vision.image_size // 2**c.vision.depth
-            if c.vision.kind == "conv":
-                self.image_pos = nn.Parameter(torch.zeros(1, grid * grid, image_width))
+            if c.vision.kind == "conv" and c.grid_code == "learned":
+                image_pos = nn.Parameter(torch.zeros(1, grid * grid, image_width))
+            elif c.vision.kind == "conv":
+                image_pos = sincos_2d(grid, grid, image_width)[None]
             if c.pooler_queries:
                 heads = c.vision.num_heads if image_width % c.vision.num_heads == 0 else 1
                 self.pooler = AttentionalPooler(image_width, c.pooler_queries, heads, t.norm_type, t.norm_eps)
+        if isinstance(image_pos, nn.Parameter) or image_pos is None:
+            self.image_pos = image_pos
+        else:  # fixed: a buffer, rebuilt from the config rather than saved
+            self.register_buffer("image_pos", image_pos, persistent=False)
         self.text = TextTransformer(t)
         # The multimodal blocks continue the text layers: same width, heads, norm and MLP choices.
         self.decoder = Transformer.from_spec(t, depth=c.decoder_depth, context_dim=image_width)
