@@ -126,44 +126,42 @@ def _as_lists(prompts: Sequence[Sequence[int]] | Tensor, attention_mask: Tensor 
 
 
 class _Decoder:
-    """Feeds a model one step at a time, with or without its KV cache; keeps the key mask and positions."""
+    """Feeds a model one step at a time, with or without its KV cache; keeps the positions, and the key
+    mask when there is padding (the whole sequence too, when it decodes without a cache)."""
 
-    def __init__(self, model: torch.nn.Module, ids: Tensor, mask: Tensor, context: Tensor | None) -> None:
-        self.model, self.context = model, context
-        self.padded = not bool(mask.all())
-        self.ids, self.mask = ids, mask
+    def __init__(
+        self, model: torch.nn.Module, ids: Tensor, mask: Tensor, context: Tensor | None, use_cache: bool
+    ) -> None:
+        self.model, self.context, self.use_cache = model, context, use_cache
+        self.ids = ids
+        self.mask = mask if not bool(mask.all()) else None  # None: no padding, no key mask to carry
         self.positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, P): real tokens count from 0
         self.state = None
-        self.use_cache = True
 
-    def start(self, use_cache: bool, total: int) -> Tensor:
-        """Logits (B, V) after the prompt."""
-        self.use_cache = use_cache
-        if use_cache:
+    def start(self, total: int) -> Tensor:
+        """Logits (B, V) after the prompt; ``total`` positions are cached at most."""
+        if self.use_cache:
             self.state = self.model.start_decoding(self.context, self.ids.shape[0], total)
-            logits = self.model.decode(self.ids, self.positions, self._key_mask(), self.state)
-        else:
-            logits = self.model.decode(self.ids, self.positions, self._key_mask(), context=self.context)
-        return logits[:, -1]
-
-    def _key_mask(self) -> Tensor | None:
-        return self.mask if self.padded else None
+            return self.model.decode(self.ids, self.positions, self.mask, self.state)[:, -1]
+        return self.model.decode(self.ids, self.positions, self.mask, context=self.context)[:, -1]
 
     def step(self, tokens: Tensor) -> Tensor:
         """Append tokens (B,); logits (B, V) for the next position."""
-        b = tokens.shape[0]
         nxt = self.positions[:, -1:] + 1  # (B, 1)
+        if self.mask is not None:
+            self.mask = torch.cat([self.mask, self.mask.new_ones(tokens.shape[0], 1)], dim=1)
+        if self.use_cache:  # only the newest position goes in; the rest is in the cache
+            self.positions = nxt
+            return self.model.decode(tokens[:, None], nxt, self.mask, self.state)[:, -1]
         self.positions = torch.cat([self.positions, nxt], dim=1)
-        self.mask = torch.cat([self.mask, self.mask.new_ones(b, 1)], dim=1)
         self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
-        if self.use_cache:
-            return self.model.decode(tokens[:, None], nxt, self._key_mask(), self.state)[:, -1]
-        return self.model.decode(self.ids, self.positions, self._key_mask(), context=self.context)[:, -1]
+        return self.model.decode(self.ids, self.positions, self.mask, context=self.context)[:, -1]
 
     def reorder(self, index: Tensor) -> None:
         """Keep rows ``index`` (beam search)."""
-        self.ids, self.mask = self.ids[index], self.mask[index]
-        self.positions = self.positions[index]
+        self.ids, self.positions = self.ids[index], self.positions[index]
+        if self.mask is not None:
+            self.mask = self.mask[index]
         if self.state is not None:
             self.state.reorder(index)
         elif self.context is not None:
@@ -225,8 +223,8 @@ def _sample_or_greedy(
     total: int,
 ) -> GenerationOutput:
     b, device = ids.shape[0], ids.device
-    decoder = _Decoder(model, ids, mask, context)
-    logits = decoder.start(config.use_cache, total)
+    decoder = _Decoder(model, ids, mask, context, config.use_cache)
+    logits = decoder.start(total)
     seen = _seen_tokens(ids, mask, logits.shape[-1])
     stops = torch.tensor(config.stop_ids, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(config.seed) if config.do_sample else None
@@ -270,8 +268,8 @@ def _beam_search(
     ids, mask = ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
     if context is not None:
         context = context.repeat_interleave(k, 0)
-    decoder = _Decoder(model, ids, mask, context)
-    logits = decoder.start(config.use_cache, total)  # (BK, V)
+    decoder = _Decoder(model, ids, mask, context, config.use_cache)
+    logits = decoder.start(total)  # (BK, V)
     vocab = logits.shape[-1]
     seen = _seen_tokens(ids, mask, vocab)
     stops = set(config.stop_ids)
