@@ -243,12 +243,9 @@ class Captioner(nn.Module):
         self._require_contrastive()
         return self.logit_scale.clamp(max=self.config.max_logit_scale).exp(), None
 
-    def _embed(self, input_ids: Tensor, position_ids: Tensor | None) -> Tensor:
-        text = self.text
-        x = text.token_embed(input_ids)
-        if position_ids is None:
-            return x + text.pos_embed[:, : input_ids.shape[1]]
-        return x + text.pos_embed[0, position_ids]
+    def _embed(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
+        """Tokens (B, T) at positions (B, T) -> (B, T, C); left padding shifts positions per row."""
+        return self.text.token_embed(input_ids) + self.text.pos_embed[0, position_ids]
 
     def _lm_head(self, x: Tensor) -> Tensor:
         # Output embedding tied to the input one (Press & Wolf, 2017), as in GPT-2: one V x C matrix.
@@ -267,8 +264,7 @@ class Captioner(nn.Module):
             image_embeds, context = self.encode_image_and_context(images)
         elif self.visual is not None:
             raise ValueError("this captioner needs images; pass images (B, 3, H, W)")
-        # Right padding under a causal mask never reaches a real token, so no padding mask is needed.
-        tokens = self.text.norm(self.text.transformer(self._embed(input_ids, None), is_causal=True))
+        tokens = self.text.forward_features(input_ids, mask)  # the unimodal layers: the text tower itself
         if c.contrastive:
             text_embeds = F.normalize(self.text_proj(self.text.pool(tokens, mask)), dim=-1)
         x = self.decoder(tokens, is_causal=True, context=context)
