@@ -66,3 +66,14 @@ def test_question_batches_mask_everything_but_the_answer():
         ids, target = batch["input_ids"][row], batch["loss_mask"][row].bool()
         answer = tok.encode_ids([" " + item["caption"].split()[-1]])[0]
         assert ids[target].tolist() == [*answer, tok.eot_id]  # the answer and the end, nothing else
+
+
+def test_held_out_view_equals_the_val_split_without_rereading(corpus_file):
+    path, lines = corpus_file
+    tok = Tokenizer.train(lines, vocab_size=300)
+    train = TextCorpus(path, "train", val_windows=5).bind(tok, 32)
+    val = TextCorpus(path, "val", val_windows=5).bind(tok, 32)
+    held = train.held_out()
+    assert len(held) == len(val) == 5 and len(train) > 5  # the training view is untouched
+    for i in range(5):
+        assert torch.equal(held[i]["input_ids"], val[i]["input_ids"])

@@ -8,6 +8,7 @@ across consecutive windows, so no text is ever cut. The last ``val_windows`` win
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +75,22 @@ class TextCorpus(Dataset):
     def bind(self, tokenizer: Tokenizer, context_length: int) -> TextCorpus:
         """Tokenize and pack the corpus for a model of ``context_length`` positions; returns self."""
         framed = [[tokenizer.bos_id, *ids, tokenizer.eot_id] for ids in tokenizer.encode_ids(self.documents)]
-        windows = pack_documents(framed, context_length, tokenizer.pad_id)
-        held = min(self.val_windows, len(windows) // 10)
-        self.windows = (
-            windows[len(windows) - held :] if self.split == "val" else windows[: len(windows) - held]
-        )
+        self._packed = pack_documents(framed, context_length, tokenizer.pad_id)
+        self._train_end = len(self._packed) - min(self.val_windows, len(self._packed) // 10)
+        self.windows = self._split_windows(self.split)
         self.pad_id = tokenizer.pad_id
         return self
+
+    def _split_windows(self, split: str) -> np.ndarray:
+        return self._packed[self._train_end :] if split == "val" else self._packed[: self._train_end]
+
+    def held_out(self) -> TextCorpus:
+        """The held-out ('val') windows of this bound corpus, without reading or tokenizing it again."""
+        if self.windows is None:
+            raise DataError("call TextCorpus.bind(tokenizer, context_length) before reading it")
+        view = copy.copy(self)
+        view.split, view.windows = "val", self._split_windows("val")
+        return view
 
     def __len__(self) -> int:
         if self.windows is None:

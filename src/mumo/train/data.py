@@ -77,19 +77,25 @@ def negative_captions(config: TrainConfig) -> Callable[[dict[str, Any]], list[st
     return pick
 
 
-def evaluate_run(model: nn.Module, tokenizer: Tokenizer, config: TrainConfig, out_dir: str | Path) -> dict:
+def evaluate_run(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    config: TrainConfig,
+    out_dir: str | Path,
+    dataset: Dataset | None = None,
+) -> dict:
     """End-of-run evaluation: the shapes test splits (retrieval and probes for models with embeddings,
-    captions or VQA answers for captioners; figure data saved next to the run), or the perplexity of a
-    text corpus's held-out windows."""
+    captions or VQA answers for captioners; figure data saved next to the run), or the perplexity of the
+    held-out windows of the run's text corpus (``dataset``, the bound training :class:`TextCorpus`)."""
     from mumo.models import Captioner
 
     data = config.data
     if data.kind == "text":
         from mumo.eval.captioning import perplexity
 
-        held_out = TextCorpus(data.path, "val", val_windows=data.val_size).bind(
-            tokenizer, model.context_length
-        )
+        if not isinstance(dataset, TextCorpus):
+            raise TypeError("evaluating a text run needs its bound TextCorpus as dataset")
+        held_out = dataset.held_out()
         return {"perplexity": perplexity(model, held_out)} if len(held_out) else {}
     if data.kind != "shapes":
         return {}

@@ -263,7 +263,7 @@ class Trainer:
         if c.evaluate:
             from mumo.train.data import evaluate_run
 
-            results["eval"] = evaluate_run(self.model, self.tokenizer, c, self.out_dir)
+            results["eval"] = evaluate_run(self.model, self.tokenizer, c, self.out_dir, self.dataset)
         atomic_write_json(self.out_dir / "metrics.json", results)
         return results
 
