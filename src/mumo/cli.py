@@ -33,9 +33,10 @@ def _num_params(name: str) -> int:
 
 def _load(checkpoint: Path) -> tuple[torch.nn.Module, mumo.Tokenizer]:
     """A model and its tokenizer from a model folder, a run folder (its final/) or a training checkpoint."""
-    if (checkpoint / "final").is_dir():
-        checkpoint = checkpoint / "final"
     from mumo.interop.convert import load_tokenizer
+    from mumo.models._pretrained import model_folder
+
+    checkpoint = model_folder(checkpoint)
 
     model = mumo.load_pretrained(checkpoint).eval()
     return model, load_tokenizer(checkpoint, context_length=model.context_length)

@@ -44,6 +44,12 @@ def save_pretrained(model: nn.Module, directory: str | Path, tokenizer: _Saveabl
     return directory
 
 
+def model_folder(path: str | Path) -> Path:
+    """A training run folder stands for the model it saved at the end (``<run>/final``)."""
+    path = Path(path)
+    return path / "final" if (path / "final").is_dir() else path
+
+
 def load_pretrained(directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model saved in ``directory`` and load its weights strictly (every key must match)."""
     directory = Path(directory)

@@ -69,9 +69,7 @@ class OptimConfig(Config):
 class TrainConfig(Config):
     model: str = "clip_conv_small_64"  # registered model name or config.json path
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"text.depth": 2}
-    objectives: tuple[str, ...] = (
-        "itc",
-    )  # itc (contrastive), itm (matching), mlm (masked LM), lm (next token)
+    objectives: tuple[str, ...] = ("itc",)  # itc (contrastive), itm (matching), mlm (masked), lm (next)
     loss: Literal["clip", "siglip"] = "clip"  # contrastive objective
     loss_weighting: Literal["fixed", "uncertainty"] = "fixed"  # fixed loss_weights, or learned (Kendall)
     loss_weights: dict[str, float] = field(default_factory=dict)  # per loss (itc, itm, mlm, tie); missing = 1

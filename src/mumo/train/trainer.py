@@ -31,6 +31,7 @@ from mumo.data.sampler import ResumableBatchSampler
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import TrainingError
 from mumo.models import create_model, get_model_config, save_pretrained
+from mumo.models._pretrained import model_folder
 from mumo.train.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from mumo.train.config import TrainConfig
 from mumo.train.optim import build_optimizer, build_scheduler
@@ -108,7 +109,7 @@ class Trainer:
         if checkpoint is not None:
             tokenizer = Tokenizer.load(checkpoint)
         elif c.init_from is not None:  # the weights we start from only make sense with their vocabulary
-            tokenizer = Tokenizer.load(_model_folder(c.init_from))
+            tokenizer = Tokenizer.load(model_folder(c.init_from))
         else:
             tokenizer = Tokenizer.train(tokenizer_texts, vocab_size=c.data.tokenizer_vocab_size)
         base = get_model_config(c.model, **c.model_overrides)
@@ -268,12 +269,6 @@ class Trainer:
         return results
 
 
-def _model_folder(path: str | Path) -> Path:
-    """A run folder stands for its ``final/`` model folder."""
-    path = Path(path)
-    return path / "final" if (path / "final").is_dir() else path
-
-
 def _init_from(model: torch.nn.Module, folder: str) -> None:
     """Start ``model`` from the weights of a model folder that match by name and shape (e.g. a text-only
     GPT's for a captioner); the rest keep their fresh initialisation, and both lists are logged."""
@@ -281,7 +276,7 @@ def _init_from(model: torch.nn.Module, folder: str) -> None:
 
     from mumo.models._pretrained import load_state_dict_matching
 
-    path = _model_folder(folder)
+    path = model_folder(folder)
     weights = path / "model.safetensors"
     if not weights.is_file():
         raise TrainingError(f"init_from={folder}: no model.safetensors there; give a model or run folder")
