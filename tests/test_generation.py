@@ -33,11 +33,12 @@ def _toy_sequences(n: int, generator: torch.Generator) -> torch.Tensor:
     return rows
 
 
-@pytest.fixture(scope="module")
-def gpt():
-    """A tiny GPT trained for a moment on the toy language (float64, so that near-ties cannot flip)."""
+@pytest.fixture(scope="module", params=["learned", "rope"])
+def gpt(request):
+    """A tiny GPT trained for a moment on the toy language (float64, so that near-ties cannot flip), with
+    learned absolute positions or rotary ones (where left padding must shift each row's rotation)."""
     torch.manual_seed(0)
-    model = mumo.create_model("gpt_tiny", seed=0).double()
+    model = mumo.create_model("gpt_tiny", seed=0, **{"text.pos_embed": request.param}).double()
     g = torch.Generator().manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     from mumo.losses.language import causal_lm_loss

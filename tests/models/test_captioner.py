@@ -49,8 +49,9 @@ def test_logits_are_causal_and_depend_on_the_image():
 
 
 @pytest.mark.parametrize("name", ["coca_vit_tiny", "captioner_conv_tiny", "gpt_tiny"])
-def test_incremental_decoding_with_the_cache_equals_the_full_pass(name):
-    model = mumo.create_model(name, seed=0).double().eval()
+@pytest.mark.parametrize("pos_embed", ["learned", "rope"])
+def test_incremental_decoding_with_the_cache_equals_the_full_pass(name, pos_embed):
+    model = mumo.create_model(name, seed=0, **{"text.pos_embed": pos_embed}).double().eval()
     images = torch.randn(2, 3, 32, 32, dtype=torch.float64) if model.visual is not None else None
     ids = _ids(2, 10)
     full = model(images, ids).logits
@@ -63,8 +64,9 @@ def test_incremental_decoding_with_the_cache_equals_the_full_pass(name):
     assert state.length == 10
 
 
-def test_left_padding_with_shifted_positions_decodes_like_no_padding():
-    model = mumo.create_model("coca_vit_tiny", seed=0).double().eval()
+@pytest.mark.parametrize("pos_embed", ["learned", "rope"])
+def test_left_padding_with_shifted_positions_decodes_like_no_padding(pos_embed):
+    model = mumo.create_model("coca_vit_tiny", seed=0, **{"text.pos_embed": pos_embed}).double().eval()
     images = torch.randn(1, 3, 32, 32, dtype=torch.float64).expand(2, -1, -1, -1)
     ids = _ids(1, 6)
     padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], dim=1)  # 3 pad tokens on the left

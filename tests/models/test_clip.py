@@ -75,8 +75,9 @@ def test_siglip_has_learnable_bias():
 
 
 @pytest.mark.parametrize("name", ["clip_vit_tiny", "clip_vit_tiny_bidir"])
-def test_text_padding_does_not_change_embeddings(name):
-    model = mumo.create_model(name, seed=0).eval()
+@pytest.mark.parametrize("pos_embed", ["learned", "rope"])
+def test_text_padding_does_not_change_embeddings(name, pos_embed):
+    model = mumo.create_model(name, seed=0, **{"text.pos_embed": pos_embed}).eval()
     ids = torch.tensor([[1, 9, 17, 33, 2]])
     short = model.encode_text(ids, torch.ones_like(ids))
     padded_ids = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], dim=1)
@@ -85,8 +86,9 @@ def test_text_padding_does_not_change_embeddings(name):
     torch.testing.assert_close(model.encode_text(padded_ids, mask), short, atol=1e-6, rtol=1e-5)
 
 
-def test_pooled_fast_path_equals_full_features():
-    model = mumo.create_model("clip_vit_tiny", seed=0).eval()
+@pytest.mark.parametrize("pos_embed", ["learned", "sincos", "rope"])
+def test_pooled_fast_path_equals_full_features(pos_embed):
+    model = mumo.create_model("clip_vit_tiny", seed=0, **{"text.pos_embed": pos_embed}).eval()
     images, ids, mask = tiny_batch(model.config)
     tokens = model.visual.forward_features(images)  # every token through every block
     torch.testing.assert_close(model.visual(images), tokens[:, 0], atol=1e-6, rtol=1e-5)

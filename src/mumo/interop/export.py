@@ -82,10 +82,13 @@ class _TextEncoder(nn.Module):
         if tower.cls_token is not None:
             x = torch.cat([tower.cls_token.expand(b, -1, -1), x], dim=1)  # (B, T + 1, C)
             full_mask = torch.cat([attention_mask.new_ones(b, 1), attention_mask], dim=1)
-        x = x + tower.pos_embed[:, : x.shape[1]]
+        positions = torch.arange(x.shape[1], device=x.device)
+        if tower.pos_embed is not None:
+            x = x + tower.pos_embed[:, : x.shape[1]]
+        rope = tower.rope(positions)
         mask = padding_mask(full_mask)  # (B, 1, 1, T')
         if c.pool == "mean":
-            x = tower.norm(tower.transformer(x, mask=mask, is_causal=c.causal))
+            x = tower.norm(tower.transformer(x, mask=mask, is_causal=c.causal, rope=rope))
             w = full_mask.to(x.dtype).unsqueeze(-1)
             pooled = (x * w).sum(1) / w.sum(1).clamp_min(1.0)
         else:
@@ -93,7 +96,7 @@ class _TextEncoder(nn.Module):
                 select = torch.zeros_like(full_mask[:, 0])
             else:  # the last real token, as TextTransformer.forward finds it (any padding side)
                 select = full_mask.shape[1] - 1 - full_mask.flip(1).to(torch.long).argmax(dim=1)
-            x = tower.transformer(x, mask=mask, is_causal=c.causal, select=select)
+            x = tower.transformer(x, mask=mask, is_causal=c.causal, select=select, rope=rope)
             pooled = tower.norm(x)[:, 0]  # (B, C)
         return _normalize(self.proj(pooled))
 

@@ -13,7 +13,7 @@ from mumo.layers.block import Block, Transformer
 from mumo.layers.mlp import Mlp, QuickGELU, SwiGLU, build_mlp
 from mumo.layers.norm import RMSNorm, build_norm
 from mumo.layers.patch_embed import PatchEmbed
-from mumo.layers.pos_embed import sincos_1d, sincos_2d
+from mumo.layers.pos_embed import apply_rope, rope_tables, sincos_1d, sincos_2d
 
 __all__ = [
     "Block",
@@ -26,12 +26,14 @@ __all__ = [
     "SelfAttention",
     "SwiGLU",
     "Transformer",
+    "apply_rope",
     "attend",
     "build_mlp",
     "build_norm",
     "causal_mask",
     "combine_masks",
     "padding_mask",
+    "rope_tables",
     "sincos_1d",
     "sincos_2d",
 ]

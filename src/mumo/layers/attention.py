@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mumo.layers.pos_embed import apply_rope
+
 
 class KVCache:
     """Preallocated keys and values of one attention layer for incremental decoding.
@@ -131,6 +133,7 @@ class SelfAttention(nn.Module):
         is_causal: bool = False,
         kv_cache: KVCache | None = None,
         select: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Attend ``x`` (B, T, C) to itself.
 
@@ -142,6 +145,8 @@ class SelfAttention(nn.Module):
             select: (B,) positions whose outputs are wanted; queries are computed for those only
                 and the result is (B, 1, C). Keys and values still come from every position; ``mask``
                 must then be a key mask, (B|1, 1, 1, S).
+            rope: rotary cos and sin tables of this call's T positions (:func:`~mumo.layers.rope_tables`),
+                applied to queries and keys before the keys are cached.
 
         Returns:
             (B, T, C), or (B, 1, C) with ``select``.
@@ -149,6 +154,8 @@ class SelfAttention(nn.Module):
         b, t, c = x.shape
         qkv = self.qkv(x).view(b, t, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D), strided views
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)
         s = k.shape[2]

@@ -60,6 +60,7 @@ class Block(nn.Module):
         context_mask: Tensor | None = None,
         context_kv: tuple[Tensor, Tensor] | None = None,
         select: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """(B, T, C) -> (B, T, C), or (B, 1, C) for the positions in ``select`` (B,).
 
@@ -67,7 +68,7 @@ class Block(nn.Module):
         every token, but the output projection and MLP run on one token per sample. Exact, and it
         removes most of the last block's work in a pooled encoder.
         """
-        h = self.attn(self.norm1(x), mask=mask, is_causal=is_causal, kv_cache=kv_cache, select=select)
+        h = self.attn(self.norm1(x), mask, is_causal, kv_cache, select, rope)
         if select is not None:
             x = x.gather(1, select.view(-1, 1, 1).expand(-1, 1, x.shape[-1]))  # (B, 1, C)
         x = x + h
@@ -114,6 +115,7 @@ class Transformer(nn.Module):
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
         context_kvs: list[tuple[Tensor, Tensor]] | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Run every block on (B, T, C).
 
@@ -124,6 +126,7 @@ class Transformer(nn.Module):
             context, context_mask: cross-attention context (B, S, Cc) and its (B, S) mask.
             context_kvs: per block, the context's keys and values from :meth:`context_kvs`, computed once
                 and reused at every decoding step instead of ``context``.
+            rope: rotary tables of the T positions, shared by every block's self-attention.
         """
         for name, per_block in (("KV caches", kv_caches), ("context kvs", context_kvs)):
             if per_block is not None and len(per_block) != len(self.blocks):
@@ -141,6 +144,7 @@ class Transformer(nn.Module):
                 context_mask=context_mask,
                 context_kv=context_kvs[i] if context_kvs is not None else None,
                 select=select if i == last else None,
+                rope=rope,
             )
         return x
 

@@ -27,3 +27,33 @@ def sincos_2d(grid_h: int, grid_w: int, dim: int, temperature: float = 10000.0) 
     emb_h = sincos_1d(rows.reshape(-1), dim // 2, temperature)
     emb_w = sincos_1d(cols.reshape(-1), dim // 2, temperature)
     return torch.cat([emb_h, emb_w], dim=1)
+
+
+def rope_tables(positions: Tensor, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """Rotary position embedding (RoFormer, Su et al. 2021) of ``positions`` (T,) or (B, T): the cos and
+    sin of each (position, frequency) angle, each (B|1, 1, T, head_dim / 2), for :func:`apply_rope`.
+
+    Frequencies are base^(-2i / head_dim) as in RoFormer and LLaMA, computed in float64 so that long
+    positions keep their precision, then cast to float32.
+    """
+    if head_dim % 2:
+        raise ValueError(f"rotary embedding needs an even head width, got {head_dim}")
+    inv_freq = base ** -(
+        torch.arange(0, head_dim, 2, dtype=torch.float64, device=positions.device) / head_dim
+    )
+    angles = positions.to(torch.float64)[..., None] * inv_freq  # (B|, T, D/2)
+    if angles.dim() == 2:
+        angles = angles[None]
+    angles = angles[:, None]  # (B|1, 1, T, D/2): one table for every head
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: Tensor, tables: tuple[Tensor, Tensor]) -> Tensor:
+    """Rotate queries or keys (B, H, T, D) by their positions' angles (:func:`rope_tables`).
+
+    Dimension i is paired with i + D/2 (the "rotate half" layout of GPT-NeoX and Hugging Face LLaMA), so
+    that the dot product of a query at m and a key at n depends on their positions only through m - n.
+    """
+    cos, sin = (t.to(x.dtype) for t in tables)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)

@@ -243,10 +243,6 @@ class Captioner(nn.Module):
         self._require_contrastive()
         return self.logit_scale.clamp(max=self.config.max_logit_scale).exp(), None
 
-    def _embed(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
-        """Tokens (B, T) at positions (B, T) -> (B, T, C); left padding shifts positions per row."""
-        return self.text.token_embed(input_ids) + self.text.pos_embed[0, position_ids]
-
     def _lm_head(self, x: Tensor) -> Tensor:
         # Output embedding tied to the input one (Press & Wolf, 2017), as in GPT-2: one V x C matrix.
         return F.linear(self.decoder_norm(x), self.text.token_embed.weight)
@@ -267,7 +263,8 @@ class Captioner(nn.Module):
         tokens = self.text.forward_features(input_ids, mask)  # the unimodal layers: the text tower itself
         if c.contrastive:
             text_embeds = F.normalize(self.text_proj(self.text.pool(tokens, mask)), dim=-1)
-        x = self.decoder(tokens, is_causal=True, context=context)
+        rope = self.text.rope(torch.arange(input_ids.shape[1], device=input_ids.device))
+        x = self.decoder(tokens, is_causal=True, context=context, rope=rope)
         return CaptionerOutput(self._lm_head(x), image_embeds, text_embeds)
 
     # Decoding (see mumo.generation).
@@ -312,11 +309,13 @@ class Captioner(nn.Module):
             context: (B, S', Cv) image context, when decoding without a cache.
         """
         mask = padding_mask(key_mask) if key_mask is not None else None
-        x = self._embed(input_ids, position_ids)
+        x = self.text.embed(input_ids, position_ids)  # left padding shifts positions per row
+        rope = self.text.rope(position_ids)
         n_text = self.config.text.depth
         caches = state.caches if state is not None else None
+        text_caches = caches[:n_text] if caches else None
         x = self.text.norm(
-            self.text.transformer(x, mask=mask, is_causal=True, kv_caches=caches[:n_text] if caches else None)
+            self.text.transformer(x, mask=mask, is_causal=True, kv_caches=text_caches, rope=rope)
         )
         x = self.decoder(
             x,
@@ -325,6 +324,7 @@ class Captioner(nn.Module):
             kv_caches=caches[n_text:] if caches else None,
             context=context if state is None else None,
             context_kvs=state.context_kvs if state is not None else None,
+            rope=rope,
         )
         return self._lm_head(x)
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from mumo._config import Config, check
-from mumo.layers import Transformer, build_norm, padding_mask, sincos_1d
+from mumo.layers import Transformer, build_norm, padding_mask, rope_tables, sincos_1d
 from mumo.layers.mlp import MlpType
 from mumo.layers.norm import NormType
 
@@ -32,7 +32,8 @@ class TextConfig(Config):
     qkv_bias: bool = True  # bias on attention projections
     causal: bool = True  # each token sees only earlier ones (CLIP); False for bidirectional
     pool: Literal["eot", "cls", "mean"] = "eot"  # last real token, a prepended class token, or the mean
-    pos_embed: Literal["learned", "sincos"] = "learned"  # position code
+    pos_embed: Literal["learned", "sincos", "rope"] = "learned"  # position code; rope rotates q and k instead
+    rope_base: float = 10000.0  # rope: the base of its rotation frequencies
     pad_id: int = 0  # id of padding, used to infer the attention mask when none is given
 
     def validate(self) -> None:
@@ -48,6 +49,12 @@ class TextConfig(Config):
             "text.pool='cls' needs causal=False: under a causal mask a leading class token sees only itself",
         )
         check(0 <= self.pad_id < self.vocab_size, f"text.pad_id {self.pad_id} is outside the vocabulary")
+        if self.pos_embed == "rope":
+            check(
+                (self.embed_dim // self.num_heads) % 2 == 0,
+                f"text.pos_embed=rope needs an even head width, not {self.embed_dim} / {self.num_heads}",
+            )
+            check(self.rope_base > 1, f"text.rope_base must be > 1, got {self.rope_base}")
 
 
 def check_tokens(
@@ -85,10 +92,13 @@ class TextTransformer(nn.Module):
         self.token_embed = nn.Embedding(c.vocab_size, c.embed_dim)
         n = c.context_length + int(c.pool == "cls")
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim)) if c.pool == "cls" else None
+        self.pos_embed: Tensor | None
         if c.pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, n, c.embed_dim))
-        else:
+        elif c.pos_embed == "sincos":
             self.register_buffer("pos_embed", sincos_1d(torch.arange(n), c.embed_dim)[None], persistent=False)
+        else:  # rope: positions enter every self-attention as a rotation of queries and keys
+            self.pos_embed = None
         self.transformer = Transformer.from_spec(c)
         self.norm = build_norm(c.norm_type, c.embed_dim, c.norm_eps)
 
@@ -96,10 +106,25 @@ class TextTransformer(nn.Module):
     def width(self) -> int:
         return self.config.embed_dim
 
+    def embed(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
+        """Token ids (B, T) at positions (B, T) or (T,) -> (B, T, C), with the additive position code
+        (none under rope). The class token, when there is one, is prepended by the caller."""
+        x = self.token_embed(input_ids)
+        return x if self.pos_embed is None else x + self.pos_embed[0, position_ids]
+
+    def rope(self, position_ids: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Rotary tables for positions (B, T) or (T,) under ``pos_embed='rope'``, else None; pass them to
+        the blocks as ``rope=``."""
+        c = self.config
+        if c.pos_embed != "rope":
+            return None
+        return rope_tables(position_ids, c.embed_dim // c.num_heads, c.rope_base)
+
     def _prepare(
         self, input_ids: Tensor, attention_mask: Tensor | None, trim: bool = False
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Embed tokens; return (x (B, T', C), full 0/1 mask (B, T'), boolean attention mask or None).
+    ) -> tuple[Tensor, Tensor, Tensor | None, tuple[Tensor, Tensor] | None]:
+        """Embed tokens; return (x (B, T', C), full 0/1 mask (B, T'), boolean attention mask or None,
+        rotary tables or None).
 
         With ``trim``, right-padding columns after the longest text of the batch are dropped first: no
         pooled output depends on them, and texts padded to a fixed 77 tokens are often 10-20 long.
@@ -114,18 +139,20 @@ class TextTransformer(nn.Module):
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)
             attention_mask = torch.cat([attention_mask.new_ones(b, 1), attention_mask], dim=1)
-        x = x + self.pos_embed[:, : x.shape[1]]
+        positions = torch.arange(x.shape[1], device=x.device)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed[:, : x.shape[1]]
         # Under a causal mask, right padding sits after every real token and cannot reach them, so the
         # padding mask is only needed otherwise; leaving it out keeps SDPA on its fastest kernel.
         padded = not bool(attention_mask.all())
         needs_mask = padded and not (c.causal and right_padded)
         mask = padding_mask(attention_mask) if needs_mask else None
-        return x, attention_mask, mask
+        return x, attention_mask, mask, self.rope(positions)
 
     def forward_features(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(B, T) ids [+ (B, T) 0/1 mask] -> normalized tokens (B, T [+1], C)."""
-        x, _, mask = self._prepare(input_ids, attention_mask)
-        return self.norm(self.transformer(x, mask=mask, is_causal=self.config.causal))
+        x, _, mask, rope = self._prepare(input_ids, attention_mask)
+        return self.norm(self.transformer(x, mask=mask, is_causal=self.config.causal, rope=rope))
 
     def pool(self, tokens: Tensor, attention_mask: Tensor) -> Tensor:
         """(B, T [+1], C) tokens from :meth:`forward_features` and their (B, T) 0/1 mask -> (B, C), equal to
@@ -146,9 +173,9 @@ class TextTransformer(nn.Module):
         token is computed in the last block.
         """
         c = self.config
-        x, full_mask, mask = self._prepare(input_ids, attention_mask, trim=True)
+        x, full_mask, mask, rope = self._prepare(input_ids, attention_mask, trim=True)
         if c.pool == "mean":
-            x = self.norm(self.transformer(x, mask=mask, is_causal=c.causal))
+            x = self.norm(self.transformer(x, mask=mask, is_causal=c.causal, rope=rope))
             w = full_mask.to(x.dtype).unsqueeze(-1)
             return (x * w).sum(1) / w.sum(1).clamp_min(1.0)
         if c.pool == "cls":
@@ -156,4 +183,4 @@ class TextTransformer(nn.Module):
         else:
             last = full_mask.shape[1] - 1 - full_mask.flip(1).to(torch.long).argmax(dim=1)
             select = last  # position of the last real token in each row
-        return self.norm(self.transformer(x, mask=mask, is_causal=c.causal, select=select))[:, 0]
+        return self.norm(self.transformer(x, mask=mask, is_causal=c.causal, select=select, rope=rope))[:, 0]
