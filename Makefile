@@ -20,11 +20,11 @@ demo: $(VENV)/.installed
 	$(PY) -m mumo demo
 
 test: $(VENV)/.installed-dev
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks experiments
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed-dev
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks experiments
 
 bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/train_step.py

@@ -349,14 +349,30 @@ def test_every_question_is_answered_by_the_scene_and_names_one_object():
             if q.kind == "where":
                 assert q.answer in ("left", "right", "above", "below")
                 continue
-            ref = q.question.split(" the ", 1)[1].rstrip("?").removesuffix(" object").split()
+            ref = q.question.rsplit(" the ", 1)[1].rstrip("?").removesuffix(" object").split()
             named = [o for o in objs if all(w in (o.size, o.colour, o.shape) for w in ref)]
             assert len(named) == 1, q  # the reference is unique ...
+            if q.kind == "position":  # ... and its centre is well inside the cell the answer names
+                o = named[0]
+                assert q.answer == position_word(o.x, o.y)
+                assert all(abs(v - line) >= 0.03 for v in (o.x, o.y) for line in (1 / 3, 2 / 3))
+                continue
             attribute = {"colour": "colour", "shape": "shape", "size": "size"}[q.kind]
             assert attribute not in [a for a in ("size", "colour", "shape") if getattr(named[0], a) in ref]
             assert q.answer == getattr(named[0], attribute)  # ... and the answer true
             assert q.answer in (*COLOURS, *SHAPES, *SIZES)
     assert kinds == set(QUESTION_KINDS)
+
+
+def test_a_lone_object_is_always_asked_where_it_is():
+    from mumo.data.shapes import questions
+
+    for i in range(100):
+        scene = generate_scene(ShapesConfig(min_objects=1, max_objects=1), "test", i)
+        (q,) = [q for q in questions(scene) if q.kind == "position"]
+        o = scene.objects[0]
+        assert q.question == f"where in the picture is the {o.shape}?"
+        assert q.answer == position_word(o.x, o.y)
 
 
 def test_relation_questions_come_in_true_and_false_pairs_that_match_the_geometry():
@@ -403,6 +419,9 @@ def test_question_samples_are_deterministic_and_prompt_their_answer():
             "right",
             "above",
             "below",
+            "top",
+            "center",
+            "bottom",
         )
         kinds.add(item["kind"])
     assert len(kinds) >= 4  # kinds are drawn evenly, not in proportion to how many questions each has

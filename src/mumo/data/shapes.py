@@ -318,13 +318,14 @@ def hard_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
     return out
 
 
-QUESTION_KINDS = ("colour", "shape", "size", "count", "relation", "where")
+QUESTION_KINDS = ("colour", "shape", "size", "count", "position", "relation", "where")
 NUMBER_WORDS = ("zero", "one", "two", "three")
 
 
 @dataclass(frozen=True)
 class Question:
-    """A question about a scene and its one-word answer; ``kind`` is one of ``QUESTION_KINDS``."""
+    """A question about a scene and its short answer (one word, or a grid cell such as "top left");
+    ``kind`` is one of ``QUESTION_KINDS``."""
 
     kind: str
     question: str
@@ -357,11 +358,19 @@ def _subsets(items: tuple[str, ...], n: int) -> list[tuple[str, ...]]:
     return list(itertools.combinations(ranked, n))
 
 
+def _clear_of_grid_lines(o: ShapeObject) -> bool:
+    # A centre near a line of the 3×3 grid would make "where in the picture" a guess between two cells;
+    # a lone object is always placed at least this far inside its cell.
+    return all(abs(v - line) >= _CELL_MARGIN for v in (o.x, o.y) for line in (1 / 3, 2 / 3))
+
+
 def questions(scene: Scene) -> list[Question]:
     """Every question the scene answers unambiguously, in a fixed order (VQA as generation).
 
     colour: "what colour is the star?"; shape: "what shape is the red object?"; size: "what size is the
     blue circle?" (small / large); count: "how many circles are there?" for every shape (zero to three);
+    position: "where in the picture is the star?" (its cell of the 3×3 grid, as the captions of a lone
+    object say), asked only of an object whose centre keeps clear of the grid lines;
     relation: "is the square to the left of the circle?" (yes / no) for each ordered pair, asked with the
     true relation and its opposite; where: "where is the square relative to the circle?" (left, right,
     above or below), the same knowledge asked directly. An object is named by its shortest unique
@@ -379,6 +388,10 @@ def questions(scene: Scene) -> list[Question]:
         ref = _reference(objs, i, ("shape", "colour"))
         if ref is not None:
             out.append(Question("size", f"what size is the {ref}?", o.size))
+    for i, o in enumerate(objs):
+        ref = _reference(objs, i, ("shape", "colour", "size"))
+        if ref is not None and _clear_of_grid_lines(o):
+            out.append(Question("position", f"where in the picture is the {ref}?", position_word(o.x, o.y)))
     for shape in SHAPES:
         n = sum(o.shape == shape for o in objs)
         out.append(Question("count", f"how many {_plural(shape)} are there?", NUMBER_WORDS[n]))
