@@ -2,6 +2,7 @@
 
 from mumo.eval.compositional import compositional_probe, compositional_probe_from_texts
 from mumo.eval.embed import embed_image_files, embed_images, embed_texts, list_images
+from mumo.eval.linear_probe import LogisticRegression, ProbeResult, fit_logistic_regression, linear_probe
 from mumo.eval.retrieval import match_ranks, retrieval_metrics
 from mumo.eval.zero_shot import (
     ZERO_SHOT_TEMPLATES,
@@ -12,6 +13,8 @@ from mumo.eval.zero_shot import (
 )
 
 __all__ = [
+    "LogisticRegression",
+    "ProbeResult",
     "ZERO_SHOT_TEMPLATES",
     "build_classifier",
     "class_ranks",
@@ -21,6 +24,8 @@ __all__ = [
     "embed_image_files",
     "embed_images",
     "embed_texts",
+    "fit_logistic_regression",
+    "linear_probe",
     "list_images",
     "match_ranks",
     "retrieval_metrics",
