@@ -10,6 +10,15 @@ from mumo.layers.attention import (
     padding_mask,
 )
 from mumo.layers.block import Block, Transformer
+from mumo.layers.lora import (
+    LoRALinear,
+    apply_lora,
+    load_lora_state_dict,
+    lora_layers,
+    lora_state_dict,
+    merge_lora,
+    unmerge_lora,
+)
 from mumo.layers.mlp import Mlp, QuickGELU, SwiGLU, build_mlp
 from mumo.layers.norm import RMSNorm, build_norm
 from mumo.layers.patch_embed import PatchEmbed
@@ -19,6 +28,7 @@ __all__ = [
     "Block",
     "CrossAttention",
     "KVCache",
+    "LoRALinear",
     "Mlp",
     "PatchEmbed",
     "QuickGELU",
@@ -26,14 +36,20 @@ __all__ = [
     "SelfAttention",
     "SwiGLU",
     "Transformer",
+    "apply_lora",
     "apply_rope",
     "attend",
     "build_mlp",
     "build_norm",
     "causal_mask",
     "combine_masks",
+    "load_lora_state_dict",
+    "lora_layers",
+    "lora_state_dict",
+    "merge_lora",
     "padding_mask",
     "rope_tables",
     "sincos_1d",
     "sincos_2d",
+    "unmerge_lora",
 ]
