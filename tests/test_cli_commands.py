@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from safetensors import safe_open
 from typer.testing import CliRunner
 
@@ -199,3 +200,19 @@ def test_generation_verbs_refuse_the_wrong_model(captioner_runs, run_dir, shapes
     ]:
         result = runner.invoke(app, list(args))
         assert result.exit_code != 0 and message in str(result.exception) + result.output, args
+
+
+def test_interpolate_mixes_the_weights_of_two_checkpoints(run_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    early = sorted((run_dir / "checkpoints").iterdir())[0]
+    out = tmp_path / "wise"
+    result = invoke("interpolate", str(early), str(run_dir), "--alpha", "0.25", "--out", str(out))
+    assert "alpha" in result.output and "0.25" in result.output
+    a = load_file(str(early / "model.safetensors"))
+    b = load_file(str(run_dir / "final" / "model.safetensors"))
+    mixed = load_file(str(out / "model.safetensors"))
+    key = next(k for k in mixed if k.endswith("qkv.weight"))
+    assert not torch.equal(a[key], b[key])
+    torch.testing.assert_close(mixed[key], 0.75 * a[key] + 0.25 * b[key])
+    assert (out / "tokenizer.json").is_file()

@@ -460,6 +460,23 @@ def convert(
 
 
 @app.command()
+def interpolate(
+    pretrained: Path = typer.Argument(..., help="the model before fine-tuning (model or run folder)"),
+    finetuned: Path = typer.Argument(..., help="its fine-tuned copy (same architecture)"),
+    out: Path = typer.Option(..., help="folder for the mixed model"),
+    alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="0: the pretrained model, 1: the fine-tuned one"),
+) -> None:
+    """Weight-space ensemble (WiSE-FT): (1 - alpha) * PRETRAINED + alpha * FINETUNED, with FINETUNED's
+    tokenizer."""
+    from mumo.models.interpolate import interpolate_models
+
+    pre, _ = _load(pretrained)
+    tuned, tokenizer = _load(finetuned)
+    mumo.save_pretrained(interpolate_models(pre, tuned, alpha), out, tokenizer)
+    console.print(f"wrote {out} (alpha {alpha:g})")
+
+
+@app.command()
 def compare(
     recipes: list[Path] = typer.Argument(..., help="YAML recipes, e.g. configs/compare/*.yaml"),
     out: Path = typer.Option(Path("runs/compare"), help="runs go to OUT/<recipe name>, the table to OUT"),
