@@ -216,3 +216,12 @@ def test_interpolate_mixes_the_weights_of_two_checkpoints(run_dir, tmp_path):
     assert not torch.equal(a[key], b[key])
     torch.testing.assert_close(mixed[key], 0.75 * a[key] + 0.25 * b[key])
     assert (out / "tokenizer.json").is_file()
+
+
+def test_probe_on_digits_reports_a_test_accuracy(run_dir, tmp_path):
+    out = tmp_path / "probe.json"
+    result = invoke("probe", str(run_dir), "--out", str(out))
+    assert "linear probe on digits: test accuracy" in result.output
+    probe = json.loads(out.read_text())
+    assert 0.1 < probe["accuracy"] <= 1.0  # above chance: even a barely trained tower separates digits
+    assert str(probe["l2"]) in probe["val_accuracy"]  # the chosen penalty is one of those swept

@@ -460,6 +460,31 @@ def convert(
 
 
 @app.command()
+def probe(
+    checkpoint: Path = typer.Argument(..., help="model or run folder"),
+    data: str = typer.Option("digits", help="'digits': scikit-learn's handwritten digits (real scans)"),
+    seed: int = typer.Option(0, help="the stratified train / val / test split"),
+    out: Path | None = typer.Option(None, help="write the result as JSON here"),
+) -> None:
+    """Linear probe: logistic regression on the frozen image embeddings, L2 chosen on the val split."""
+    from mumo.data.digits import load_digits_split
+    from mumo.eval.linear_probe import probe_images
+
+    if data != "digits":
+        raise DataError(f"unknown probe data {data!r}; use --data digits")
+    model, _ = _load(checkpoint)
+    size = model.config.vision.image_size
+    train, val, test = (load_digits_split(s, size, seed) for s in ("train", "val", "test"))
+    result = probe_images(model, train, test, val=val)
+    console.print(
+        f"linear probe on {data}: test accuracy {100 * result.accuracy:.1f} % "
+        f"({len(test[1])} images; l2 {result.l2:g} chosen on {len(val[1])})"
+    )
+    if out is not None:
+        out.write_text(json.dumps({"data": data, "seed": seed, **result.to_dict()}, indent=2))
+
+
+@app.command()
 def interpolate(
     pretrained: Path = typer.Argument(..., help="the model before fine-tuning (model or run folder)"),
     finetuned: Path = typer.Argument(..., help="its fine-tuned copy (same architecture)"),

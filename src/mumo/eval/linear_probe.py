@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from mumo.errors import ConfigError
 
@@ -156,3 +156,22 @@ def linear_probe(
     best = max(scores, key=lambda l2: (scores[l2], l2))
     final = fit_logistic_regression(*full, c, best)
     return ProbeResult(final.accuracy(*test), best, scores, final)
+
+
+def probe_images(
+    model: nn.Module,
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+    val: tuple[Tensor, Tensor] | None = None,
+    l2_grid: Sequence[float] = DEFAULT_L2_GRID,
+    batch_size: int = 256,
+) -> ProbeResult:
+    """:func:`linear_probe` on a model's frozen image embeddings of (images (N, 3, H, W), labels (N,))
+    pairs; the model is only read (eval mode, no gradients)."""
+    from mumo.eval.embed import embed_images
+
+    def embed(pair: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        return embed_images(model, pair[0], batch_size=batch_size).cpu(), pair[1]
+
+    held = embed(val) if val is not None else None
+    return linear_probe(embed(train), embed(test), val=held, l2_grid=l2_grid)
