@@ -14,17 +14,19 @@ from mumo.errors import ExportError, MumoError  # noqa: E402
 from mumo.interop import export as export_mod  # noqa: E402
 from mumo.interop import export_onnx  # noqa: E402
 
-# The three tiny registered models plus a mean-pooled text tower, the one pooling none of them uses.
+# The three tiny registered models plus a mean-pooled text tower, the one pooling none of them uses, and
+# a rotary text tower.
 CASES = {
     "clip_vit_tiny": {},
     "clip_conv_tiny": {},
     "clip_vit_tiny_bidir": {},
     "clip_vit_tiny_meanpool": {"text.pool": "mean"},
+    "clip_vit_tiny_rope": {"text.pos_embed": "rope"},
 }
 
 
 def _model(case: str) -> mumo.CLIP:
-    name = case.replace("_meanpool", "")
+    name = case.replace("_meanpool", "").replace("_rope", "")
     return mumo.create_model(name, seed=0, **CASES[case]).eval()
 
 
