@@ -467,14 +467,13 @@ def probe(
     out: Path | None = typer.Option(None, help="write the result as JSON here"),
 ) -> None:
     """Linear probe: logistic regression on the frozen image embeddings, L2 chosen on the val split."""
-    from mumo.data.digits import load_digits_split
+    from mumo.data.digits import load_digits_splits
     from mumo.eval.linear_probe import probe_images
 
     if data != "digits":
         raise DataError(f"unknown probe data {data!r}; use --data digits")
     model, _ = _load(checkpoint)
-    size = model.config.vision.image_size
-    train, val, test = (load_digits_split(s, size, seed) for s in ("train", "val", "test"))
+    train, val, test = load_digits_splits(("train", "val", "test"), model.image_size, seed)
     result = probe_images(model, train, test, val=val)
     console.print(
         f"linear probe on {data}: test accuracy {100 * result.accuracy:.1f} % "

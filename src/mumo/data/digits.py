@@ -42,18 +42,28 @@ def split_indices(labels: Tensor, split: str, seed: int = 0) -> Tensor:
     return torch.cat(out).sort().values
 
 
-def load_digits_split(split: str, image_size: int = 64, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Images (M, 3, image_size, image_size) in [0, 1] and labels (M,) of one split.
+def load_digits_splits(
+    splits: tuple[str, ...] = ("train", "val", "test"), image_size: int = 64, seed: int = 0
+) -> list[tuple[Tensor, Tensor]]:
+    """Per split, images (M, 3, image_size, image_size) in [0, 1] and labels (M,); the data is read once.
 
     Args:
-        split: 'train', 'val' or 'test'.
+        splits: names among 'train', 'val' and 'test'.
         image_size: pixels per side; the 8×8 scans are upsampled bilinearly.
         seed: the stratified split's shuffle.
     """
     if image_size < 8:
         raise ConfigError(f"image_size must be >= 8 (the scans are 8×8), got {image_size}")
     scans, labels = _load_arrays()
-    idx = split_indices(labels, split, seed)
-    x = (scans[idx] / 16.0)[:, None]  # (M, 1, 8, 8), grey levels 0..16
-    x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    return x.clamp(0, 1).expand(-1, 3, -1, -1).contiguous(), labels[idx]
+    out = []
+    for split in splits:
+        idx = split_indices(labels, split, seed)
+        x = (scans[idx] / 16.0)[:, None]  # (M, 1, 8, 8), grey levels 0..16
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+        out.append((x.clamp(0, 1).expand(-1, 3, -1, -1).contiguous(), labels[idx]))
+    return out
+
+
+def load_digits_split(split: str, image_size: int = 64, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """One split of :func:`load_digits_splits`."""
+    return load_digits_splits((split,), image_size, seed)[0]

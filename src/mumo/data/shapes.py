@@ -388,14 +388,13 @@ def questions(scene: Scene) -> list[Question]:
         ref = _reference(objs, i, ("shape", "colour"))
         if ref is not None:
             out.append(Question("size", f"what size is the {ref}?", o.size))
-    for i, o in enumerate(objs):
-        ref = _reference(objs, i, ("shape", "colour", "size"))
+    refs = [_reference(objs, i, ("shape", "colour", "size")) for i in range(len(objs))]  # full names
+    for o, ref in zip(objs, refs, strict=True):
         if ref is not None and _clear_of_grid_lines(o):
             out.append(Question("position", f"where in the picture is the {ref}?", position_word(o.x, o.y)))
     for shape in SHAPES:
         n = sum(o.shape == shape for o in objs)
         out.append(Question("count", f"how many {_plural(shape)} are there?", NUMBER_WORDS[n]))
-    refs = [_reference(objs, i, ("shape", "colour", "size")) for i in range(len(objs))]
     for i, j in ((i, j) for i in range(len(objs)) for j in range(len(objs)) if i != j):
         if refs[i] is None or refs[j] is None:
             continue

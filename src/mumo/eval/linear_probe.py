@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mumo.errors import ConfigError
+from mumo.eval.embed import embed_images
 
 # Penalties swept on the validation split: CLIP sweeps sklearn's C over 1e-6 … 1e6; with our objective
 # (mean cross-entropy + l2 * ||W||^2) these cover the same range for a few thousand samples.
@@ -168,7 +169,6 @@ def probe_images(
 ) -> ProbeResult:
     """:func:`linear_probe` on a model's frozen image embeddings of (images (N, 3, H, W), labels (N,))
     pairs; the model is only read (eval mode, no gradients)."""
-    from mumo.eval.embed import embed_images
 
     def embed(pair: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         return embed_images(model, pair[0], batch_size=batch_size).cpu(), pair[1]
