@@ -225,3 +225,53 @@ def test_probe_on_digits_reports_a_test_accuracy(run_dir, tmp_path):
     probe = json.loads(out.read_text())
     assert 0.1 < probe["accuracy"] <= 1.0  # above chance: even a barely trained tower separates digits
     assert str(probe["l2"]) in probe["val_accuracy"]  # the chosen penalty is one of those swept
+
+
+def _digit_folder(root):
+    """A class-folder tree of real digit scans (two classes, 12 images each) written as PNGs."""
+    from PIL import Image
+
+    from mumo.data.digits import load_digits_split
+
+    images, labels = load_digits_split("train", image_size=32)
+    for c, name in enumerate(("zero", "one")):
+        (root / name).mkdir(parents=True)
+        for i, image in enumerate(images[labels == c][:12]):
+            Image.fromarray((image.permute(1, 2, 0) * 255).byte().numpy()).save(root / name / f"{i}.png")
+    return root
+
+
+def test_finetune_probe_and_wise_ft_sweep(run_dir, tmp_path):
+    recipe = tmp_path / "ft.yaml"
+    recipe.write_text("objectives: [cls]\ndata:\n  kind: digits\n")
+    args = [f"init_from={run_dir}", "data.image_size=32", "batch_size=16", "max_steps=3", "tensorboard=false"]
+    ft = tmp_path / "ft"
+    result = invoke("finetune", str(recipe), *args, f"out_dir={ft}", "finetune.lora_rank=2")
+    assert "training " in result.output and "test accuracy" in result.output
+    assert (ft / "final" / "adapter.safetensors").is_file()
+    report = tmp_path / "sweep.json"
+    result = invoke(
+        "interpolate", str(run_dir), str(ft), "--sweep", "0,1", "--size", "36", "--report", str(report)
+    )
+    assert "digits test accuracy" in result.output
+    rows = json.loads(report.read_text())["rows"]
+    assert [r["alpha"] for r in rows] == [0.0, 1.0]
+    assert all(0.0 <= r["target"] <= 1.0 and 0.0 <= r["zero_shot"] <= 1.0 for r in rows)
+    # fine-tuning needs a starting point
+    failed = runner.invoke(app, ["finetune", str(recipe), "data.kind=shapes", "objectives=[itc]"])
+    assert failed.exit_code != 0 and "init_from" in str(failed.exception)
+
+
+def test_probe_and_finetune_on_an_image_folder(run_dir, tmp_path):
+    root = _digit_folder(tmp_path / "digits")
+    result = invoke("probe", str(run_dir), "--data", str(root))
+    assert "linear probe on" in result.output
+    recipe = tmp_path / "folder.yaml"
+    recipe.write_text("objectives: [cls]\ndata:\n  kind: imagefolder\n")
+    out = tmp_path / "ft"
+    args = [f"init_from={run_dir}", f"data.path={root}", "data.image_size=32", "batch_size=8", "max_steps=2"]
+    result = invoke("finetune", str(recipe), *args, f"out_dir={out}", "tensorboard=false")
+    assert "val accuracy" in result.output
+    import mumo
+
+    assert mumo.load_pretrained(out / "final").class_names == ("one", "zero")

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 import mumo
-from mumo.errors import DataError, MumoError
+from mumo.errors import ConfigError, DataError, MumoError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="mumo: vision-language models in PyTorch.")
 data_app = typer.Typer(no_args_is_help=True, help="Generate or convert data sets.")
@@ -127,16 +127,41 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint"),
 ) -> None:
     """Train a model from a recipe; checkpoints, metrics.jsonl and metrics.json go to out_dir."""
-    from mumo.train import Trainer, load_recipe
+    from mumo.train import load_recipe
 
-    config = load_recipe(recipe, overrides or [])
+    _fit(load_recipe(recipe, overrides or []), resume)
+
+
+def _fit(config: mumo.train.TrainConfig, resume: bool, show_trainable: bool = False) -> None:
+    """Run a training config to the end, printing where it resumed, what trains, and the final metrics."""
+    from mumo.train import Trainer
+
     trainer = Trainer(config, resume=resume)
     if resume:
         where = f"step {trainer.step}" if trainer.step else "the start (no valid checkpoint found)"
         console.print(f"resuming {config.out_dir} from {where}")
+    if show_trainable:
+        n, total = trainer.finetune["trainable_params"], trainer.finetune["total_params"]
+        console.print(f"training {n:,} of {total:,} parameters ({100 * n / total:.2f} %)")
     results = trainer.fit()
     _print_eval(results.get("eval", {}))
     console.print(f"model saved to {results['final']}")
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def finetune(
+    recipe: Path = typer.Argument(..., help="YAML recipe, e.g. configs/finetune/digits.yaml"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. finetune.lora_rank=8"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint"),
+) -> None:
+    """Adapt a pretrained model (the recipe's init_from): classifier fine-tuning on labelled images, locked
+    towers (LiT), LoRA, layer-wise lr decay; the same trainer, checkpoints and outputs as `mumo train`."""
+    from mumo.train import load_recipe
+
+    config = load_recipe(recipe, overrides or [])
+    if config.init_from is None:
+        raise ConfigError(f"{recipe}: fine-tuning starts from a pretrained model; set init_from=MODEL_OR_RUN")
+    _fit(config, resume, show_trainable=True)
 
 
 def _print_eval(metrics: dict) -> None:
@@ -165,6 +190,9 @@ def _print_eval(metrics: dict) -> None:
             table.add_row(f"VQA: {k} ({vqa['counts'][k]} questions)", f"{100 * v:.1f} %")
     if "perplexity" in metrics:
         table.add_row("held-out perplexity", f"{metrics['perplexity']:.2f}")
+    for split in ("val", "test"):
+        if f"{split}_accuracy" in metrics:
+            table.add_row(f"{split} accuracy", f"{100 * metrics[f'{split}_accuracy']:.1f} %")
     console.print(table)
 
 
@@ -459,21 +487,31 @@ def convert(
     console.print(f"wrote {run(src, dst, from_, to, config)}")
 
 
+def _labelled_splits(data: str, image_size: int, seed: int) -> tuple[list[str], list[tuple]]:
+    """Class names and the (images, labels) tensors of the train, val and test splits of ``--data``."""
+    from mumo.eval.classify import labelled_tensors
+    from mumo.train.data import labelled_data, labelled_split
+
+    config = labelled_data(data, image_size, seed)
+    splits = [labelled_split(config, split) for split in ("train", "val", "test")]
+    return list(splits[0][0].class_names), [labelled_tensors(*split) for split in splits]
+
+
+_DATA_HELP = "'digits' (scikit-learn's handwritten scans) or an image folder ROOT/<class>/<image>"
+
+
 @app.command()
 def probe(
     checkpoint: Path = typer.Argument(..., help="model or run folder"),
-    data: str = typer.Option("digits", help="'digits': scikit-learn's handwritten digits (real scans)"),
+    data: str = typer.Option("digits", help=_DATA_HELP),
     seed: int = typer.Option(0, help="the stratified train / val / test split"),
     out: Path | None = typer.Option(None, help="write the result as JSON here"),
 ) -> None:
     """Linear probe: logistic regression on the frozen image embeddings, L2 chosen on the val split."""
-    from mumo.data.digits import load_digits_splits
     from mumo.eval.linear_probe import probe_images
 
-    if data != "digits":
-        raise DataError(f"unknown probe data {data!r}; use --data digits")
     model, _ = _load(checkpoint)
-    train, val, test = load_digits_splits(("train", "val", "test"), model.image_size, seed)
+    _, (train, val, test) = _labelled_splits(data, model.image_size, seed)
     result = probe_images(model, train, test, val=val)
     console.print(
         f"linear probe on {data}: test accuracy {100 * result.accuracy:.1f} % "
@@ -486,18 +524,50 @@ def probe(
 @app.command()
 def interpolate(
     pretrained: Path = typer.Argument(..., help="the model before fine-tuning (model or run folder)"),
-    finetuned: Path = typer.Argument(..., help="its fine-tuned copy (same architecture)"),
-    out: Path = typer.Option(..., help="folder for the mixed model"),
+    finetuned: Path = typer.Argument(..., help="its fine-tuned copy (same architecture, or a classifier)"),
+    out: Path | None = typer.Option(None, help="folder for the model mixed at --alpha"),
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="0: the pretrained model, 1: the fine-tuned one"),
+    sweep: str | None = typer.Option(
+        None, help="instead: evaluate the mix at these alphas ('0,0.25,0.5,0.75,1') on --data and shapes"
+    ),
+    data: str = typer.Option("digits", help=f"the sweep's target task: {_DATA_HELP}"),
+    seed: int = typer.Option(0, help="the target data's split"),
+    size: int = typer.Option(1000, min=2, help="the sweep's zero-shot test scenes of the built-in data"),
+    report: Path | None = typer.Option(None, help="write the sweep table as JSON here"),
 ) -> None:
     """Weight-space ensemble (WiSE-FT): (1 - alpha) * PRETRAINED + alpha * FINETUNED, with FINETUNED's
-    tokenizer."""
+    tokenizer. A fine-tuned classifier mixes with its zero-shot start (PRETRAINED plus the head its class
+    prompts give). With --sweep, print target accuracy and built-in zero-shot accuracy per alpha."""
+    from mumo.eval.wise_ft import target_and_zero_shot, wise_ft_sweep, zero_shot_start
+    from mumo.models import CLIP, ImageClassifier
     from mumo.models.interpolate import interpolate_models
 
+    if (out is None) == (sweep is None):
+        raise ConfigError("give either --out DIR (one mix at --alpha) or --sweep ALPHAS (an evaluation)")
     pre, _ = _load(pretrained)
     tuned, tokenizer = _load(finetuned)
-    mumo.save_pretrained(interpolate_models(pre, tuned, alpha), out, tokenizer)
-    console.print(f"wrote {out} (alpha {alpha:g})")
+    if isinstance(tuned, ImageClassifier) and isinstance(pre, CLIP):
+        pre = zero_shot_start(pre, tuned, tokenizer)
+    if out is not None:
+        mumo.save_pretrained(interpolate_models(pre, tuned, alpha), out, tokenizer)
+        console.print(f"wrote {out} (alpha {alpha:g})")
+        return
+    try:
+        alphas = [float(a) for a in sweep.split(",")]
+    except ValueError as e:
+        raise ConfigError(f"--sweep takes comma-separated numbers in [0, 1], got {sweep!r}") from e
+    if not isinstance(tuned, ImageClassifier):
+        raise ConfigError(
+            "--sweep evaluates a fine-tuned classifier (a run of `mumo finetune` on labelled data)"
+        )
+    _, (_, _, test) = _labelled_splits(data, tuned.image_size, seed)
+    rows = wise_ft_sweep(pre, tuned, alphas, target_and_zero_shot(tokenizer, test, size))
+    table = Table("alpha", f"{data} test accuracy", "built-in zero-shot accuracy")
+    for row in rows:
+        table.add_row(f"{row['alpha']:g}", f"{100 * row['target']:.1f} %", f"{100 * row['zero_shot']:.1f} %")
+    console.print(table)
+    if report is not None:
+        report.write_text(json.dumps({"data": data, "seed": seed, "rows": rows}, indent=2))
 
 
 @app.command()

@@ -104,7 +104,45 @@ def test_adapter_saves_and_loads_alone_and_into_a_merged_model():
 
 
 def test_unknown_targets_are_an_error_that_lists_real_names():
-    with pytest.raises(ValueError, match="no linear layer matches"):
+    with pytest.raises(ValueError, match="no linear or conv layer matches"):
         apply_lora(_model(), ["atn.qkv"])
     with pytest.raises(ValueError, match="rank must be"):
         LoRALinear(torch.nn.Linear(4, 4), rank=0, alpha=1)
+
+
+def _conv_model():
+    return mumo.create_model("clip_conv_tiny", seed=0).double().eval()
+
+
+def test_conv_lora_starts_exact_merges_exactly_and_saves_as_the_plain_model():
+    from mumo.layers.lora import LoRAConv2d, merged_state_dict
+
+    model = _conv_model()
+    images = torch.rand(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    before = model.encode_image(images)
+    names = apply_lora(model, [r"visual\.stages"], rank=2, alpha=4)
+    assert names == ["visual.stages.0", "visual.stages.4"]
+    assert all(isinstance(m, LoRAConv2d) for m in lora_layers(model).values())
+    torch.testing.assert_close(model.encode_image(images), before, atol=0, rtol=0)
+    _randomize_adapters(model)
+    adapted = model.encode_image(images)
+    assert not torch.allclose(adapted, before)
+    state = merged_state_dict(model)  # unmerged model: the update is folded in on the way out
+    merge_lora(model)
+    torch.testing.assert_close(model.encode_image(images), adapted, atol=1e-12, rtol=0)
+    unmerge_lora(model)
+    torch.testing.assert_close(model.encode_image(images), adapted, atol=1e-12, rtol=0)
+    plain = _conv_model()
+    plain.load_state_dict(state)  # strict: the plain model's own keys
+    torch.testing.assert_close(plain.encode_image(images), adapted, atol=1e-12, rtol=0)
+    merge_lora(model)
+    torch.testing.assert_close(
+        merged_state_dict(model)["visual.stages.0.weight"], state["visual.stages.0.weight"]
+    )
+
+
+def test_grouped_convolutions_are_refused():
+    from mumo.layers.lora import LoRAConv2d
+
+    with pytest.raises(ValueError, match="groups=1"):
+        LoRAConv2d(torch.nn.Conv2d(4, 4, 3, groups=2), rank=2, alpha=2)

@@ -82,3 +82,24 @@ class ImageTextCollate:
                 raise DataError(f"prompt {prompts[i]!r} does not tokenize as a prefix of its full text")
             mask[i, :start] = 0
         return mask
+
+
+class LabelCollate:
+    """Stacks labelled images (``{"image": (3, H, W), "label": int}``) into ``images`` (B, 3, H, W) and
+    ``labels`` (B,), with unreadable samples set aside in ``skipped``; ``mean`` / ``std`` as for
+    :class:`ImageTextCollate`."""
+
+    def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1) if mean is not None else None
+        self.std = torch.tensor(std).view(1, -1, 1, 1) if std is not None else None
+
+    def __call__(self, samples: list[Any]) -> dict[str, Any]:
+        good = [s for s in samples if isinstance(s, dict)]
+        skipped = [s for s in samples if not isinstance(s, dict)]
+        if not good:
+            return {"images": None, "skipped": skipped}
+        images = torch.stack([s["image"] for s in good])
+        if self.mean is not None and self.std is not None:
+            images = (images - self.mean) / self.std
+        labels = torch.tensor([s["label"] for s in good], dtype=torch.long)
+        return {"images": images, "labels": labels, "skipped": skipped}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from mumo.errors import ConfigError, DataError
 
@@ -67,3 +68,25 @@ def load_digits_splits(
 def load_digits_split(split: str, image_size: int = 64, seed: int = 0) -> tuple[Tensor, Tensor]:
     """One split of :func:`load_digits_splits`."""
     return load_digits_splits((split,), image_size, seed)[0]
+
+
+class DigitsDataset(Dataset):
+    """One split of the digits as labelled samples ``{"image": (3, S, S) in [0, 1], "label": int, "index":
+    int}``, for fine-tuning through the trainer (images are normalised by the collate, as shapes are).
+
+    Args:
+        split: 'train', 'val' or 'test'.
+        image_size: pixels per side.
+        seed: the stratified split's shuffle.
+    """
+
+    class_names = DIGIT_NAMES
+
+    def __init__(self, split: str, image_size: int = 64, seed: int = 0) -> None:
+        self.images, self.labels = load_digits_split(split, image_size, seed)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, object]:
+        return {"image": self.images[index], "label": int(self.labels[index]), "index": index}

@@ -11,12 +11,14 @@ from mumo.layers.attention import (
 )
 from mumo.layers.block import Block, Transformer
 from mumo.layers.lora import (
+    LoRAConv2d,
     LoRALinear,
     apply_lora,
     load_lora_state_dict,
     lora_layers,
     lora_state_dict,
     merge_lora,
+    merged_state_dict,
     unmerge_lora,
 )
 from mumo.layers.mlp import Mlp, QuickGELU, SwiGLU, build_mlp
@@ -28,6 +30,7 @@ __all__ = [
     "Block",
     "CrossAttention",
     "KVCache",
+    "LoRAConv2d",
     "LoRALinear",
     "Mlp",
     "PatchEmbed",
@@ -47,6 +50,7 @@ __all__ = [
     "lora_layers",
     "lora_state_dict",
     "merge_lora",
+    "merged_state_dict",
     "padding_mask",
     "rope_tables",
     "sincos_1d",

@@ -148,6 +148,13 @@ class Transformer(nn.Module):
             )
         return x
 
+    def layer_of(self, name: str) -> int | None:
+        """The block (0-based) a parameter named relative to this stack (``blocks.3.attn.qkv.weight``)
+        belongs to; None for a name outside the blocks."""
+        head, _, rest = name.partition(".")
+        index = rest.partition(".")[0]
+        return int(index) if head == "blocks" and index.isdigit() else None
+
     def context_kvs(self, context: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Each block's cross-attention keys and values of ``context`` (B, S, Cc): they do not change
         while decoding, so a decoder computes them once per image instead of once per token."""

@@ -19,17 +19,11 @@ from torch import Tensor, nn
 _ADAPTER_KEYS = (".lora_a", ".lora_b")  # state-dict suffixes of the adapter tensors
 
 
-class LoRALinear(nn.Module):
-    """Wrap ``base`` (an ``nn.Linear``, frozen here) with a rank-``rank`` update scaled by ``alpha / rank``.
+class _LoRA(nn.Module):
+    """What every LoRA layer shares: a frozen ``base`` layer, ``lora_a`` / ``lora_b``, the alpha / r scale,
+    and exact merge / unmerge of the update ``delta()`` into the base weight."""
 
-    Args:
-        base: the linear layer to adapt; its weight and bias stop requiring gradients.
-        rank: r, the update's rank.
-        alpha: the update is scaled by alpha / r, so that changing r does not change the step size.
-        dropout: dropout on the update's input only (the frozen path sees x as is).
-    """
-
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
+    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float) -> None:
         super().__init__()
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
@@ -37,20 +31,8 @@ class LoRALinear(nn.Module):
         self.rank, self.scale = rank, alpha / rank
         for p in base.parameters():
             p.requires_grad_(False)
-        w = base.weight
-        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features, dtype=w.dtype, device=w.device))
-        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, dtype=w.dtype, device=w.device))
-        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # as nn.Linear and the reference code
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
-
-    @property
-    def in_features(self) -> int:
-        return self.base.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base.out_features
 
     @property
     def weight(self) -> Tensor:  # so that code reading .weight (e.g. tied heads) still works
@@ -61,19 +43,22 @@ class LoRALinear(nn.Module):
         return self.base.bias
 
     def delta(self) -> Tensor:
-        """The update (out, in) that merging adds to the frozen weight."""
-        return (self.lora_b @ self.lora_a) * self.scale
+        """The update, shaped like the base weight, that merging adds to it."""
+        raise NotImplementedError
+
+    def update(self, x: Tensor) -> Tensor:
+        """The low-rank path's output for input ``x`` (before scaling)."""
+        raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        """(…, in) -> (…, out)."""
         out = self.base(x)
         if self.merged:
             return out
-        return out + F.linear(F.linear(self.dropout(x), self.lora_a), self.lora_b) * self.scale
+        return out + self.update(self.dropout(x)) * self.scale
 
     @torch.no_grad()
     def merge(self) -> None:
-        """Fold the update into the frozen weight: one matmul at inference, same outputs."""
+        """Fold the update into the frozen weight: one layer at inference, same outputs."""
         if not self.merged:
             self.base.weight += self.delta().to(self.base.weight.dtype)
             self.merged = True
@@ -86,6 +71,69 @@ class LoRALinear(nn.Module):
             self.merged = False
 
 
+class LoRALinear(_LoRA):
+    """Wrap ``base`` (an ``nn.Linear``, frozen here) with a rank-``rank`` update scaled by ``alpha / rank``.
+
+    Args:
+        base: the linear layer to adapt; its weight and bias stop requiring gradients.
+        rank: r, the update's rank.
+        alpha: the update is scaled by alpha / r, so that changing r does not change the step size.
+        dropout: dropout on the update's input only (the frozen path sees x as is).
+    """
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
+        super().__init__(base, rank, alpha, dropout)
+        w = base.weight
+        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features, dtype=w.dtype, device=w.device))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, dtype=w.dtype, device=w.device))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # as nn.Linear and the reference code
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def delta(self) -> Tensor:
+        """(out, in)."""
+        return (self.lora_b @ self.lora_a) * self.scale
+
+    def update(self, x: Tensor) -> Tensor:
+        """(…, in) -> (…, out)."""
+        return F.linear(F.linear(x, self.lora_a), self.lora_b)
+
+
+class LoRAConv2d(_LoRA):
+    """LoRA on a convolution (as in the authors' ``loralib``): ``A`` is a rank-r convolution with the base's
+    kernel, stride and padding, ``B`` a 1×1 convolution back to the output channels, so the update is the
+    (out, in, kh, kw) kernel ``B @ A`` and merges exactly. Arguments as :class:`LoRALinear`."""
+
+    def __init__(self, base: nn.Conv2d, rank: int, alpha: float, dropout: float = 0.0) -> None:
+        if base.groups != 1 or base.padding_mode != "zeros":
+            raise ValueError("LoRA supports plain convolutions only (groups=1, zero padding)")
+        super().__init__(base, rank, alpha, dropout)
+        w = base.weight  # (out, in, kh, kw)
+        self.lora_a = nn.Parameter(torch.empty(rank, *w.shape[1:], dtype=w.dtype, device=w.device))
+        self.lora_b = nn.Parameter(torch.zeros(w.shape[0], rank, dtype=w.dtype, device=w.device))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+
+    def delta(self) -> Tensor:
+        """(out, in, kh, kw)."""
+        a = self.lora_a
+        return (self.lora_b @ a.flatten(1)).view(-1, *a.shape[1:]) * self.scale
+
+    def update(self, x: Tensor) -> Tensor:
+        """(B, in, H, W) -> (B, out, H', W')."""
+        c = self.base
+        low = F.conv2d(x, self.lora_a, None, c.stride, c.padding, c.dilation)
+        return F.conv2d(low, self.lora_b[:, :, None, None])
+
+
+_WRAPPERS: dict[type[nn.Module], type[_LoRA]] = {nn.Linear: LoRALinear, nn.Conv2d: LoRAConv2d}
+
+
 def apply_lora(
     model: nn.Module,
     targets: Sequence[str],
@@ -93,36 +141,33 @@ def apply_lora(
     alpha: float = 16.0,
     dropout: float = 0.0,
 ) -> list[str]:
-    """Replace every ``nn.Linear`` of ``model`` whose qualified name matches one of ``targets`` (regular
-    expressions searched in the name, e.g. ``"attn.qkv"``, ``"mlp"``, ``r"visual\\..*proj"``) by a
-    :class:`LoRALinear`, then freeze everything but the adapters. Returns the adapted names, sorted.
+    """Replace every ``nn.Linear`` (:class:`LoRALinear`) and ``nn.Conv2d`` (:class:`LoRAConv2d`) of
+    ``model`` whose qualified name matches one of ``targets`` (regular expressions searched in the name,
+    e.g. ``"attn.qkv"``, ``"mlp"``, ``r"visual\\.stages"``), then freeze everything but the adapters.
+    Returns the adapted names, sorted.
 
-    Raises ValueError when no linear layer matches, so that a typo in a target is not a silent no-op.
+    Raises ValueError when no layer matches, so that a typo in a target is not a silent no-op.
     """
     patterns = [re.compile(t) for t in targets]
-    chosen = [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and any(p.search(name) for p in patterns)
-    ]
+    adaptable = [(n, m) for n, m in model.named_modules() if type(m) in _WRAPPERS]
+    chosen = [(n, m) for n, m in adaptable if any(p.search(n) for p in patterns)]
     if not chosen:
-        linears = sorted(n for n, m in model.named_modules() if isinstance(m, nn.Linear))
         raise ValueError(
-            f"no linear layer matches LoRA targets {list(targets)}; some of the model's are: "
-            f"{', '.join(linears[:8])}"
+            f"no linear or conv layer matches LoRA targets {list(targets)}; some of the model's are: "
+            f"{', '.join(sorted(n for n, _ in adaptable)[:8])}"
         )
     for p in model.parameters():
         p.requires_grad_(False)
-    for name in chosen:
+    for name, module in chosen:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha, dropout))
-    return sorted(chosen)
+        setattr(parent, child, _WRAPPERS[type(module)](module, rank, alpha, dropout))
+    return sorted(n for n, _ in chosen)
 
 
-def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
-    """Every :class:`LoRALinear` of ``model`` by qualified name."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+def lora_layers(model: nn.Module) -> dict[str, _LoRA]:
+    """Every LoRA layer of ``model`` by qualified name."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, _LoRA)}
 
 
 def merge_lora(model: nn.Module) -> None:
@@ -163,3 +208,21 @@ def load_lora_state_dict(model: nn.Module, state: dict[str, Tensor]) -> None:
     model.load_state_dict(state, strict=False)
     for layer in merged:
         layer.merge()
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """The state dict of ``model`` with every adapter merged and the LoRA wrapping gone: the keys and values
+    of the plain model it adapts (``….qkv.weight``, not ``….qkv.base.weight``), loadable without LoRA.
+    The model itself is left as it was (merged or not)."""
+    layers = lora_layers(model)
+    state = dict(model.state_dict())
+    for name, layer in layers.items():
+        prefix = f"{name}." if name else ""
+        del state[prefix + "lora_a"], state[prefix + "lora_b"]
+        for key in [k for k in state if k.startswith(prefix + "base.")]:
+            value = state.pop(key)
+            plain = prefix + key[len(prefix + "base.") :]
+            if plain == prefix + "weight" and not layer.merged:
+                value = value + layer.delta().detach().to(value.dtype)
+            state[plain] = value
+    return state

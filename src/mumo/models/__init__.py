@@ -10,6 +10,7 @@ from mumo.models._registry import (
     register_model,
 )
 from mumo.models.captioner import Captioner, CaptionerConfig, CaptionerOutput, DecodeState
+from mumo.models.classifier import ImageClassifier, ImageClassifierConfig
 from mumo.models.clip import CLIP, CLIPConfig, CLIPOutput
 from mumo.models.fusion import FusionConfig, FusionModel
 from mumo.models.single_stream import SingleStream, SingleStreamConfig
@@ -27,6 +28,8 @@ __all__ = [
     "ConvEncoder",
     "FusionConfig",
     "FusionModel",
+    "ImageClassifier",
+    "ImageClassifierConfig",
     "SingleStream",
     "SingleStreamConfig",
     "TextConfig",

@@ -17,6 +17,7 @@ from torch import nn
 import mumo
 from mumo._io import atomic_write, atomic_write_json
 from mumo.errors import CheckpointError
+from mumo.layers.lora import merged_state_dict
 from mumo.models._registry import build_model, config_from_dict
 
 CONFIG_NAME = "config.json"
@@ -28,14 +29,20 @@ class _Saveable(Protocol):
     def save(self, path: str | Path) -> None: ...
 
 
-def save_pretrained(model: nn.Module, directory: str | Path, tokenizer: _Saveable | None = None) -> Path:
-    """Write ``model`` (and ``tokenizer``) to ``directory``, created if needed; returns the path."""
+def save_pretrained(
+    model: nn.Module, directory: str | Path, tokenizer: _Saveable | None = None, merge_lora: bool = True
+) -> Path:
+    """Write ``model`` (and ``tokenizer``) to ``directory``, created if needed; returns the path.
+
+    A model with LoRA adapters is written merged, as the plain model it adapts (``merge_lora``); training
+    checkpoints pass False to keep the adapters apart, exactly as they train."""
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_dict"):
         raise CheckpointError(f"{type(model).__name__} has no mumo config; only mumo models can be saved")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = merged_state_dict(model) if merge_lora else model.state_dict()
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     if tokenizer is not None:
         atomic_write(directory / TOKENIZER_NAME, tokenizer.save)

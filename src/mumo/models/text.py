@@ -106,6 +106,19 @@ class TextTransformer(nn.Module):
     def width(self) -> int:
         return self.config.embed_dim
 
+    @property
+    def num_layers(self) -> int:
+        """Depth for layer-wise learning-rate decay and partial locking (see :meth:`layer_of`)."""
+        return self.config.depth
+
+    def layer_of(self, name: str) -> int:
+        """Depth of the parameter ``name`` (relative to this tower): 0 for the embeddings, i + 1 for block
+        i, ``num_layers + 1`` for what follows the blocks (final norm)."""
+        block = self.transformer.layer_of(name.removeprefix("transformer."))
+        if name.startswith("transformer.") and block is not None:
+            return block + 1
+        return self.num_layers + 1 if name.startswith("norm.") else 0
+
     def embed(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
         """Token ids (B, T) at positions (B, T) or (T,) -> (B, T, C), with the additive position code
         (none under rope). The class token, when there is one, is prepended by the caller."""

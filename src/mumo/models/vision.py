@@ -99,6 +99,19 @@ class VisionTransformer(nn.Module):
     def width(self) -> int:
         return self.config.embed_dim
 
+    @property
+    def num_layers(self) -> int:
+        """Depth for layer-wise learning-rate decay and partial locking (see :meth:`layer_of`)."""
+        return self.config.depth
+
+    def layer_of(self, name: str) -> int:
+        """Depth of the parameter ``name`` (relative to this tower): 0 for the embeddings, i + 1 for block
+        i, ``num_layers + 1`` for what follows the blocks (final norm)."""
+        block = self.transformer.layer_of(name.removeprefix("transformer."))
+        if name.startswith("transformer.") and block is not None:
+            return block + 1
+        return self.num_layers + 1 if name.startswith("norm.") else 0
+
     def _embed(self, images: Tensor) -> Tensor:
         x = self.patch_embed(images)  # (B, N, C)
         if self.cls_token is not None:
@@ -166,12 +179,26 @@ class ConvEncoder(nn.Module):
             ]
             in_ch = w
         self.stages = nn.Sequential(*layers)
+        self._layers_per_stage = len(layers) // c.depth
         grid = c.image_size // 2**c.depth
         self.attn_pool = AttentionPool(c.embed_dim, grid * grid, c.num_heads) if c.pool == "attn" else None
 
     @property
     def width(self) -> int:
         return self.config.embed_dim
+
+    @property
+    def num_layers(self) -> int:
+        """Stages, for layer-wise learning-rate decay and partial locking (see :meth:`layer_of`)."""
+        return self.config.depth
+
+    def layer_of(self, name: str) -> int:
+        """Depth of the parameter ``name`` (relative to this tower): i + 1 for stage i, ``num_layers + 1``
+        for the attention pool."""
+        head, _, rest = name.partition(".")
+        if head == "stages":
+            return int(rest.partition(".")[0]) // self._layers_per_stage + 1
+        return self.num_layers + 1
 
     def _features(self, images: Tensor) -> Tensor:
         # Channels-last (NHWC) activations take oneDNN's faster convolution kernels on CPU: about 1.35x

@@ -88,7 +88,7 @@ def save_checkpoint(
     for stale in root.glob(".tmp-*"):  # left by a save that was killed mid-way
         shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    save_pretrained(model, tmp, tokenizer=tokenizer)
+    save_pretrained(model, tmp, tokenizer=tokenizer, merge_lora=False)
     tensors, optim_meta = _optimizer_to_files(optimizer)
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():

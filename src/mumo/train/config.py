@@ -16,10 +16,13 @@ import yaml
 from mumo._config import Config, _set_dotted, check
 from mumo.errors import ConfigError
 
+LABELLED_KINDS = ("digits", "imagefolder")  # data of labelled images: a classifier is fine-tuned on them
+
 
 @dataclass
 class DataConfig(Config):
-    kind: Literal["shapes", "pairs", "text"] = "shapes"  # built-in set, CSV/JSONL + images, or a text file
+    # built-in set, CSV/JSONL + images, a text file; labelled images: scikit-learn's digits, class folders
+    kind: Literal["shapes", "pairs", "text", "digits", "imagefolder"] = "shapes"
     train_size: int = 100_000  # shapes: distinct training scenes (an epoch); pairs: ignored
     val_size: int = 1000  # shapes: validation scenes for the end-of-run evaluation
     test_size: int = 1000  # shapes: test pairs for retrieval and the compositional probe
@@ -29,7 +32,7 @@ class DataConfig(Config):
     seed: int = 0  # seed of the data set itself (scenes, held-out combinations)
     questions: bool = False  # shapes: question-answer texts (VQA) instead of captions
     tokenizer_questions: bool = False  # shapes: the tokenizer also learns the VQA questions and answers
-    path: str | None = None  # pairs: training annotations (CSV or JSONL); text: a UTF-8 file
+    path: str | None = None  # pairs: annotations (CSV or JSONL); text: a UTF-8 file; imagefolder: the root
     image_root: str | None = None  # pairs: folder the image paths are relative to (default: the file's)
     num_workers: int = 0  # DataLoader worker processes
     tokenizer_vocab_size: int = 1000  # BPE vocabulary learned from training captions
@@ -41,8 +44,8 @@ class DataConfig(Config):
             1 <= self.min_objects <= self.max_objects <= 3, "need 1 <= data.min_objects <= max_objects <= 3"
         )
         check(
-            self.kind not in ("pairs", "text") or self.path is not None,
-            f"data.kind={self.kind!r} needs data.path=FILE",
+            self.kind not in ("pairs", "text", "imagefolder") or self.path is not None,
+            f"data.kind={self.kind!r} needs data.path={'FOLDER' if self.kind == 'imagefolder' else 'FILE'}",
         )
         check(self.num_workers >= 0, "data.num_workers must be >= 0")
 
@@ -57,19 +60,65 @@ class OptimConfig(Config):
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
     grad_clip: float | None = 1.0  # clip the global gradient norm; None: no clipping
     grad_accum: int = 1  # micro-batches per optimizer step
+    layer_decay: float = 1.0  # lr of a tower's layer k below its top: lr * layer_decay**k (1: no decay)
 
     def validate(self) -> None:
         check(self.lr > 0, f"optim.lr must be positive, got {self.lr}")
         check(len(self.betas) == 2, "optim.betas needs two numbers")
         check(self.warmup_steps >= 0 and self.grad_accum >= 1, "optim.warmup_steps >= 0, grad_accum >= 1")
         check(0.0 <= self.min_lr_ratio <= 1.0, "optim.min_lr_ratio must be in [0, 1]")
+        check(0.0 < self.layer_decay <= 1.0, f"optim.layer_decay must be in (0, 1], got {self.layer_decay}")
+
+
+# LoRA's usual targets in mumo models: attention and MLP linears of every Transformer block.
+DEFAULT_LORA_TARGETS = (r"attn\.(qkv|proj)$", r"mlp\.")
+
+
+@dataclass
+class FinetuneConfig(Config):
+    """How a pretrained model (``init_from``) is adapted: which parts train, and the classifier's head."""
+
+    # labelled data: the head starts from the class prompts (zero-shot), from a logistic-regression probe of
+    # the frozen training features (LP-FT, Kumar et al., 2022), or at random
+    head: Literal["zero_shot", "linear_probe", "random"] = "zero_shot"
+    templates: tuple[str, ...] = ("a photo of a {}.",)  # zero-shot head prompts, '{}' = class name
+    train_only: tuple[str, ...] = ()  # if given, only parameters matching one of these regexes train
+    lock_image: bool = False  # LiT: the image tower does not train
+    lock_text: bool = False  # LiT: the text tower does not train
+    unlocked_layers: int = 0  # of a locked tower, the last N layers (blocks / conv stages) still train
+    # batch norm keeps its pretrained statistics (eval mode) while its scale and shift may still train: the
+    # fine-tuned model then normalises as its start does, so their weights mix well (WiSE-FT)
+    freeze_norm_stats: bool = False
+    lora_rank: int = 0  # LoRA on the layers lora_targets names, everything else frozen; 0: off
+    lora_alpha: float = 16.0  # LoRA update scale alpha / rank
+    lora_dropout: float = 0.0  # dropout on the LoRA path's input
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS  # regexes over linear / conv layer names
+    # with LoRA, what still trains in full (regexes over names): the classifier head, new to the task
+    lora_also_train: tuple[str, ...] = (r"^head\.",)
+
+    def validate(self) -> None:
+        check(self.unlocked_layers >= 0, "finetune.unlocked_layers must be >= 0")
+        check(self.lora_rank >= 0, "finetune.lora_rank must be >= 0 (0 turns LoRA off)")
+        check(0.0 <= self.lora_dropout < 1.0, "finetune.lora_dropout must be in [0, 1)")
+        check(
+            self.lora_rank == 0 or not (self.lock_image or self.lock_text),
+            "LoRA freezes everything but its adapters already; drop finetune.lock_image / lock_text",
+        )
+        check(len(self.lora_targets) > 0, "finetune.lora_targets needs at least one pattern")
+        check(
+            not self.train_only or (self.lora_rank == 0 and not self.lock_image and not self.lock_text),
+            "finetune.train_only chooses what trains by itself; drop lora_rank / lock_image / lock_text",
+        )
+        for t in self.templates:
+            check(t.count("{}") == 1, f"finetune template {t!r} needs exactly one '{{}}' for the class name")
 
 
 @dataclass
 class TrainConfig(Config):
     model: str = "clip_conv_small_64"  # registered model name or config.json path
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"text.depth": 2}
-    objectives: tuple[str, ...] = ("itc",)  # itc (contrastive), itm (matching), mlm (masked), lm (next)
+    objectives: tuple[str, ...] = ("itc",)  # itc (contrastive), itm (matching), mlm (masked), lm (next),
+    # cls (classifying labelled images: data.kind digits or imagefolder)
     loss: Literal["clip", "siglip"] = "clip"  # contrastive objective
     loss_weighting: Literal["fixed", "uncertainty"] = "fixed"  # fixed loss_weights, or learned (Kendall)
     loss_weights: dict[str, float] = field(default_factory=dict)  # per loss (itc, itm, mlm, tie); missing = 1
@@ -78,9 +127,10 @@ class TrainConfig(Config):
     itm_generated_negatives: int = 2  # of each sample's generated negatives, how many ITM also scores
     mlm_probability: float = 0.15  # mlm: chance of masking each caption token
     data: DataConfig = field(default_factory=DataConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     batch_size: int = 128  # samples per micro-batch
-    max_steps: int = 1000  # optimizer steps in the run
+    max_steps: int = 1000  # optimizer steps in the run (0: save and evaluate the starting model)
     seed: int = 0  # seed of weights and data order
     out_dir: str = "runs/run"  # where checkpoints, metrics and the report go
     log_every: int = 10  # optimizer steps between metric lines
@@ -93,19 +143,28 @@ class TrainConfig(Config):
 
     def validate(self) -> None:
         check(self.batch_size >= 2, "batch_size must be at least 2 (a contrastive loss needs negatives)")
-        check(self.max_steps >= 1, "max_steps must be at least 1")
+        check(self.max_steps >= 0, "max_steps must be >= 0")
         check(
             self.log_every >= 1 and self.checkpoint_every >= 1, "log_every and checkpoint_every must be >= 1"
         )
         check(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
         check(self.hard_negatives >= 0, "hard_negatives must be >= 0")
-        known = ("itc", "itm", "mlm", "lm")
+        known = ("itc", "itm", "mlm", "lm", "cls")
         check(
             len(self.objectives) > 0 and all(o in known for o in self.objectives),
             f"objectives must be a non-empty list of {list(known)}, got {list(self.objectives)}",
         )
         check(0.0 < self.mlm_probability <= 1.0, "mlm_probability must be in (0, 1]")
         check(self.itm_generated_negatives >= 0, "itm_generated_negatives must be >= 0")
+        labelled = self.data.kind in LABELLED_KINDS
+        check(
+            not labelled or self.init_from is not None,
+            f"data.kind={self.data.kind} fine-tunes a pretrained dual encoder: set init_from=MODEL_OR_RUN",
+        )
+        check(
+            labelled == ("cls" in self.objectives),
+            "the cls objective goes with labelled data (data.kind digits / imagefolder) and only with it",
+        )
         check(
             self.hard_negatives == 0 or (self.data.kind == "shapes" and self.loss == "clip"),
             "hard_negatives needs data.kind=shapes (which generates them) and loss=clip",
@@ -119,7 +178,13 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not key=value (for example optim.lr=3e-4)")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML ({e.problem}); quote regexes with single "
+                "quotes, e.g. key=['a\\.b']"
+            ) from e
     return out
 
 

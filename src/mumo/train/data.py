@@ -1,5 +1,6 @@
 """What a training run reads and how it is evaluated, by ``data.kind``: the built-in shapes data drawn
-on the fly, or image-caption pairs from a CSV / JSONL file and an image folder."""
+on the fly, image-caption pairs from a CSV / JSONL file and an image folder, a text corpus, or labelled
+images (scikit-learn's digits, class folders) for fine-tuning a classifier."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
-from mumo.data.collate import ImageTextCollate
+from mumo.data.collate import ImageTextCollate, LabelCollate
+from mumo.data.digits import DigitsDataset
+from mumo.data.image_folder import ImageFolderDataset
 from mumo.data.pairs import PairsDataset
 from mumo.data.shapes import (
     ShapesConfig,
@@ -22,8 +25,9 @@ from mumo.data.shapes import (
 )
 from mumo.data.text import TextCorpus, TokenCollate
 from mumo.data.tokenizer import Tokenizer
-from mumo.data.transforms import CLIP_MEAN, CLIP_STD, train_transform
-from mumo.train.config import DataConfig, TrainConfig
+from mumo.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform, train_transform
+from mumo.errors import DataError
+from mumo.train.config import LABELLED_KINDS, DataConfig, TrainConfig
 
 
 def shapes_config(data: DataConfig) -> ShapesConfig:
@@ -50,11 +54,34 @@ def build_train_data(config: TrainConfig) -> tuple[Dataset, list[str], Any, Any]
                 texts += [f"{q.question} {q.answer}" for q in questions(scene)]
         dataset = ShapesDataset("train", data.train_size, cfg, questions=data.questions)
         return dataset, texts, CLIP_MEAN, CLIP_STD
+    if data.kind in LABELLED_KINDS:  # the tokenizer comes with the pretrained model (init_from)
+        dataset, mean, std = labelled_split(data, "train")
+        return dataset, [], mean, std
     if data.kind == "text":
         corpus = TextCorpus(data.path, "train", val_windows=data.val_size)
         return corpus, corpus.documents[: data.tokenizer_samples], None, None
     dataset = PairsDataset(data.path, data.image_root, transform=train_transform(data.image_size))
     return dataset, list(dataset.captions[: data.tokenizer_samples]), None, None
+
+
+def labelled_split(data: DataConfig, split: str, augment: bool | None = None) -> tuple[Dataset, Any, Any]:
+    """(dataset, image mean, image std) of one split of labelled images: digits come in [0, 1] and are
+    normalised by the collate; class-folder images by their transform (random crops when ``augment``,
+    which defaults to ``split == 'train'``)."""
+    if data.kind == "digits":
+        return DigitsDataset(split, data.image_size, data.seed), CLIP_MEAN, CLIP_STD
+    augment = split == "train" if augment is None else augment
+    transform = train_transform(data.image_size) if augment else eval_transform(data.image_size)
+    return ImageFolderDataset(data.path, split, transform, data.seed), None, None
+
+
+def labelled_data(data: str, image_size: int, seed: int = 0) -> DataConfig:
+    """The data config of labelled images named on a command line: 'digits', or a class-folder root."""
+    if data == "digits":
+        return DataConfig(kind="digits", image_size=image_size, seed=seed)
+    if not Path(data).is_dir():
+        raise DataError(f"--data {data!r} is neither 'digits' nor a folder of class folders (ROOT/<class>/…)")
+    return DataConfig(kind="imagefolder", path=data, image_size=image_size, seed=seed)
 
 
 def negative_captions(config: TrainConfig) -> Callable[[dict[str, Any]], list[str]] | None:
@@ -90,6 +117,13 @@ def evaluate_run(
     from mumo.models import Captioner
 
     data = config.data
+    if data.kind in LABELLED_KINDS:
+        from mumo.eval.classify import classifier_accuracy
+
+        return {
+            f"{split}_accuracy": classifier_accuracy(model, *labelled_split(data, split))
+            for split in ("val", "test")
+        }
     if data.kind == "text":
         from mumo.eval.captioning import perplexity
 
@@ -119,4 +153,6 @@ def build_collate(config: TrainConfig, dataset: Dataset, tokenizer: Tokenizer, m
     """The collate function for the run's data: packed token windows, or images with their texts."""
     if isinstance(dataset, TextCorpus):
         return TokenCollate(tokenizer.pad_id)
+    if config.data.kind in LABELLED_KINDS:
+        return LabelCollate(mean, std)
     return ImageTextCollate(tokenizer, mean, std, negatives=negative_captions(config))

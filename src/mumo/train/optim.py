@@ -13,27 +13,43 @@ from mumo.train.config import OptimConfig
 _NO_DECAY_NAMES = ("pos_embed", "cls_token", "token_embed", "logit_scale", "logit_bias")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: weight matrices with ``weight_decay``; norms, biases, embeddings and the
-    temperature without. Frozen parameters are left out."""
-    decay, no_decay = [], []
+def param_groups(
+    model: nn.Module, weight_decay: float, lr: float | None = None, lr_scales: dict[str, float] | None = None
+) -> list[dict]:
+    """AdamW groups: weight matrices with ``weight_decay``; norms, biases, embeddings and the temperature
+    without. Frozen parameters are left out.
+
+    With ``lr_scales`` (parameter name -> factor, e.g. from layer-wise decay) each distinct factor gets its
+    own pair of groups at ``lr * factor``; the schedule then scales every group alike.
+    """
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim < 2 or any(key in name for key in _NO_DECAY_NAMES):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+        decay = not (p.ndim < 2 or any(key in name for key in _NO_DECAY_NAMES))
+        scale = (lr_scales or {}).get(name, 1.0)
+        groups.setdefault((decay, scale), []).append(p)
+    out = []
+    for decay, scale in sorted(groups, key=lambda k: (-k[1], not k[0])):
+        group: dict = {"params": groups[decay, scale], "weight_decay": weight_decay if decay else 0.0}
+        if scale != 1.0:
+            if lr is None:
+                raise ValueError("lr_scales need the base lr")
+            group["lr"] = lr * scale
+        out.append(group)
+    return out
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`."""
+    """AdamW over :func:`param_groups`, with layer-wise lr decay when ``config.layer_decay`` < 1."""
+    from mumo.train.finetune import layer_lr_scales
+
+    scales = layer_lr_scales(model, config.layer_decay)
     return torch.optim.AdamW(
-        param_groups(model, config.weight_decay), lr=config.lr, betas=tuple(config.betas), eps=config.eps
+        param_groups(model, config.weight_decay, config.lr, scales),
+        lr=config.lr,
+        betas=tuple(config.betas),
+        eps=config.eps,
     )
 
 

@@ -10,6 +10,7 @@ Objectives, by model:
     FusionModel  any of itc, itm, mlm (hard or soft text sharing, see FusionConfig.text_sharing)
     SingleStream any of itm, mlm (it has no separate embeddings to contrast)
     Captioner    lm (next-token prediction: captions, VQA answers, or text alone), and itc for CoCa
+    ImageClassifier  cls (cross-entropy on labelled images; :class:`ClassificationTask`)
 ITM negatives: for each image a text and for each text an image, mined from the ITC similarities when the
 model has them (ALBEF) and uniform in-batch otherwise (ViLT); plus, when the batch carries generated
 negative captions, each of them paired with its image.
@@ -29,10 +30,11 @@ from mumo.losses import ClipLoss, SigLipLoss
 from mumo.losses.language import causal_lm_loss, mask_tokens, masked_lm_loss
 from mumo.losses.matching import itm_loss, itm_pair_indices, mine_hard_negatives, random_negatives
 from mumo.models import CLIP, Captioner, FusionModel, SingleStream
+from mumo.models.classifier import ImageClassifier
 from mumo.models.multitask import build_weighting
 from mumo.models.text import trim_padding
 
-OBJECTIVES = ("itc", "itm", "mlm", "lm")
+OBJECTIVES = ("itc", "itm", "mlm", "lm")  # and 'cls', ClassificationTask's
 
 
 class Task(Protocol):
@@ -259,9 +261,46 @@ class MultiTask(nn.Module):
         return out
 
 
-def build_task(model: nn.Module, config: Any, tokenizer: Any) -> MultiTask:
-    """The :class:`MultiTask` a :class:`~mumo.train.config.TrainConfig` asks for, with the tokenizer's
-    special ids."""
+class ClassificationTask(nn.Module):
+    """Cross-entropy of an :class:`~mumo.models.classifier.ImageClassifier` on labelled images (batch keys
+    ``images`` (B, 3, H, W) and ``labels`` (B,)); the one loss is named 'cls'.
+
+    Args:
+        label_smoothing: mass spread evenly over the other classes (0: plain cross-entropy).
+    """
+
+    def __init__(self, model: nn.Module, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if not isinstance(model, ImageClassifier):
+            raise ConfigError(f"the cls objective trains an image classifier, not {type(model).__name__}")
+        self.model, self.label_smoothing = model, label_smoothing
+        self._correct = self._seen = 0
+
+    def reseed(self, position: int, device: torch.device | str = "cpu") -> None:
+        """Nothing is drawn at random here (kept for the trainer's Task interface)."""
+
+    def training_forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        logits = self.model(batch["images"])  # (B, C)
+        with torch.no_grad():
+            self._correct += int((logits.argmax(dim=1) == batch["labels"]).sum())
+            self._seen += int(batch["labels"].shape[0])
+        return {"cls": F.cross_entropy(logits, batch["labels"], label_smoothing=self.label_smoothing)}
+
+    def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
+        return losses["cls"]
+
+    def metrics(self) -> dict[str, float]:
+        """Training accuracy over the batches since the last call."""
+        out = {"train_accuracy": self._correct / self._seen} if self._seen else {}
+        self._correct = self._seen = 0
+        return out
+
+
+def build_task(model: nn.Module, config: Any, tokenizer: Any) -> MultiTask | ClassificationTask:
+    """The task a :class:`~mumo.train.config.TrainConfig` asks for: :class:`ClassificationTask` for the cls
+    objective, else :class:`MultiTask` with the tokenizer's special ids."""
+    if "cls" in config.objectives:
+        return ClassificationTask(model)
     return MultiTask(
         model,
         config.objectives,

@@ -33,7 +33,8 @@ from mumo.errors import TrainingError
 from mumo.models import create_model, get_model_config, save_pretrained
 from mumo.models._pretrained import model_folder
 from mumo.train.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
-from mumo.train.config import TrainConfig
+from mumo.train.config import LABELLED_KINDS, TrainConfig
+from mumo.train.finetune import apply_finetune, fit_probe_head, inference_only_modules, save_adapter
 from mumo.train.optim import build_optimizer, build_scheduler
 from mumo.train.tasks import build_task, load_task_state, task_state
 
@@ -112,14 +113,26 @@ class Trainer:
             tokenizer = Tokenizer.load(model_folder(c.init_from))
         else:
             tokenizer = Tokenizer.train(tokenizer_texts, vocab_size=c.data.tokenizer_vocab_size)
-        base = get_model_config(c.model, **c.model_overrides)
-        vocab_field, image_field = _DATA_FIELDS.get(base.model_type, _DATA_FIELDS["clip"])
-        overrides = {**c.model_overrides, vocab_field: tokenizer.vocab_size}
-        if c.data.image_size and getattr(base, "vision", True) is not None:  # a text-only GPT has none
-            overrides[image_field] = c.data.image_size
-        self.model = create_model(c.model, seed=c.seed, **overrides).to(self.device)
-        if c.init_from is not None and checkpoint is None:
-            _init_from(self.model, c.init_from)
+        if c.data.kind in LABELLED_KINDS:
+            self.model = _classifier(c, tokenizer, self.dataset.class_names).to(self.device)
+        else:
+            base = get_model_config(c.model, **c.model_overrides)
+            vocab_field, image_field = _DATA_FIELDS.get(base.model_type, _DATA_FIELDS["clip"])
+            overrides = {**c.model_overrides, vocab_field: tokenizer.vocab_size}
+            if c.data.image_size and getattr(base, "vision", True) is not None:  # a text-only GPT has none
+                overrides[image_field] = c.data.image_size
+            self.model = create_model(c.model, seed=c.seed, **overrides).to(self.device)
+            if c.init_from is not None and checkpoint is None:
+                _init_from(self.model, c.init_from)
+        # Before the optimizer and the checkpoint: both must see the final set of (trainable) parameters.
+        self.finetune = apply_finetune(self.model, c.finetune)
+        self.inference_only = inference_only_modules(self.model, c.finetune.freeze_norm_stats)
+        logger.info(
+            "training %d of %d parameters (%.2f %%)",
+            self.finetune["trainable_params"],
+            self.finetune["total_params"],
+            100 * self.finetune["trainable_params"] / self.finetune["total_params"],
+        )
         tokenizer.context_length = self.model.context_length
         if hasattr(self.dataset, "bind"):  # a text corpus is tokenized once the tokenizer exists
             self.dataset.bind(tokenizer, self.model.context_length)
@@ -158,20 +171,22 @@ class Trainer:
     def _train_step(self, batches: Any) -> dict[str, float]:
         c = self.config
         self.model.train()
+        for module in self.inference_only:  # locked towers keep their batch-norm statistics
+            module.eval()
         totals: dict[str, float] = {}
         samples = 0
         for micro in range(c.optim.grad_accum):
             batch = next(batches)
             self.epoch_skips.add(batch["skipped"])
             self.all_skips.add(batch["skipped"])
-            if batch.get("input_ids") is None:  # every sample of the batch was unreadable
+            if batch.get("images") is None and batch.get("input_ids") is None:  # every sample was unreadable
                 continue
             batch = self._to_device(batch)
             self.task.reseed(self.step * c.optim.grad_accum + micro, self.device)
             losses = self.task.training_forward(batch)
             loss = self.task.combine(losses)
             (loss / c.optim.grad_accum).backward()
-            samples += batch["input_ids"].shape[0]
+            samples += (batch["input_ids"] if "input_ids" in batch else batch["images"]).shape[0]
             for k, v in losses.items():
                 totals[f"loss/{k}"] = totals.get(f"loss/{k}", 0.0) + v.item() / c.optim.grad_accum
             totals["loss"] = totals.get("loss", 0.0) + loss.item() / c.optim.grad_accum
@@ -252,12 +267,16 @@ class Trainer:
                     self._checkpoint()
         log.close()
         final = save_pretrained(self.model, self.out_dir / "final", tokenizer=self.tokenizer)
+        if c.finetune.lora_rank:  # the merged model above, and the adapter alone beside it
+            save_adapter(self.model, final, c.finetune, c.init_from)
         seconds = time.perf_counter() - run_start
         results: dict[str, Any] = {
             "steps": self.step,
             "final": str(final),
             "train_seconds": round(seconds, 1),
             "samples_per_s": round((self.step - first_step) * c.optim.grad_accum * c.batch_size / seconds, 1),
+            "trainable_params": self.finetune["trainable_params"],
+            "total_params": self.finetune["total_params"],
         }
         if self.all_skips.count:
             results["skipped_images"] = [{"path": x.path, "reason": x.reason} for x in self.all_skips.skipped]
@@ -290,6 +309,44 @@ def _init_from(model: torch.nn.Module, folder: str) -> None:
         len(unused),
         ", ".join(sorted({k.split(".")[0] for k in unused})) or "none",
     )
+
+
+def _classifier(config: TrainConfig, tokenizer: Tokenizer, class_names: tuple[str, ...]) -> torch.nn.Module:
+    """The classifier a labelled-data run trains: made from the dual encoder ``init_from`` names (head per
+    ``finetune.head``), or that classifier itself when ``init_from`` is one with the same classes."""
+    from mumo.models import CLIP, ImageClassifier, load_pretrained
+
+    path = model_folder(config.init_from)
+    pretrained = load_pretrained(path)
+    if isinstance(pretrained, ImageClassifier):
+        if pretrained.class_names != tuple(class_names):
+            raise TrainingError(
+                f"init_from={config.init_from} classifies {list(pretrained.class_names)}, "
+                f"the data has {list(class_names)}"
+            )
+        return pretrained
+    if not isinstance(pretrained, CLIP):
+        raise TrainingError(
+            f"init_from={config.init_from} is a {type(pretrained).__name__}; fine-tuning on labelled images "
+            "starts from a CLIP dual encoder"
+        )
+    if pretrained.image_size != config.data.image_size:
+        raise TrainingError(
+            f"init_from={config.init_from} takes {pretrained.image_size}-px images; "
+            f"set data.image_size={pretrained.image_size}"
+        )
+    f = config.finetune
+    tokenizer.context_length = pretrained.context_length
+    head = "random" if f.head == "linear_probe" else f.head
+    model = ImageClassifier.from_clip(pretrained, class_names, tokenizer, f.templates, head, seed=config.seed)
+    if f.head == "linear_probe":
+        from mumo.eval.classify import labelled_tensors
+        from mumo.train.data import labelled_split
+
+        splits = [labelled_tensors(*labelled_split(config.data, s, augment=False)) for s in ("train", "val")]
+        probe = fit_probe_head(model, *splits)
+        logger.info("head from a linear probe: l2 %g, val accuracy %.3f", probe["l2"], probe["val_accuracy"])
+    return model
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
