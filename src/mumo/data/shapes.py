@@ -92,6 +92,24 @@ _ALL = tuple((c, s) for c in COLOURS for s in SHAPES)
 _SEEN = tuple(cs for cs in _ALL if cs not in held_out_combinations())
 
 
+# A synonym of every colour and shape word that no caption, question or prompt uses. Zero-shot with them
+# asks whether a text tower knows language beyond its training captions (LiT with a pretrained tower).
+PARAPHRASES: dict[str, str] = {
+    "red": "crimson",
+    "green": "emerald",
+    "blue": "azure",
+    "yellow": "golden",
+    "purple": "violet",
+    "cyan": "turquoise",
+    "circle": "ring",
+    "square": "box",
+    "triangle": "pyramid",
+    "star": "pentagram",
+    "cross": "plus sign",
+    "diamond": "rhombus",
+}
+
+
 def class_names() -> list[tuple[str, str]]:
     """All 36 (colour, shape) classes in a fixed order (colours outer, shapes inner), for zero-shot."""
     return list(_ALL)

@@ -25,6 +25,12 @@ PAD, BOS, EOT, MASK = "<pad>", "<bos>", "<eot>", "<mask>"
 # ids 0, 1, 2, 3 in a trained tokenizer. The end token is 1, not 2: Hugging Face's CLIP text model reads
 # eos_token_id == 2 as "pool at the largest id" (a legacy rule), which would break exported models.
 SPECIAL_TOKENS = [PAD, EOT, BOS, MASK]
+# The roles of the special tokens in the vocabularies a Tokenizer reads: mumo's own BPE, and BERT's
+# WordPiece (a Hugging Face BERT tokenizer.json), whose "[CLS] text [SEP]" is the same framing.
+SPECIAL_TOKEN_ROLES = {
+    "mumo": {"pad": PAD, "bos": BOS, "eot": EOT, "mask": MASK},
+    "bert": {"pad": "[PAD]", "bos": "[CLS]", "eot": "[SEP]", "mask": "[MASK]"},
+}
 
 
 @dataclass
@@ -83,27 +89,40 @@ def assemble_batch(
 
 
 class Tokenizer:
-    """A byte-level BPE tokenizer with ``<pad> <bos> <eot> <mask>`` special tokens.
+    """A byte-level BPE tokenizer with ``<pad> <bos> <eot> <mask>`` special tokens (or a BERT WordPiece
+    tokenizer, whose ``[PAD] [CLS] [SEP] [MASK]`` take those roles).
 
     Args:
-        tokenizer: a ``tokenizers.Tokenizer`` whose vocabulary holds the four special tokens.
+        tokenizer: a ``tokenizers.Tokenizer`` whose vocabulary holds one set of :data:`SPECIAL_TOKEN_ROLES`.
         context_length: default longest encoded sequence, end token included.
     """
 
     def __init__(self, tokenizer: _HFTokenizer, context_length: int = 77) -> None:
-        missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
-        if missing:
+        roles = next(
+            (
+                r
+                for r in SPECIAL_TOKEN_ROLES.values()
+                if all(tokenizer.token_to_id(t) is not None for t in r.values())
+            ),
+            None,
+        )
+        if roles is None:
             raise TokenizerError(
-                f"tokenizer lacks the special tokens {missing}; train it with Tokenizer.train"
+                f"tokenizer lacks the special tokens {SPECIAL_TOKENS} (or BERT's "
+                f"{list(SPECIAL_TOKEN_ROLES['bert'].values())}); train it with Tokenizer.train"
             )
+        # A Hugging Face tokenizer.json may carry its own padding and truncation; framing, cutting and
+        # padding happen here (assemble_batch), where cuts are counted.
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
         if context_length < 3:
             raise TokenizerError(f"context_length must be at least 3 (<bos> x <eot>), got {context_length}")
         self._tok = tokenizer
         # User text that happens to read "<eot>" must stay text, never become a control token.
         self._tok.encode_special_tokens = True
         self.context_length = context_length
-        self.pad_id, self.bos_id = tokenizer.token_to_id(PAD), tokenizer.token_to_id(BOS)
-        self.eot_id, self.mask_id = tokenizer.token_to_id(EOT), tokenizer.token_to_id(MASK)
+        self.pad_id, self.bos_id = tokenizer.token_to_id(roles["pad"]), tokenizer.token_to_id(roles["bos"])
+        self.eot_id, self.mask_id = tokenizer.token_to_id(roles["eot"]), tokenizer.token_to_id(roles["mask"])
         self.total_truncated = 0  # running count over this tokenizer's life, for end-of-epoch reports
 
     @classmethod

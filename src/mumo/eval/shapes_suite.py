@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from mumo.data.shapes import (
+    PARAPHRASES,
     ShapesConfig,
     ShapesDataset,
     canonical_caption,
@@ -128,6 +129,9 @@ def evaluate_shapes(
     if scoring == "itc" and not has_embeddings:
         raise DataError(f"{type(model).__name__} has no embeddings to score by ITC; use scoring='itm'")
     classifier = build_classifier(model, tokenizer, names) if has_embeddings else None  # (E, C)
+    # The same classes named only with words no training caption uses (PARAPHRASES).
+    paraphrased = [f"{PARAPHRASES[colour]} {PARAPHRASES[shape]}" for colour, shape in class_names()]
+    classifier_para = build_classifier(model, tokenizer, paraphrased) if has_embeddings else None
     scorer = PairScorer(model, tokenizer, batch_size=batch_size) if scoring == "itm" else None
     # One prompt for ITM (each is a fusion pass per image); the ITC classifier averages several.
     class_texts = [ZERO_SHOT_TEMPLATES[0].format(name) for name in names]
@@ -141,6 +145,8 @@ def evaluate_shapes(
         if classifier is not None:
             embeds = embed_images(model, images, batch_size=batch_size)
             itc = zero_shot_accuracy(embeds, classifier, labels)
+            if on_split == split:
+                para["paraphrased"] = zero_shot_accuracy(embeds, classifier_para, labels)
             scores = embeds @ classifier  # (n, C)
             preds = scores.argmax(dim=1)
             shortlist = scores.topk(5, dim=1).indices
@@ -149,6 +155,7 @@ def evaluate_shapes(
         result, preds = itm_zero_shot(scorer, scorer.image_context(images), class_texts, labels, shortlist)
         return result, preds, labels
 
+    para: dict[str, dict[str, float]] = {}
     seen, seen_preds, seen_labels = zero_shot(split, size)
     held_out, _, _ = zero_shot("heldout", max(1, size // 2))
     confusion = _confusion(seen_preds, seen_labels, len(names))
@@ -185,6 +192,7 @@ def evaluate_shapes(
         "split": split,
         "scoring": scoring,
         "zero_shot": {**seen, "n": size},
+        **({"zero_shot_paraphrased": {**para["paraphrased"], "n": size}} if para else {}),
         "held_out": {**held_out, "n": max(1, size // 2)},
         "retrieval": {**retrieval, "n": r},
         "compositional": compositional,

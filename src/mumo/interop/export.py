@@ -214,6 +214,8 @@ def export_onnx(
         >>> paths = export_onnx(create_model("clip_vit_tiny", seed=0), "exported/")
     """
     c = model.config
+    if c.text.arch != "mumo":
+        raise ExportError(f"ONNX export covers mumo's own text tower, not text.arch={c.text.arch!r}")
     opset = DEFAULT_OPSET if opset is None else opset
     if not _MIN_OPSET <= opset <= _MAX_OPSET:
         raise ExportError(

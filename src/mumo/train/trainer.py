@@ -107,7 +107,12 @@ class Trainer:
         self.dataset, tokenizer_texts, mean, std = (build_data or build_train_data)(c)
 
         checkpoint = latest_valid_checkpoint(self.out_dir) if resume else None
-        if checkpoint is not None:
+        text_tower = None
+        if c.text_tower is not None:  # a pretrained BERT brings its own vocabulary
+            from mumo.interop.hf_bert import load_hf_bert
+
+            text_tower, tokenizer = load_hf_bert(c.text_tower)
+        elif checkpoint is not None:
             tokenizer = Tokenizer.load(checkpoint)
         elif c.init_from is not None:  # the weights we start from only make sense with their vocabulary
             tokenizer = Tokenizer.load(model_folder(c.init_from))
@@ -119,11 +124,17 @@ class Trainer:
             base = get_model_config(c.model, **c.model_overrides)
             vocab_field, image_field = _DATA_FIELDS.get(base.model_type, _DATA_FIELDS["clip"])
             overrides = {**c.model_overrides, vocab_field: tokenizer.vocab_size}
+            if text_tower is not None:
+                if base.model_type != "clip":
+                    raise TrainingError(f"text_tower replaces a CLIP's text tower; {c.model} is not a CLIP")
+                overrides["text"] = text_tower.config.to_dict()
             if c.data.image_size and getattr(base, "vision", True) is not None:  # a text-only GPT has none
                 overrides[image_field] = c.data.image_size
             self.model = create_model(c.model, seed=c.seed, **overrides).to(self.device)
             if c.init_from is not None and checkpoint is None:
                 _init_from(self.model, c.init_from)
+            if text_tower is not None:
+                self.model.text.load_state_dict(text_tower.state_dict())
         # Before the optimizer and the checkpoint: both must see the final set of (trainable) parameters.
         self.finetune = apply_finetune(self.model, c.finetune)
         self.inference_only = inference_only_modules(self.model, c.finetune.freeze_norm_stats)
