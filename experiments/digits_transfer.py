@@ -49,11 +49,11 @@ def main() -> None:
     p.add_argument("--size", type=int, default=1000, help="built-in test scenes for zero-shot accuracy")
     p.add_argument("--steps", type=int, default=None, help="override every recipe's max_steps (smoke runs)")
     args = p.parse_args()
-    base = [f"init_from={args.pretrained}"]
+    pretrained = mumo.load_pretrained(model_folder(args.pretrained)).eval()
+    base = [f"init_from={args.pretrained}", f"data.image_size={pretrained.image_size}"]
     if args.steps is not None:
         base.append(f"max_steps={args.steps}")
 
-    pretrained = mumo.load_pretrained(model_folder(args.pretrained)).eval()
     tokenizer = Tokenizer.load(model_folder(args.pretrained))
     tokenizer.context_length = pretrained.context_length
     data = DataConfig(kind="digits", image_size=pretrained.image_size)
@@ -62,12 +62,12 @@ def main() -> None:
     print(f"linear probe (L-BFGS, l2 {probe.l2:g} on val, refit on train+val): {100 * probe.accuracy:.1f} %")
 
     runs: dict[str, dict[int, dict]] = {"full": {}, "lora": {}, "lpft": {}}
-    lp = finetune("digits_probe", args.out / "probe", base[:1])  # no training steps, whatever --steps says
+    lp = finetune("digits_probe", args.out / "probe", base[:2])  # no training steps, whatever --steps says
     for seed in args.seeds:
         s = [f"seed={seed}"]
         runs["full"][seed] = finetune("digits", args.out / f"full_s{seed}", [*base, *s])
         runs["lora"][seed] = finetune("digits_lora", args.out / f"lora_s{seed}", [*base, *s])
-        lpft_init = [f"init_from={args.out / 'probe'}", *base[1:]]
+        lpft_init = [f"init_from={args.out / 'probe'}", *base[1:]]  # stage 2 starts from the probe
         runs["lpft"][seed] = finetune("digits_lpft", args.out / f"lpft_s{seed}", [*lpft_init, *s])
         print(
             f"seed {seed}: "
@@ -86,19 +86,28 @@ def main() -> None:
     sweeps["LP-FT (alpha 0: the probe)"] = wise_ft_sweep(start, tuned, args.alphas, evaluate)
 
     params = {k: (v[seed]["trainable_params"], v[seed]["total_params"]) for k, v in runs.items()}
+    # What classification uses: the image tower, its projection and the head (not the text tower).
+    image_path = sum(
+        p.numel() for n, p in tuned.named_parameters() if not n.startswith(("clip.text", "clip.text_proj"))
+    )
     lines = [
         f"# Digits transfer from {args.pretrained} (seeds {args.seeds}; test split, {len(test[1])} scans)",
         "",
-        "| method | digits test accuracy, % (mean, range) | trained parameters |",
-        "|---|---|---|",
-        f"| linear probe (L-BFGS) | {100 * probe.accuracy:.1f} | head only |",
-        f"| linear-probe head through the trainer | {100 * lp['eval']['test_accuracy']:.1f} | 0 steps |",
+        "| method | digits test accuracy, % (mean, range) | trained parameters | of the image path |",
+        "|---|---|---|---|",
+        f"| linear probe (L-BFGS) | {100 * probe.accuracy:.1f} | head only | |",
+        f"| linear-probe head through the trainer | {100 * lp['eval']['test_accuracy']:.1f} | 0 steps | |",
     ]
-    names = {"full": "full fine-tuning", "lora": "LoRA (rank 4, + BN scale/shift, head)", "lpft": "LP-FT"}
+    names = {
+        "full": "full fine-tuning (300 steps)",
+        "lora": "LoRA (rank 4 + BN scale/shift + head, 600 steps)",
+        "lpft": "LP-FT (300 steps)",
+    }
     for key, name in names.items():
         acc = mean_range([r["eval"]["test_accuracy"] for r in runs[key].values()])
         n, total = params[key]
-        lines.append(f"| {name} | {acc} | {n:,} of {total:,} ({100 * n / total:.2f} %) |")
+        of_path = f"{100 * min(n, image_path) / image_path:.1f} % of {image_path:,}"
+        lines.append(f"| {name} | {acc} | {n:,} of {total:,} ({100 * n / total:.2f} %) | {of_path} |")
     for title, rows in sweeps.items():
         lines += [
             "",

@@ -173,6 +173,9 @@ def _print_eval(metrics: dict) -> None:
         zs, ho, rt = metrics["zero_shot"], metrics["held_out"], metrics["retrieval"]
         table.add_row("zero-shot colour x shape top-1", f"{100 * zs['top1']:.1f} %")
         table.add_row("held-out combinations top-1", f"{100 * ho['top1']:.1f} %")
+        if "zero_shot_paraphrased" in metrics:
+            para = metrics["zero_shot_paraphrased"]["top1"]
+            table.add_row("zero-shot, paraphrased class names", f"{100 * para:.1f} %")
         table.add_row(f"text->image R@1 ({rt['n']} pairs)", f"{100 * rt['text_to_image_R@1']:.1f} %")
         table.add_row(f"image->text R@1 ({rt['n']} pairs)", f"{100 * rt['image_to_text_R@1']:.1f} %")
         for k, v in metrics["compositional"].items():

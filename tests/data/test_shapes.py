@@ -425,3 +425,38 @@ def test_question_samples_are_deterministic_and_prompt_their_answer():
         )
         kinds.add(item["kind"])
     assert len(kinds) >= 4  # kinds are drawn evenly, not in proportion to how many questions each has
+
+
+def test_paraphrases_are_never_in_training_texts_or_prompts() -> None:
+    # Zero-shot with paraphrased class names (LiT with a pretrained text tower) is only meaningful if no
+    # caption, hard negative, question or prompt ever uses these words.
+    import re
+
+    from mumo.data.shapes import COLOURS, PARAPHRASES, SHAPES, generate_scene, hard_negatives, questions
+    from mumo.eval.zero_shot import ZERO_SHOT_TEMPLATES
+
+    assert PARAPHRASES == {
+        "red": "crimson",
+        "green": "emerald",
+        "blue": "azure",
+        "yellow": "golden",
+        "purple": "violet",
+        "cyan": "turquoise",
+        "circle": "ring",
+        "square": "box",
+        "triangle": "pyramid",
+        "star": "pentagram",
+        "cross": "plus sign",
+        "diamond": "rhombus",
+    }
+    assert set(PARAPHRASES) == set(COLOURS) | set(SHAPES)
+    texts = list(ZERO_SHOT_TEMPLATES)
+    config = ShapesConfig()
+    for split in ("train", "heldout"):
+        for i in range(1500):
+            scene = generate_scene(config, split, i)
+            texts += captions(scene) + list(hard_negatives(scene).values())
+            texts += [f"{q.question} {q.answer}" for q in questions(scene)]
+    words = set(re.findall(r"[a-z]+", " ".join(texts).lower()))
+    used = {w for p in PARAPHRASES.values() for w in p.split()} & words
+    assert not used, used

@@ -19,6 +19,18 @@ from mumo.data.tokenizer import Tokenizer
 from mumo.errors import DataError
 
 
+class _Normalize:
+    """(B, C, H, W) images in [0, 1] -> ``(x - mean) / std`` per channel; identity when either is None."""
+
+    def __init__(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+        self.on = mean is not None and std is not None
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1) if self.on else None
+        self.std = torch.tensor(std).view(1, -1, 1, 1) if self.on else None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std if self.on else images
+
+
 class ImageTextCollate:
     """Stacks images, tokenizes captions and sets unreadable samples aside.
 
@@ -37,17 +49,14 @@ class ImageTextCollate:
     ) -> None:
         self.tokenizer = tokenizer
         self.negatives = negatives
-        self.mean = torch.tensor(mean).view(1, -1, 1, 1) if mean is not None else None
-        self.std = torch.tensor(std).view(1, -1, 1, 1) if std is not None else None
+        self.normalize = _Normalize(mean, std)
 
     def __call__(self, samples: list[Any]) -> dict[str, Any]:
         good = [s for s in samples if isinstance(s, dict)]
         skipped = [s for s in samples if not isinstance(s, dict)]
         if not good:
             return {"images": None, "skipped": skipped, "num_truncated": 0}
-        images = torch.stack([s["image"] for s in good])
-        if self.mean is not None and self.std is not None:
-            images = (images - self.mean) / self.std
+        images = self.normalize(torch.stack([s["image"] for s in good]))
         tokens = self.tokenizer.encode([s["caption"] for s in good])
         batch = {
             "images": images,
@@ -90,16 +99,13 @@ class LabelCollate:
     :class:`ImageTextCollate`."""
 
     def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
-        self.mean = torch.tensor(mean).view(1, -1, 1, 1) if mean is not None else None
-        self.std = torch.tensor(std).view(1, -1, 1, 1) if std is not None else None
+        self.normalize = _Normalize(mean, std)
 
     def __call__(self, samples: list[Any]) -> dict[str, Any]:
         good = [s for s in samples if isinstance(s, dict)]
         skipped = [s for s in samples if not isinstance(s, dict)]
         if not good:
             return {"images": None, "skipped": skipped}
-        images = torch.stack([s["image"] for s in good])
-        if self.mean is not None and self.std is not None:
-            images = (images - self.mean) / self.std
+        images = self.normalize(torch.stack([s["image"] for s in good]))
         labels = torch.tensor([s["label"] for s in good], dtype=torch.long)
         return {"images": images, "labels": labels, "skipped": skipped}

@@ -164,3 +164,22 @@ class Transformer(nn.Module):
                 raise ValueError("these blocks have no cross-attention; build them with context_dim")
             out.append(block.cross_attn.context_kv(context))
         return out
+
+
+class StackDepth:
+    """``num_layers`` and ``layer_of`` (what layer-wise lr decay and partial locking read, see
+    ``mumo.train.finetune``) for a tower laid out as embeddings -> ``transformer`` (a :class:`Transformer`)
+    -> ``norm``: 0 for the embeddings, i + 1 for block i, ``num_layers + 1`` for the final norm."""
+
+    transformer: Transformer
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.transformer.blocks)
+
+    def layer_of(self, name: str) -> int:
+        """Depth of the parameter ``name``, relative to the tower (``transformer.blocks.1.mlp.fc1.bias``)."""
+        block = self.transformer.layer_of(name.removeprefix("transformer."))
+        if name.startswith("transformer.") and block is not None:
+            return block + 1
+        return self.num_layers + 1 if name.startswith("norm.") else 0

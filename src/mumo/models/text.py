@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from mumo._config import Config, check
 from mumo.errors import ConfigError
 from mumo.layers import Transformer, build_norm, padding_mask, rope_tables, sincos_1d
+from mumo.layers.block import StackDepth
 from mumo.layers.mlp import MlpType
 from mumo.layers.norm import NormType
 
@@ -86,7 +87,7 @@ def is_right_padded(mask: Tensor) -> bool:
     return bool((mask[:, 1:] <= mask[:, :-1]).all())
 
 
-class TextTransformer(nn.Module):
+class TextTransformer(StackDepth, nn.Module):
     """Token + position embedding -> pre-norm blocks -> norm -> pool."""
 
     def __init__(self, config: TextConfig) -> None:
@@ -110,19 +111,6 @@ class TextTransformer(nn.Module):
     @property
     def width(self) -> int:
         return self.config.embed_dim
-
-    @property
-    def num_layers(self) -> int:
-        """Depth for layer-wise learning-rate decay and partial locking (see :meth:`layer_of`)."""
-        return self.config.depth
-
-    def layer_of(self, name: str) -> int:
-        """Depth of the parameter ``name`` (relative to this tower): 0 for the embeddings, i + 1 for block
-        i, ``num_layers + 1`` for what follows the blocks (final norm)."""
-        block = self.transformer.layer_of(name.removeprefix("transformer."))
-        if name.startswith("transformer.") and block is not None:
-            return block + 1
-        return self.num_layers + 1 if name.startswith("norm.") else 0
 
     def embed(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
         """Token ids (B, T) at positions (B, T) or (T,) -> (B, T, C), with the additive position code

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from mumo._config import Config, check
 from mumo.layers import CrossAttention, PatchEmbed, Transformer, build_norm, sincos_2d
+from mumo.layers.block import StackDepth
 from mumo.layers.mlp import MlpType
 from mumo.layers.norm import NormType
 
@@ -74,7 +75,7 @@ class VisionConfig(Config):
             )
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(StackDepth, nn.Module):
     """ViT: patch embedding -> [class token] + positions -> pre-norm blocks -> norm -> pool."""
 
     def __init__(self, config: VisionConfig) -> None:
@@ -98,19 +99,6 @@ class VisionTransformer(nn.Module):
     @property
     def width(self) -> int:
         return self.config.embed_dim
-
-    @property
-    def num_layers(self) -> int:
-        """Depth for layer-wise learning-rate decay and partial locking (see :meth:`layer_of`)."""
-        return self.config.depth
-
-    def layer_of(self, name: str) -> int:
-        """Depth of the parameter ``name`` (relative to this tower): 0 for the embeddings, i + 1 for block
-        i, ``num_layers + 1`` for what follows the blocks (final norm)."""
-        block = self.transformer.layer_of(name.removeprefix("transformer."))
-        if name.startswith("transformer.") and block is not None:
-            return block + 1
-        return self.num_layers + 1 if name.startswith("norm.") else 0
 
     def _embed(self, images: Tensor) -> Tensor:
         x = self.patch_embed(images)  # (B, N, C)
