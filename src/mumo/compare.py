@@ -24,7 +24,7 @@ from mumo.data.shapes import ShapesDataset
 from mumo.data.tokenizer import Tokenizer
 from mumo.data.transforms import normalize
 from mumo.errors import ConfigError
-from mumo.eval.embed import _eval_mode, embed_images, embed_texts
+from mumo.eval.embed import embed_images, embed_texts, eval_mode
 from mumo.eval.matching import PairScorer
 from mumo.eval.shapes_suite import evaluate_shapes
 
@@ -64,7 +64,7 @@ def time_text_queries(
     )
     scorer = PairScorer(model, tokenizer, batch_size=batch_size) if scoring == "itm" else None
     context = scorer.image_context(images) if scorer is not None else None
-    with _eval_mode(model):
+    with eval_mode(model):
         start = time.perf_counter()
         if image_embeds is not None:
             sim = (

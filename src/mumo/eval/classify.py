@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mumo.data.collate import LabelCollate
-from mumo.eval.embed import _eval_mode, _model_device
+from mumo.eval.embed import eval_mode, model_device
 
 
 @torch.no_grad()
@@ -22,10 +22,10 @@ def classifier_predictions(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(predicted classes (N,), true labels (N,)) of every readable sample of ``dataset`` (samples as
     :class:`~mumo.data.collate.LabelCollate` takes them; ``mean`` / ``std`` normalise images in [0, 1])."""
-    device = _model_device(model)
+    device = model_device(model)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=LabelCollate(mean, std))
     preds, labels = [], []
-    with _eval_mode(model):
+    with eval_mode(model):
         for batch in loader:
             if batch["images"] is None:
                 continue

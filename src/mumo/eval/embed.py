@@ -20,7 +20,7 @@ from mumo.errors import DataError
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     # Restore each submodule's own flag, not just the root's: model.train(True) would also wake up
     # submodules the caller froze in eval mode (e.g. a frozen tower with dropout or batch norm).
     modes = [(m, m.training) for m in model.modules()]
@@ -32,7 +32,7 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = mode
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
@@ -65,9 +65,9 @@ def embed_images(
     """
     if batch_size <= 0:
         raise DataError(f"batch_size must be positive, got {batch_size}")
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     out: list[Tensor] = []
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for batch in _batches(images, batch_size):
             out.append(model.encode_image(batch.to(device)).float())
     if not out:
@@ -103,9 +103,9 @@ def embed_texts(
         raise DataError(f"batch_size must be positive, got {batch_size}")
     if len(texts) == 0:
         raise DataError("no texts to embed")
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     out: list[Tensor] = []
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             tokens = tokenizer.encode(list(texts[start : start + batch_size]))
             ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import DataError
 from mumo.eval.compositional import compositional_probe_scores
-from mumo.eval.embed import _eval_mode, _model_device
+from mumo.eval.embed import eval_mode, model_device
 from mumo.eval.retrieval import recall_from_ranks
 from mumo.models.text import trim_padding
 
@@ -45,7 +45,7 @@ class PairScorer:
         if not hasattr(model, "itm_logits"):
             raise DataError(f"{type(model).__name__} has no image-text matching head (itm_logits)")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
-        self.device = torch.device(device) if device is not None else _model_device(model)
+        self.device = torch.device(device) if device is not None else model_device(model)
 
     @property
     def has_embeddings(self) -> bool:
@@ -57,7 +57,7 @@ class PairScorer:
         """(N, 3, H, W) normalized images -> (N, ...) what :meth:`score_pairs` pairs with texts, on CPU."""
         if not hasattr(self.model, "image_tokens"):
             return images
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             out = [
                 self.model.image_tokens(images[i : i + self.batch_size].to(self.device)).cpu()
                 for i in range(0, images.shape[0], self.batch_size)
@@ -86,7 +86,7 @@ class PairScorer:
         tokens = self.tokenizer.encode(list(texts))
         ids, mask = tokens.input_ids, tokens.attention_mask
         scores = []
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             for s in range(0, image_rows.numel(), self.batch_size):
                 i, t = image_rows[s : s + self.batch_size], text_rows[s : s + self.batch_size]
                 pair_ids, pair_mask = trim_padding(ids[t], mask[t])

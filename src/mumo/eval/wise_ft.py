@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mumo.eval.embed import _eval_mode
+from mumo.eval.embed import eval_mode
 from mumo.models.classifier import ImageClassifier
 from mumo.models.clip import CLIP
 from mumo.models.interpolate import interpolate_models
@@ -65,7 +65,7 @@ def target_and_zero_shot(
     images, labels = target
 
     def evaluate(model: nn.Module) -> dict[str, float]:
-        with _eval_mode(model), torch.inference_mode():
+        with eval_mode(model), torch.inference_mode():
             preds = torch.cat([model(batch).argmax(dim=1) for batch in images.split(256)])
         shapes = ShapesConfig(image_size=model.image_size)
         result = evaluate_shapes(model.clip, tokenizer, shapes, split="test", size=size)

@@ -14,10 +14,8 @@ branch-free wrapper below, exports every tower here exactly and handles ``dynami
 
 from __future__ import annotations
 
-import contextlib
 import json
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from torch import Tensor, nn
 
 from mumo.data.transforms import CLIP_MEAN, CLIP_STD
 from mumo.errors import ExportError
+from mumo.eval.embed import eval_mode  # BatchNorm running statistics; each module's mode restored
 from mumo.layers import padding_mask
 from mumo.models.clip import CLIP
 
@@ -101,17 +100,6 @@ class _TextEncoder(nn.Module):
         return _normalize(self.proj(pooled))
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Export and compare in eval mode (BatchNorm running statistics), then restore the caller's mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def _example_text(batch: int, length: int, vocab_size: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
     """Random right-padded texts (B, T) whose real lengths run from 1 to T (int64 ids and mask)."""
     ids = torch.randint(1, vocab_size, (batch, length), generator=gen)
@@ -166,7 +154,7 @@ def check_onnx(model: CLIP, paths: dict[str, Path], atol: float = ATOL, seed: in
     text_sess = ort.InferenceSession(str(paths["text"]), opts, providers=["CPUExecutionProvider"])
     diffs = {"image": 0.0, "text": 0.0}
     lengths = sorted({c.text.context_length, max(1, c.text.context_length // 2)})
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for batch in (1, 3):
             images = torch.randn(
                 batch, c.vision.in_chans, c.vision.image_size, c.vision.image_size, generator=gen
@@ -232,7 +220,7 @@ def export_onnx(
     images = torch.randn(2, c.vision.in_chans, image_size, image_size, generator=gen)
     ids, mask = _example_text(2, t, c.text.vocab_size, gen)
     try:
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             _export(
                 _ImageEncoder(model),
                 (images,),

@@ -329,6 +329,11 @@ def _classifier(config: TrainConfig, tokenizer: Tokenizer, class_names: tuple[st
 
     path = model_folder(config.init_from)
     pretrained = load_pretrained(path)
+    if getattr(pretrained, "image_size", None) not in (None, config.data.image_size):
+        raise TrainingError(
+            f"init_from={config.init_from} takes {pretrained.image_size}-px images; "
+            f"set data.image_size={pretrained.image_size}"
+        )
     if isinstance(pretrained, ImageClassifier):
         if pretrained.class_names != tuple(class_names):
             raise TrainingError(
@@ -340,11 +345,6 @@ def _classifier(config: TrainConfig, tokenizer: Tokenizer, class_names: tuple[st
         raise TrainingError(
             f"init_from={config.init_from} is a {type(pretrained).__name__}; fine-tuning on labelled images "
             "starts from a CLIP dual encoder"
-        )
-    if pretrained.image_size != config.data.image_size:
-        raise TrainingError(
-            f"init_from={config.init_from} takes {pretrained.image_size}-px images; "
-            f"set data.image_size={pretrained.image_size}"
         )
     f = config.finetune
     tokenizer.context_length = pretrained.context_length
