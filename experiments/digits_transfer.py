@@ -100,7 +100,7 @@ def main() -> None:
     ]
     names = {
         "full": "full fine-tuning (300 steps)",
-        "lora": "LoRA (rank 4 + BN scale/shift + head, 600 steps)",
+        "lora": "LoRA (rank 2 + BN scale/shift + head, 600 steps)",
         "lpft": "LP-FT (300 steps)",
     }
     for key, name in names.items():

@@ -174,8 +174,9 @@ def _print_eval(metrics: dict) -> None:
         table.add_row("zero-shot colour x shape top-1", f"{100 * zs['top1']:.1f} %")
         table.add_row("held-out combinations top-1", f"{100 * ho['top1']:.1f} %")
         if "zero_shot_paraphrased" in metrics:
-            para = metrics["zero_shot_paraphrased"]["top1"]
-            table.add_row("zero-shot, paraphrased class names", f"{100 * para:.1f} %")
+            para = metrics["zero_shot_paraphrased"]
+            detail = f"(colour {100 * para['colour']:.1f} %, shape {100 * para['shape']:.1f} %)"
+            table.add_row("zero-shot, paraphrased class names", f"{100 * para['top1']:.1f} % {detail}")
         table.add_row(f"text->image R@1 ({rt['n']} pairs)", f"{100 * rt['text_to_image_R@1']:.1f} %")
         table.add_row(f"image->text R@1 ({rt['n']} pairs)", f"{100 * rt['image_to_text_R@1']:.1f} %")
         for k, v in metrics["compositional"].items():

@@ -95,6 +95,14 @@ def _confusion(preds: Tensor, labels: Tensor, c: int) -> Tensor:
     return torch.bincount(labels.long() * c + preds.long(), minlength=c * c).view(c, c)
 
 
+def _attribute_accuracy(preds: Tensor, labels: Tensor) -> dict[str, float]:
+    """How often the predicted colour-shape class (N,) has the true colour, and the true shape."""
+    classes = class_names()
+    colour = sum(classes[p][0] == classes[t][0] for p, t in zip(preds.tolist(), labels.tolist(), strict=True))
+    shape = sum(classes[p][1] == classes[t][1] for p, t in zip(preds.tolist(), labels.tolist(), strict=True))
+    return {"colour": colour / len(labels), "shape": shape / len(labels)}
+
+
 def evaluate_shapes(
     model: nn.Module,
     tokenizer: Tokenizer,
@@ -146,7 +154,10 @@ def evaluate_shapes(
             embeds = embed_images(model, images, batch_size=batch_size)
             itc = zero_shot_accuracy(embeds, classifier, labels)
             if on_split == split:
-                para["paraphrased"] = zero_shot_accuracy(embeds, classifier_para, labels)
+                para["paraphrased"] = {
+                    **zero_shot_accuracy(embeds, classifier_para, labels),
+                    **_attribute_accuracy((embeds @ classifier_para).argmax(dim=1), labels),
+                }
             scores = embeds @ classifier  # (n, C)
             preds = scores.argmax(dim=1)
             shortlist = scores.topk(5, dim=1).indices
