@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from mumo._config import Config, check
 from mumo.models._registry import register_architecture
-from mumo.models.clip import CLIP, CLIPConfig
+from mumo.models.clip import CLIP, CLIPConfig, WrapsCLIP
 
 # Prompts of the zero-shot head when a recipe names none: one plain template, since a model pretrained on
 # captions of a small world knows few phrasings.
@@ -47,7 +47,7 @@ class ImageClassifierConfig(Config):
         check(len(set(self.class_names)) == len(self.class_names), "class names must be distinct")
 
 
-class ImageClassifier(nn.Module):
+class ImageClassifier(WrapsCLIP, nn.Module):
     """CLIP's image path plus a linear head; see the module docstring."""
 
     def __init__(self, config: ImageClassifierConfig) -> None:
@@ -105,27 +105,6 @@ class ImageClassifier(nn.Module):
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.config.class_names
-
-    @property
-    def image_size(self) -> int:
-        return self.clip.image_size
-
-    @property
-    def context_length(self) -> int:
-        return self.clip.context_length
-
-    def encode_image(self, images: Tensor, normalize: bool = True) -> Tensor:
-        """(B, 3, H, W) -> (B, E) image embeddings (the features the head reads when normalised)."""
-        return self.clip.encode_image(images, normalize=normalize)
-
-    def encode_text(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, normalize: bool = True
-    ) -> Tensor:
-        """(B, T) -> (B, E) text embeddings of the CLIP inside (for zero-shot use of a fine-tuned model)."""
-        return self.clip.encode_text(input_ids, attention_mask, normalize=normalize)
-
-    def scale_and_bias(self) -> tuple[Tensor, Tensor | None]:
-        return self.clip.scale_and_bias()
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, C) class logits."""

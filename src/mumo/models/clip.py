@@ -147,6 +147,37 @@ class CLIP(nn.Module):
 register_architecture("clip", CLIPConfig, CLIP)
 
 
+class WrapsCLIP:
+    """The dual-encoder interface of a model built around a CLIP held as ``self.clip`` (a fusion model, an
+    image classifier): what evaluation, zero-shot and the contrastive loss call, passed through."""
+
+    clip: CLIP
+
+    def encode_image(self, images: Tensor, normalize: bool = True) -> Tensor:
+        """(B, 3, H, W) -> (B, E) image embeddings; see :meth:`CLIP.encode_image`."""
+        return self.clip.encode_image(images, normalize=normalize)
+
+    def encode_text(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, normalize: bool = True
+    ) -> Tensor:
+        """(B, T) ids [+ (B, T) 0/1 mask] -> (B, E) text embeddings; see :meth:`CLIP.encode_text`."""
+        return self.clip.encode_text(input_ids, attention_mask, normalize=normalize)
+
+    def scale_and_bias(self) -> tuple[Tensor, Tensor | None]:
+        """The CLIP's inverse temperature and logit bias."""
+        return self.clip.scale_and_bias()
+
+    @property
+    def image_size(self) -> int:
+        """Input height and width in pixels."""
+        return self.clip.image_size
+
+    @property
+    def context_length(self) -> int:
+        """Longest token sequence the text tower takes."""
+        return self.clip.context_length
+
+
 # Named configs. Standard sizes follow OpenCLIP's ViT-B-32 / ViT-B-16 / ViT-L-14 (same parameter counts).
 
 

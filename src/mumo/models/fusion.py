@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from mumo._config import Config, check
 from mumo.layers import Transformer, build_norm, padding_mask
 from mumo.models._registry import register_architecture, register_model
-from mumo.models.clip import CLIP, CLIPConfig, clip_conv_mini_64, clip_vit_tiny
+from mumo.models.clip import CLIP, CLIPConfig, WrapsCLIP, clip_conv_mini_64, clip_vit_tiny
 from mumo.models.multitask import tie_penalty
 from mumo.models.text import TextTransformer
 
@@ -60,7 +60,7 @@ class FusionConfig(Config):
         )
 
 
-class FusionModel(nn.Module):
+class FusionModel(WrapsCLIP, nn.Module):
     """A :class:`CLIP` for ITC plus cross-attention fusion blocks on its text tokens for ITM and MLM."""
 
     def __init__(self, config: FusionConfig) -> None:
@@ -115,16 +115,6 @@ class FusionModel(nn.Module):
         return self.clip.text.cls_token is not None
 
     # Contrastive side: the dual encoder, unchanged.
-
-    def encode_image(self, images: Tensor, normalize: bool = True) -> Tensor:
-        """(B, 3, H, W) -> (B, E) image embeddings; see :meth:`CLIP.encode_image`."""
-        return self.clip.encode_image(images, normalize=normalize)
-
-    def encode_text(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, normalize: bool = True
-    ) -> Tensor:
-        """(B, T) ids [+ (B, T) 0/1 mask] -> (B, E) text embeddings; see :meth:`CLIP.encode_text`."""
-        return self.clip.encode_text(input_ids, attention_mask, normalize=normalize)
 
     def encode_image_and_tokens(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """One image-tower pass for both sides: (B, 3, H, W) -> ((B, E) unit-norm embeddings equal to
@@ -217,20 +207,6 @@ class FusionModel(nn.Module):
         meaningless). Args as :meth:`fuse`."""
         fused = self.fuse(image_tokens, input_ids, attention_mask)
         return self.mlm_head(fused[:, int(self.has_text_cls) :])
-
-    def scale_and_bias(self) -> tuple[Tensor, Tensor | None]:
-        """The CLIP's inverse temperature and logit bias for the ITC loss."""
-        return self.clip.scale_and_bias()
-
-    @property
-    def image_size(self) -> int:
-        """Input height and width in pixels."""
-        return self.config.clip.vision.image_size
-
-    @property
-    def context_length(self) -> int:
-        """Longest token sequence the text tower takes."""
-        return self.config.clip.text.context_length
 
     def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """The ITM logits (B, 2) of the pairs (images[i], input_ids[i]); see :meth:`itm_logits`."""
