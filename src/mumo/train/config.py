@@ -133,6 +133,9 @@ class TrainConfig(Config):
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     batch_size: int = 128  # samples per micro-batch
+    grad_cache_chunk: int | None = (
+        None  # GradCache: embed this many at a time, the loss still over batch_size
+    )
     max_steps: int = 1000  # optimizer steps in the run (0: save and evaluate the starting model)
     seed: int = 0  # seed of weights and data order
     out_dir: str = "runs/run"  # where checkpoints, metrics and the report go
@@ -159,6 +162,11 @@ class TrainConfig(Config):
         )
         check(0.0 < self.mlm_probability <= 1.0, "mlm_probability must be in (0, 1]")
         check(self.itm_generated_negatives >= 0, "itm_generated_negatives must be >= 0")
+        check(
+            self.grad_cache_chunk is None
+            or (self.grad_cache_chunk >= 1 and tuple(self.objectives) == ("itc",)),
+            "grad_cache_chunk (>= 1) caches the gradient of the contrastive loss: objectives must be [itc]",
+        )
         check(
             self.text_tower is None or self.init_from is None,
             "text_tower and init_from both give weights and a tokenizer; keep one",

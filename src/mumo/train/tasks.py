@@ -239,6 +239,27 @@ class MultiTask(nn.Module):
             losses.update(model.regularizers())
         return losses
 
+    def grad_cache_step(
+        self, batch: dict[str, Any], chunk_size: int, scale: float = 1.0
+    ) -> dict[str, Tensor]:
+        """The ITC loss of a CLIP over the whole batch with gradients accumulated chunk by chunk (see
+        :mod:`mumo.train.grad_cache`): the same gradient as ``training_forward`` + backward, at the memory
+        of ``chunk_size`` samples. Runs the backward itself; returns the detached loss."""
+        from mumo.train.grad_cache import grad_cache_backward
+
+        if not isinstance(self.model, CLIP) or self.objectives != ("itc",) or "neg_input_ids" in batch:
+            raise ConfigError(
+                "grad_cache_chunk works for a CLIP trained on itc alone, without hard negatives"
+            )
+        ids, mask = trim_padding(batch["input_ids"], batch["attention_mask"])
+        images, model = batch["images"], self.model
+
+        def embed(start: int, end: int) -> tuple[Tensor, Tensor]:
+            return model.encode_image(images[start:end]), model.encode_text(ids[start:end], mask[start:end])
+
+        loss_fn = lambda image, text: self._itc(image, text, None)  # noqa: E731
+        return {"itc": grad_cache_backward(model, embed, loss_fn, ids.shape[0], chunk_size, scale)}
+
     def _itc(self, image_embeds: Tensor, text_embeds: Tensor, negatives: Tensor | None) -> Tensor:
         scale, bias = self.scale_and_bias()
         if self.loss_name == "siglip":

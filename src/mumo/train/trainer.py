@@ -194,9 +194,13 @@ class Trainer:
                 continue
             batch = self._to_device(batch)
             self.task.reseed(self.step * c.optim.grad_accum + micro, self.device)
-            losses = self.task.training_forward(batch)
-            loss = self.task.combine(losses)
-            (loss / c.optim.grad_accum).backward()
+            if c.grad_cache_chunk:  # the backward runs inside, chunk by chunk
+                losses = self.task.grad_cache_step(batch, c.grad_cache_chunk, 1 / c.optim.grad_accum)
+                loss = self.task.combine(losses)
+            else:
+                losses = self.task.training_forward(batch)
+                loss = self.task.combine(losses)
+                (loss / c.optim.grad_accum).backward()
             samples += (batch["input_ids"] if "input_ids" in batch else batch["images"]).shape[0]
             for k, v in losses.items():
                 totals[f"loss/{k}"] = totals.get(f"loss/{k}", 0.0) + v.item() / c.optim.grad_accum
