@@ -5,9 +5,12 @@ x = x + attn(norm(x));  [x = x + cross_attn(norm(x), context)];  x = x + mlp(nor
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Protocol
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from mumo.layers.attention import CrossAttention, KVCache, SelfAttention
 from mumo.layers.mlp import MlpType, build_mlp
@@ -104,6 +107,9 @@ class Transformer(nn.Module):
     def __init__(self, dim: int, depth: int, num_heads: int, **block_kwargs: object) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(Block(dim, num_heads, **block_kwargs) for _ in range(depth))  # type: ignore[arg-type]
+        # Activation checkpointing: in training, each block's activations are recomputed in the backward
+        # pass instead of stored (about a third more compute for a fraction of the memory).
+        self.grad_checkpointing = False
 
     def forward(
         self,
@@ -134,8 +140,10 @@ class Transformer(nn.Module):
                     f"got {len(per_block)} {name} for {len(self.blocks)} blocks; pass one per block"
                 )
         last = len(self.blocks) - 1
+        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled() and not kv_caches
         for i, block in enumerate(self.blocks):
-            x = block(
+            run = partial(checkpoint, block, use_reentrant=False) if recompute else block
+            x = run(
                 x,
                 mask=mask,
                 is_causal=is_causal,
@@ -183,3 +191,12 @@ class StackDepth:
         if name.startswith("transformer.") and block is not None:
             return block + 1
         return self.num_layers + 1 if name.startswith("norm.") else 0
+
+
+def set_grad_checkpointing(model: nn.Module, enabled: bool = True) -> int:
+    """Turn activation checkpointing on (or off) in every :class:`Transformer` of ``model``; returns how
+    many stacks it reached (0: the model has none, e.g. a CNN tower alone)."""
+    stacks = [m for m in model.modules() if isinstance(m, Transformer)]
+    for stack in stacks:
+        stack.grad_checkpointing = enabled
+    return len(stacks)

@@ -144,6 +144,8 @@ class TrainConfig(Config):
     keep_checkpoints: int = 2  # newest checkpoints kept; older ones are deleted
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     device: str = "cpu"  # 'cpu' or 'cuda'
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # forward autocast; fp16 also scales the loss
+    grad_checkpointing: bool = False  # recompute each Transformer block's activations in the backward pass
     evaluate: bool = True  # evaluate on the test splits at the end
     tensorboard: bool = True  # also write TensorBoard event files
 

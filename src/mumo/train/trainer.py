@@ -30,6 +30,7 @@ from mumo.data.pairs import SkipReport
 from mumo.data.sampler import ResumableBatchSampler
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import TrainingError
+from mumo.layers.block import set_grad_checkpointing
 from mumo.models import create_model, get_model_config, save_pretrained
 from mumo.models._pretrained import model_folder
 from mumo.train.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
@@ -138,6 +139,11 @@ class Trainer:
         # Before the optimizer and the checkpoint: both must see the final set of (trainable) parameters.
         self.finetune = apply_finetune(self.model, c.finetune)
         self.inference_only = inference_only_modules(self.model, c.finetune.freeze_norm_stats)
+        if c.grad_checkpointing and not set_grad_checkpointing(self.model):
+            logger.warning("grad_checkpointing: %s has no Transformer blocks to checkpoint", c.model)
+        # fp16 needs its loss scaled so that small gradients do not flush to zero; bf16 has fp32's range.
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[c.precision]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=c.precision == "fp16")
         logger.info(
             "training %d of %d parameters (%.2f %%)",
             self.finetune["trainable_params"],
@@ -156,6 +162,8 @@ class Trainer:
         if checkpoint is not None:
             _, _, state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
             load_task_state(self.task, state.get("task_state", {}))
+            if state.get("grad_scaler"):
+                self.scaler.load_state_dict(state["grad_scaler"])
             self.step = state["step"]
             logger.info("resuming %s at step %d", checkpoint, self.step)
         self.collate = build_collate(c, self.dataset, tokenizer, mean, std)
@@ -194,21 +202,29 @@ class Trainer:
                 continue
             batch = self._to_device(batch)
             self.task.reseed(self.step * c.optim.grad_accum + micro, self.device)
+            autocast = torch.autocast(
+                self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+            )
             if c.grad_cache_chunk:  # the backward runs inside, chunk by chunk
-                losses = self.task.grad_cache_step(batch, c.grad_cache_chunk, 1 / c.optim.grad_accum)
-                loss = self.task.combine(losses)
+                with autocast:
+                    scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+                    losses = self.task.grad_cache_step(batch, c.grad_cache_chunk, scale / c.optim.grad_accum)
+                    loss = self.task.combine(losses)
             else:
-                losses = self.task.training_forward(batch)
-                loss = self.task.combine(losses)
-                (loss / c.optim.grad_accum).backward()
+                with autocast:
+                    losses = self.task.training_forward(batch)
+                    loss = self.task.combine(losses)
+                self.scaler.scale(loss / c.optim.grad_accum).backward()
             samples += (batch["input_ids"] if "input_ids" in batch else batch["images"]).shape[0]
             for k, v in losses.items():
                 totals[f"loss/{k}"] = totals.get(f"loss/{k}", 0.0) + v.item() / c.optim.grad_accum
             totals["loss"] = totals.get("loss", 0.0) + loss.item() / c.optim.grad_accum
+        self.scaler.unscale_(self.optimizer)  # clip (and log) the true gradient norm
         if c.optim.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(self.task.parameters(), c.optim.grad_clip)
             totals["grad_norm"] = norm.item()
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         if not math.isfinite(totals.get("loss", 0.0)):
@@ -239,6 +255,7 @@ class Trainer:
                 "data_position": self.step * self.config.optim.grad_accum,
                 "config": self.config.to_dict(),
                 "task_state": task_state(self.task),
+                "grad_scaler": self.scaler.state_dict(),  # {} unless fp16
             },
             keep=self.config.keep_checkpoints,
         )
