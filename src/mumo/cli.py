@@ -125,9 +125,22 @@ def train(
     recipe: Path = typer.Argument(..., help="YAML recipe, e.g. configs/demo.yaml"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. optim.lr=3e-4 max_steps=100"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint"),
+    nproc: int = typer.Option(
+        1, min=1, help="processes on this machine: runs the same command under torchrun"
+    ),
 ) -> None:
-    """Train a model from a recipe; checkpoints, metrics.jsonl and metrics.json go to out_dir."""
+    """Train a model from a recipe; checkpoints, metrics.jsonl and metrics.json go to out_dir. For many
+    machines, launch `torchrun --nnodes … -m mumo train RECIPE` yourself: batch_size is per process."""
     from mumo.train import load_recipe
+
+    if nproc > 1:
+        import subprocess
+
+        from mumo.train.distributed import torchrun_command
+
+        load_recipe(recipe, overrides or [])  # a bad recipe fails here, once, not in every process
+        args = ["train", str(recipe), *(overrides or []), *(["--resume"] if resume else [])]
+        raise typer.Exit(subprocess.call(torchrun_command(nproc, args)))
 
     _fit(load_recipe(recipe, overrides or []), resume)
 
@@ -144,8 +157,9 @@ def _fit(config: mumo.train.TrainConfig, resume: bool, show_trainable: bool = Fa
         n, total = trainer.finetune["trainable_params"], trainer.finetune["total_params"]
         console.print(f"training {n:,} of {total:,} parameters ({100 * n / total:.2f} %)")
     results = trainer.fit()
-    _print_eval(results.get("eval", {}))
-    console.print(f"model saved to {results['final']}")
+    if trainer.dist.is_main:  # under torchrun, rank 0 saved and evaluated
+        _print_eval(results.get("eval", {}))
+        console.print(f"model saved to {results['final']}")
 
 
 @app.command(context_settings={"allow_extra_args": False})

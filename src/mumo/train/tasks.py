@@ -145,6 +145,10 @@ class MultiTask(nn.Module):
         names = list(self.objectives)
         self.weighting = build_weighting(weighting, names, dict(weights or {}))
 
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """:meth:`training_forward`, so that DistributedDataParallel can wrap the task."""
+        return self.training_forward(batch)
+
     def reseed(self, position: int, device: torch.device | str = "cpu") -> None:
         """Seed the task's draws from (seed, position): a resumed run redraws exactly what it would have."""
         if self.generator is None or self.generator.device != torch.device(device):
@@ -297,6 +301,10 @@ class ClassificationTask(nn.Module):
         self.model, self.label_smoothing = model, label_smoothing
         self._correct = self._seen = 0
 
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """:meth:`training_forward`, so that DistributedDataParallel can wrap the task."""
+        return self.training_forward(batch)
+
     def reseed(self, position: int, device: torch.device | str = "cpu") -> None:
         """Nothing is drawn at random here (kept for the trainer's Task interface)."""
 
@@ -317,9 +325,12 @@ class ClassificationTask(nn.Module):
         return out
 
 
-def build_task(model: nn.Module, config: Any, tokenizer: Any) -> MultiTask | ClassificationTask:
+def build_task(
+    model: nn.Module, config: Any, tokenizer: Any, rank: int = 0, world_size: int = 1
+) -> MultiTask | ClassificationTask:
     """The task a :class:`~mumo.train.config.TrainConfig` asks for: :class:`ClassificationTask` for the cls
-    objective, else :class:`MultiTask` with the tokenizer's special ids."""
+    objective, else :class:`MultiTask` with the tokenizer's special ids (and, across processes, the
+    contrastive loss gathering every rank's features)."""
     if "cls" in config.objectives:
         return ClassificationTask(model)
     return MultiTask(
@@ -333,6 +344,8 @@ def build_task(model: nn.Module, config: Any, tokenizer: Any) -> MultiTask | Cla
         mlm_probability=config.mlm_probability,
         itm_generated_negatives=config.itm_generated_negatives,
         seed=config.seed,
+        rank=rank,
+        world_size=world_size,
     )
 
 

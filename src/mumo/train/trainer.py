@@ -35,6 +35,7 @@ from mumo.models import create_model, get_model_config, save_pretrained
 from mumo.models._pretrained import model_folder
 from mumo.train.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from mumo.train.config import LABELLED_KINDS, TrainConfig
+from mumo.train.distributed import barrier, init_distributed
 from mumo.train.finetune import apply_finetune, fit_probe_head, inference_only_modules, save_adapter
 from mumo.train.optim import build_optimizer, build_scheduler
 from mumo.train.tasks import build_task, load_task_state, task_state
@@ -101,10 +102,18 @@ class Trainer:
         self.config = c = config
         self.out_dir = Path(c.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.progress = progress
         if c.threads:
             torch.set_num_threads(c.threads)
-        self.device = torch.device(c.device)
+        self.dist = init_distributed(c.device)
+        if self.dist.world_size > 1 and c.grad_cache_chunk:
+            raise TrainingError(
+                "grad_cache_chunk runs its own backward passes; use it in one process for now"
+            )
+        device = c.device
+        if self.dist.world_size > 1 and device == "cuda":
+            device = f"cuda:{self.dist.local_rank}"
+        self.device = torch.device(device)
+        self.progress = progress and self.dist.is_main
         self.dataset, tokenizer_texts, mean, std = (build_data or build_train_data)(c)
 
         checkpoint = latest_valid_checkpoint(self.out_dir) if resume else None
@@ -154,7 +163,14 @@ class Trainer:
         if hasattr(self.dataset, "bind"):  # a text corpus is tokenized once the tokenizer exists
             self.dataset.bind(tokenizer, self.model.context_length)
         self.tokenizer = tokenizer
-        self.task = build_task(self.model, c, tokenizer).to(self.device)
+        self.task = build_task(self.model, c, tokenizer, self.dist.rank, self.dist.world_size).to(self.device)
+        # Across processes, DDP averages the gradients of every rank's share of the global batch.
+        self.forward = self.task
+        if self.dist.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.task, device_ids=ids)
         # The task, not just the model: learned loss weights are trained too.
         self.optimizer = build_optimizer(self.task, c.optim)
         self.scheduler = build_scheduler(self.optimizer, c.optim, c.max_steps)
@@ -169,12 +185,18 @@ class Trainer:
         self.collate = build_collate(c, self.dataset, tokenizer, mean, std)
         self.epoch_skips = SkipReport()  # reported, then cleared, at each epoch's end
         self.all_skips = SkipReport()
-        atomic_write_json(self.out_dir / "train_config.json", c.to_dict())
+        if self.dist.is_main:  # one writer per run folder
+            atomic_write_json(self.out_dir / "train_config.json", c.to_dict())
 
     def _loader(self) -> DataLoader:
         c = self.config
         sampler = ResumableBatchSampler(
-            len(self.dataset), c.batch_size, seed=c.seed, start=self.step * c.optim.grad_accum
+            len(self.dataset),
+            c.batch_size,
+            seed=c.seed,
+            start=self.step * c.optim.grad_accum,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
         )
         return DataLoader(
             self.dataset,
@@ -201,7 +223,8 @@ class Trainer:
             if batch.get("images") is None and batch.get("input_ids") is None:  # every sample was unreadable
                 continue
             batch = self._to_device(batch)
-            self.task.reseed(self.step * c.optim.grad_accum + micro, self.device)
+            position = self.step * c.optim.grad_accum + micro
+            self.task.reseed(position * self.dist.world_size + self.dist.rank, self.device)
             autocast = torch.autocast(
                 self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
             )
@@ -212,7 +235,7 @@ class Trainer:
                     loss = self.task.combine(losses)
             else:
                 with autocast:
-                    losses = self.task.training_forward(batch)
+                    losses = self.forward(batch)
                     loss = self.task.combine(losses)
                 self.scaler.scale(loss / c.optim.grad_accum).backward()
             samples += (batch["input_ids"] if "input_ids" in batch else batch["images"]).shape[0]
@@ -232,7 +255,12 @@ class Trainer:
                 f"loss is {totals['loss']} at step {self.step + 1}; "
                 "lower optim.lr or raise optim.warmup_steps"
             )
-        totals["samples"] = samples
+        if self.dist.world_size > 1:  # log the global batch's loss, not this rank's share
+            names = sorted(k for k in totals if k.startswith("loss"))
+            mean = torch.tensor([totals[k] for k in names], dtype=torch.float64)
+            torch.distributed.all_reduce(mean)
+            totals.update({k: v / self.dist.world_size for k, v in zip(names, mean.tolist(), strict=True)})
+        totals["samples"] = samples * self.dist.world_size
         return totals
 
     def _end_of_epoch(self, loader_len: int) -> None:
@@ -263,7 +291,8 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to ``max_steps`` (from the resumed step), then save and evaluate; returns the metrics."""
         c = self.config
-        log = _MetricsLog(self.out_dir, self.step, c.tensorboard)
+        main = self.dist.is_main
+        log = _MetricsLog(self.out_dir, self.step, c.tensorboard) if main else None
         run_start, first_step = time.perf_counter(), self.step
         loader = self._loader()
         batches = iter(loader)
@@ -286,7 +315,8 @@ class Trainer:
                     values["samples_per_s"] = window_samples / max(elapsed, 1e-9)
                     values["lr"] = self.scheduler.get_last_lr()[0]
                     values.update(self.task.metrics())
-                    log.write(self.step, values)
+                    if log is not None:
+                        log.write(self.step, values)
                     status = (
                         f"loss {values['loss']:.3f}  lr {values['lr']:.2e}  "
                         f"{values['samples_per_s']:.0f} samples/s"
@@ -296,27 +326,36 @@ class Trainer:
                 bar.update(task_id, completed=self.step)
                 self._end_of_epoch(len(loader))
                 if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
-                    self._checkpoint()
-        log.close()
-        final = save_pretrained(self.model, self.out_dir / "final", tokenizer=self.tokenizer)
-        if c.finetune.lora_rank:  # the merged model above, and the adapter alone beside it
-            save_adapter(self.model, final, c.finetune, c.init_from)
+                    if main:  # one writer; every rank holds the same weights
+                        self._checkpoint()
+                    barrier(self.dist)
+        final = self.out_dir / "final"
+        if main:
+            log.close()
+            save_pretrained(self.model, final, tokenizer=self.tokenizer)
+            if c.finetune.lora_rank:  # the merged model above, and the adapter alone beside it
+                save_adapter(self.model, final, c.finetune, c.init_from)
         seconds = time.perf_counter() - run_start
         results: dict[str, Any] = {
             "steps": self.step,
             "final": str(final),
             "train_seconds": round(seconds, 1),
-            "samples_per_s": round((self.step - first_step) * c.optim.grad_accum * c.batch_size / seconds, 1),
+            "samples_per_s": round(
+                (self.step - first_step) * c.optim.grad_accum * c.batch_size * self.dist.world_size / seconds,
+                1,
+            ),
             "trainable_params": self.finetune["trainable_params"],
             "total_params": self.finetune["total_params"],
         }
         if self.all_skips.count:
             results["skipped_images"] = [{"path": x.path, "reason": x.reason} for x in self.all_skips.skipped]
-        if c.evaluate:
+        if c.evaluate and main:
             from mumo.train.data import evaluate_run
 
             results["eval"] = evaluate_run(self.model, self.tokenizer, c, self.out_dir, self.dataset)
-        atomic_write_json(self.out_dir / "metrics.json", results)
+        if main:
+            atomic_write_json(self.out_dir / "metrics.json", results)
+        barrier(self.dist)
         return results
 
 

@@ -1,0 +1,75 @@
+"""Running under ``torchrun``: the process group, this process's place, and the launcher shortcut.
+
+``torchrun --nproc_per_node N -m mumo train RECIPE`` starts N processes with ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK`` and the rendezvous in their environment; :func:`init_distributed` joins them (``gloo`` on
+CPU, ``nccl`` on GPUs). Each process trains on its ``batch_size`` share of every global batch of
+``batch_size * world_size`` samples; the contrastive loss gathers every rank's features (with gradient) and
+DDP averages the gradients, so a step equals a single process's step on the global batch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place: ``rank`` of ``world_size``, ``local_rank`` on its node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, checkpoints and evaluates."""
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> DistInfo:
+    """Join the process group ``torchrun`` set up (a no-op without one, or with ``WORLD_SIZE`` 1).
+
+    On CUDA each process takes the GPU of its ``LOCAL_RANK``; the backend is ``nccl`` there, ``gloo`` on CPU.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return DistInfo()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend)
+    return DistInfo(rank, world_size, local_rank)
+
+
+def destroy_distributed() -> None:
+    """Leave the process group once every rank is done with it."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (rank 0 writing a checkpoint, say); a no-op in one process."""
+    if info.world_size > 1:
+        dist.barrier()
+
+
+def torchrun_command(nproc: int, args: list[str]) -> list[str]:
+    """The ``torchrun`` command line that runs ``mumo <args>`` in ``nproc`` processes on this machine."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "mumo",
+        *args,
+    ]

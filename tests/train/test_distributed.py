@@ -1,0 +1,128 @@
+"""Two processes on loopback (gloo): DDP over the task gives the single-process gradient of the global
+batch, and a torchrun launch of the trainer ends where the single-process run with that batch does."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
+
+import mumo
+from mumo.train.tasks import MultiTask
+
+WORLD, B = 2, 4
+
+
+def _model():
+    # float64: the comparison is then about the algorithm, not float32 summation order (which gives ~7e-7
+    # relative differences on gradients of magnitude ~10)
+    return mumo.create_model("clip_vit_tiny", seed=0, **{"text.vocab_size": 300}).double()
+
+
+def _global_batch():
+    g = torch.Generator().manual_seed(0)
+    n = WORLD * B
+    lengths = torch.randint(3, 10, (n,), generator=g)
+    mask = (torch.arange(10) < lengths[:, None]).long()
+    return {
+        "images": torch.randn(n, 3, 32, 32, generator=g, dtype=torch.float64),
+        "input_ids": torch.randint(3, 300, (n, 10), generator=g) * mask,
+        "attention_mask": mask,
+    }
+
+
+def _worker(rank: int, port: int, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        torch.set_num_threads(1)
+        model = _model()
+        task = MultiTask(model, ["itc"], rank=rank, world_size=WORLD)
+        ddp = DistributedDataParallel(task)
+        batch = {k: v[rank::WORLD] for k, v in _global_batch().items()}  # as the batch sampler splits
+        losses = ddp(batch)
+        task.combine(losses).backward()
+        grads = {n: p.grad for n, p in model.named_parameters()}
+        loss = losses["itc"].detach().reshape(1)
+        dist.all_reduce(loss)
+        save_file({**grads, "loss": loss / WORLD}, f"{out_dir}/rank{rank}.safetensors")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_gradients_equal_the_single_process_global_batch(tmp_path):
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    model = _model()
+    task = MultiTask(model, ["itc"])
+    loss = task.combine(task.training_forward(_global_batch()))
+    loss.backward()
+    for rank in range(WORLD):
+        got = load_file(str(tmp_path / f"rank{rank}.safetensors"))
+        assert abs(got.pop("loss").item() - loss.item()) <= 1e-6
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(got[name], p.grad, rtol=0, atol=1e-6, msg=name)
+
+
+COMMON = [
+    "model=clip_vit_tiny",
+    "data.image_size=32",
+    "data.train_size=256",
+    "data.tokenizer_samples=200",
+    "data.tokenizer_vocab_size=300",
+    "max_steps=3",
+    "checkpoint_every=3",
+    "evaluate=false",
+    "tensorboard=false",
+    "threads=1",
+]
+
+
+@pytest.mark.slow
+def test_a_torchrun_launch_ends_with_the_single_process_weights(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("seed: 0\n")
+    one = tmp_path / "one"
+    subprocess.run(
+        [sys.executable, "-m", "mumo", "train", str(recipe), *COMMON, "batch_size=8", f"out_dir={one}"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    two = tmp_path / "two"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mumo",
+            "train",
+            str(recipe),
+            *COMMON,
+            "batch_size=4",
+            f"out_dir={two}",
+            "--nproc",
+            "2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0 and (two / "final").is_dir(), run.stdout + run.stderr
+    a = load_file(str(one / "final" / "model.safetensors"))
+    b = load_file(str(two / "final" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step_000003"]  # rank 0 alone wrote
