@@ -126,3 +126,57 @@ def test_a_torchrun_launch_ends_with_the_single_process_weights(tmp_path):
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step_000003"]  # rank 0 alone wrote
+
+
+@pytest.mark.slow
+def test_two_nodes_on_loopback_end_with_the_single_process_weights(tmp_path):
+    """Two torchrun launches, one per "node" (--nnodes 2, --node-rank 0 / 1), meet through a c10d
+    rendezvous on 127.0.0.1 and train the recipe; rank 0's final weights equal the single-process run with
+    the same global batch."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("seed: 0\n")
+    one = tmp_path / "one"
+    subprocess.run(
+        [sys.executable, "-m", "mumo", "train", str(recipe), *COMMON, "batch_size=8", f"out_dir={one}"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    nodes = tmp_path / "nodes"
+    port = _free_port()
+    launches = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                f"--node-rank={node}",
+                "--nproc-per-node=1",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint=127.0.0.1:{port}",
+                "--rdzv-id=mumo-test",
+                "-m",
+                "mumo",
+                "train",
+                str(recipe),
+                *COMMON,
+                "batch_size=4",
+                f"out_dir={nodes}",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for node in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in launches]
+    assert all(p.returncode == 0 for p in launches), "\n".join(outputs)
+    a = load_file(str(one / "final" / "model.safetensors"))
+    b = load_file(str(nodes / "final" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    c = load_file(str(nodes / "checkpoints" / "step_000003" / "model.safetensors"))
+    assert all(torch.equal(c[k], b[k]) for k in b)  # rank 0's checkpoint is the final model
