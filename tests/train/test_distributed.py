@@ -19,10 +19,13 @@ from mumo.train.tasks import MultiTask
 WORLD, B = 2, 4
 
 
-def _model():
+LOSSES = {"clip": "clip_vit_tiny", "siglip": "siglip_vit_tiny"}  # loss -> model (SigLIP's has a bias)
+
+
+def _model(loss: str):
     # float64: the comparison is then about the algorithm, not float32 summation order (which gives ~7e-7
     # relative differences on gradients of magnitude ~10)
-    return mumo.create_model("clip_vit_tiny", seed=0, **{"text.vocab_size": 300}).double()
+    return mumo.create_model(LOSSES[loss], seed=0, **{"text.vocab_size": 300}).double()
 
 
 def _global_batch():
@@ -37,12 +40,12 @@ def _global_batch():
     }
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, port: int, out_dir: str, loss_name: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         torch.set_num_threads(1)
-        model = _model()
-        task = MultiTask(model, ["itc"], rank=rank, world_size=WORLD)
+        model = _model(loss_name)
+        task = MultiTask(model, ["itc"], loss=loss_name, rank=rank, world_size=WORLD)
         ddp = DistributedDataParallel(task)
         batch = {k: v[rank::WORLD] for k, v in _global_batch().items()}  # as the batch sampler splits
         losses = ddp(batch)
@@ -62,10 +65,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ddp_gradients_equal_the_single_process_global_batch(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
-    model = _model()
-    task = MultiTask(model, ["itc"])
+@pytest.mark.parametrize("loss_name", list(LOSSES))
+def test_ddp_gradients_equal_the_single_process_global_batch(tmp_path, loss_name):
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path), loss_name), nprocs=WORLD, join=True)
+    model = _model(loss_name)
+    task = MultiTask(model, ["itc"], loss=loss_name)
     loss = task.combine(task.training_forward(_global_batch()))
     loss.backward()
     for rank in range(WORLD):
