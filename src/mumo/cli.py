@@ -505,14 +505,15 @@ def convert(
     console.print(f"wrote {run(src, dst, from_, to, config)}")
 
 
-def _labelled_splits(data: str, image_size: int, seed: int) -> tuple[list[str], list[tuple]]:
-    """Class names and the (images, labels) tensors of the train, val and test splits of ``--data``."""
+def _labelled_splits(
+    data: str, image_size: int, seed: int, splits: tuple[str, ...] = ("train", "val", "test")
+) -> list[tuple]:
+    """The (images, labels) tensors of ``splits`` of ``--data`` (images read once, without augmentation)."""
     from mumo.eval.classify import labelled_tensors
     from mumo.train.data import labelled_data, labelled_split
 
     config = labelled_data(data, image_size, seed)
-    splits = [labelled_split(config, split) for split in ("train", "val", "test")]
-    return list(splits[0][0].class_names), [labelled_tensors(*split) for split in splits]
+    return [labelled_tensors(*labelled_split(config, split, augment=False)) for split in splits]
 
 
 _DATA_HELP = "'digits' (scikit-learn's handwritten scans) or an image folder ROOT/<class>/<image>"
@@ -529,7 +530,7 @@ def probe(
     from mumo.eval.linear_probe import probe_images
 
     model, _ = _load(checkpoint)
-    _, (train, val, test) = _labelled_splits(data, model.image_size, seed)
+    train, val, test = _labelled_splits(data, model.image_size, seed)
     result = probe_images(model, train, test, val=val)
     console.print(
         f"linear probe on {data}: test accuracy {100 * result.accuracy:.1f} % "
@@ -578,7 +579,7 @@ def interpolate(
         raise ConfigError(
             "--sweep evaluates a fine-tuned classifier (a run of `mumo finetune` on labelled data)"
         )
-    _, (_, _, test) = _labelled_splits(data, tuned.image_size, seed)
+    (test,) = _labelled_splits(data, tuned.image_size, seed, ("test",))
     rows = wise_ft_sweep(pre, tuned, alphas, target_and_zero_shot(tokenizer, test, size))
     table = Table("alpha", f"{data} test accuracy", "built-in zero-shot accuracy")
     for row in rows:

@@ -93,8 +93,8 @@ COMMON = [
 ]
 
 
-@pytest.mark.slow
-def test_a_torchrun_launch_ends_with_the_single_process_weights(tmp_path):
+def _single_process_run(tmp_path):
+    """(environment, recipe) after training the reference into tmp_path/one: one process, batch 8."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     recipe = tmp_path / "r.yaml"
     recipe.write_text("seed: 0\n")
@@ -105,6 +105,23 @@ def test_a_torchrun_launch_ends_with_the_single_process_weights(tmp_path):
         check=True,
         capture_output=True,
     )
+    return env, recipe
+
+
+def _assert_single_process_weights(tmp_path, run_dir):
+    """The final weights of ``run_dir`` equal those of the reference run (Adam's steps amplify float32
+    summation-order differences slightly, hence 1e-5)."""
+    a = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
+    b = load_file(str(run_dir / "final" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    return b
+
+
+@pytest.mark.slow
+def test_a_torchrun_launch_ends_with_the_single_process_weights(tmp_path):
+    env, recipe = _single_process_run(tmp_path)
     two = tmp_path / "two"
     run = subprocess.run(
         [
@@ -124,11 +141,7 @@ def test_a_torchrun_launch_ends_with_the_single_process_weights(tmp_path):
         text=True,
     )
     assert run.returncode == 0 and (two / "final").is_dir(), run.stdout + run.stderr
-    a = load_file(str(one / "final" / "model.safetensors"))
-    b = load_file(str(two / "final" / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    _assert_single_process_weights(tmp_path, two)
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step_000003"]  # rank 0 alone wrote
 
 
@@ -137,16 +150,7 @@ def test_two_nodes_on_loopback_end_with_the_single_process_weights(tmp_path):
     """Two torchrun launches, one per "node" (--nnodes 2, --node-rank 0 / 1), meet through a c10d
     rendezvous on 127.0.0.1 and train the recipe; rank 0's final weights equal the single-process run with
     the same global batch."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("seed: 0\n")
-    one = tmp_path / "one"
-    subprocess.run(
-        [sys.executable, "-m", "mumo", "train", str(recipe), *COMMON, "batch_size=8", f"out_dir={one}"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    env, recipe = _single_process_run(tmp_path)
     nodes = tmp_path / "nodes"
     port = _free_port()
     launches = [
@@ -178,9 +182,6 @@ def test_two_nodes_on_loopback_end_with_the_single_process_weights(tmp_path):
     ]
     outputs = [p.communicate(timeout=300)[0] for p in launches]
     assert all(p.returncode == 0 for p in launches), "\n".join(outputs)
-    a = load_file(str(one / "final" / "model.safetensors"))
-    b = load_file(str(nodes / "final" / "model.safetensors"))
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    b = _assert_single_process_weights(tmp_path, nodes)
     c = load_file(str(nodes / "checkpoints" / "step_000003" / "model.safetensors"))
     assert all(torch.equal(c[k], b[k]) for k in b)  # rank 0's checkpoint is the final model

@@ -13,6 +13,15 @@ from mumo.eval.embed import eval_mode, model_device
 
 
 @torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Arg-max classes (N,) of ``model`` (images (B, 3, H, W) -> logits (B, C)) on images (N, 3, H, W), in
+    eval mode (each submodule's mode restored after)."""
+    device = model_device(model)
+    with eval_mode(model):
+        return torch.cat([model(x.to(device)).argmax(dim=1).cpu() for x in images.split(batch_size)])
+
+
+@torch.no_grad()
 def classifier_predictions(
     model: nn.Module,
     dataset: Dataset,
@@ -22,15 +31,13 @@ def classifier_predictions(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(predicted classes (N,), true labels (N,)) of every readable sample of ``dataset`` (samples as
     :class:`~mumo.data.collate.LabelCollate` takes them; ``mean`` / ``std`` normalise images in [0, 1])."""
-    device = model_device(model)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=LabelCollate(mean, std))
     preds, labels = [], []
-    with eval_mode(model):
-        for batch in loader:
-            if batch["images"] is None:
-                continue
-            preds.append(model(batch["images"].to(device)).argmax(dim=1).cpu())
-            labels.append(batch["labels"])
+    for batch in loader:
+        if batch["images"] is None:
+            continue
+        preds.append(predict(model, batch["images"], batch_size))
+        labels.append(batch["labels"])
     if not preds:
         raise ValueError("no readable image in the data set")
     return torch.cat(preds), torch.cat(labels)

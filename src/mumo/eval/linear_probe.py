@@ -102,6 +102,18 @@ def fit_logistic_regression(
     return LogisticRegression(weight.detach(), bias.detach(), mean, std)
 
 
+def sweep_l2(
+    train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], num_classes: int, l2_grid: Sequence[float]
+) -> tuple[float, dict[float, float], LogisticRegression]:
+    """Fit on ``train`` at every penalty of ``l2_grid`` and score on ``val`` (pairs of features (N, E) and
+    labels (N,)); returns (the best penalty, ties going to the stronger one, the safer choice on few samples;
+    validation accuracy per penalty; the best penalty's fit)."""
+    fits = {float(l2): fit_logistic_regression(*train, num_classes, l2) for l2 in l2_grid}
+    scores = {l2: fit.accuracy(*val) for l2, fit in fits.items()}
+    best = max(scores, key=lambda l2: (scores[l2], l2))
+    return best, scores, fits[best]
+
+
 @dataclass
 class ProbeResult:
     """Outcome of :func:`linear_probe`: test accuracy with the chosen penalty, and the sweep behind it."""
@@ -153,8 +165,7 @@ def linear_probe(
         _check(*val, "linear_probe val")
         fit_pair = train
         full = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
-    scores = {float(l2): fit_logistic_regression(*fit_pair, c, l2).accuracy(*val) for l2 in l2_grid}
-    best = max(scores, key=lambda l2: (scores[l2], l2))
+    best, scores, _ = sweep_l2(fit_pair, val, c, l2_grid)
     final = fit_logistic_regression(*full, c, best)
     return ProbeResult(final.accuracy(*test), best, scores, final)
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from mumo.eval.embed import eval_mode
+from mumo.eval.classify import predict
 from mumo.models.classifier import ImageClassifier
 from mumo.models.clip import CLIP
 from mumo.models.interpolate import interpolate_models
@@ -65,8 +64,7 @@ def target_and_zero_shot(
     images, labels = target
 
     def evaluate(model: nn.Module) -> dict[str, float]:
-        with eval_mode(model), torch.inference_mode():
-            preds = torch.cat([model(batch).argmax(dim=1) for batch in images.split(256)])
+        preds = predict(model, images)
         shapes = ShapesConfig(image_size=model.image_size)
         result = evaluate_shapes(model.clip, tokenizer, shapes, split="test", size=size)
         return {

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from mumo._io import atomic_write, atomic_write_json
 from mumo.errors import CheckpointError, ConfigError
 from mumo.eval.embed import embed_images
-from mumo.eval.linear_probe import DEFAULT_L2_GRID, fit_logistic_regression
+from mumo.eval.linear_probe import DEFAULT_L2_GRID, sweep_l2
 from mumo.layers.lora import apply_lora, lora_layers
 from mumo.models.classifier import ImageClassifier
 from mumo.models.text import TextTransformer
@@ -203,12 +203,8 @@ def fit_probe_head(
     Returns:
         The chosen ``l2`` and the probe's ``val_accuracy``.
     """
-    features = [embed_images(model, images).double() for images, _ in (train, val)]
-    c = len(model.class_names)
-    fits = {l2: fit_logistic_regression(features[0], train[1], c, l2) for l2 in l2_grid}
-    scores = {l2: fit.accuracy(features[1], val[1]) for l2, fit in fits.items()}
-    best = max(scores, key=lambda l2: (scores[l2], l2))  # ties: the stronger penalty
-    probe = fits[best]
+    features = [(embed_images(model, images).double(), labels) for images, labels in (train, val)]
+    best, scores, probe = sweep_l2(*features, len(model.class_names), l2_grid)
     weight = probe.weight / probe.std  # (C, E): logits = x @ weight.T + bias, for raw embeddings x
     bias = probe.bias - weight @ probe.mean
     with torch.no_grad():
