@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
 import mumo
+from mumo.train.distributed import DistInfo, average_gradients
 from mumo.train.tasks import MultiTask
 
 WORLD, B = 2, 4
@@ -40,16 +41,20 @@ def _global_batch():
     }
 
 
-def _worker(rank: int, port: int, out_dir: str, loss_name: str) -> None:
+def _worker(rank: int, port: int, out_dir: str, loss_name: str, grad_cache: bool) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         torch.set_num_threads(1)
         model = _model(loss_name)
         task = MultiTask(model, ["itc"], loss=loss_name, rank=rank, world_size=WORLD)
-        ddp = DistributedDataParallel(task)
         batch = {k: v[rank::WORLD] for k, v in _global_batch().items()}  # as the batch sampler splits
-        losses = ddp(batch)
-        task.combine(losses).backward()
+        if grad_cache:  # chunks of one sample, then the trainer's gradient average
+            losses = task.grad_cache_step(batch, chunk_size=1)
+            average_gradients(task, DistInfo(rank, WORLD))
+        else:
+            ddp = DistributedDataParallel(task)  # kept alive: its hooks average the gradients
+            losses = ddp(batch)
+            task.combine(losses).backward()
         grads = {n: p.grad for n, p in model.named_parameters()}
         loss = losses["itc"].detach().reshape(1)
         dist.all_reduce(loss)
@@ -65,9 +70,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.parametrize("grad_cache", [False, True], ids=["ddp", "grad_cache"])
 @pytest.mark.parametrize("loss_name", list(LOSSES))
-def test_ddp_gradients_equal_the_single_process_global_batch(tmp_path, loss_name):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path), loss_name), nprocs=WORLD, join=True)
+def test_ddp_gradients_equal_the_single_process_global_batch(tmp_path, loss_name, grad_cache):
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path), loss_name, grad_cache), nprocs=WORLD, join=True)
     model = _model(loss_name)
     task = MultiTask(model, ["itc"], loss=loss_name)
     loss = task.combine(task.training_forward(_global_batch()))
@@ -120,7 +126,9 @@ def _assert_single_process_weights(tmp_path, run_dir):
 
 
 @pytest.mark.slow
-def test_a_torchrun_launch_ends_with_the_single_process_weights(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["grad_cache_chunk=2"]], ids=["ddp", "grad_cache"])
+def test_a_torchrun_launch_ends_with_the_single_process_weights(tmp_path, extra):
+    """With GradCache too: chunks of 2 of each rank's 4 samples, the loss still over all 8."""
     env, recipe = _single_process_run(tmp_path)
     two = tmp_path / "two"
     run = subprocess.run(
@@ -132,6 +140,7 @@ def test_a_torchrun_launch_ends_with_the_single_process_weights(tmp_path):
             str(recipe),
             *COMMON,
             "batch_size=4",
+            *extra,
             f"out_dir={two}",
             "--nproc",
             "2",

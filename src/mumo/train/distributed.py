@@ -61,6 +61,31 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def broadcast_parameters(module: torch.nn.Module, info: DistInfo) -> None:
+    """Give every rank rank 0's parameters and buffers (what DDP does when it wraps a module)."""
+    if info.world_size > 1:
+        with torch.no_grad():
+            for t in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(t, src=0)
+
+
+def average_gradients(module: torch.nn.Module, info: DistInfo) -> None:
+    """Average ``.grad`` over ranks in one all-reduce per dtype: DDP's result, for a step whose backward
+    passes DDP cannot follow (GradCache runs one per chunk, outside the wrapped forward)."""
+    if info.world_size == 1:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    for dtype in sorted({g.dtype for g in grads}, key=str):
+        same = [g for g in grads if g.dtype == dtype]
+        flat = torch.cat([g.reshape(-1) for g in same])
+        dist.all_reduce(flat)
+        flat /= info.world_size
+        offset = 0
+        for g in same:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
 def torchrun_command(nproc: int, args: list[str]) -> list[str]:
     """The ``torchrun`` command line that runs ``mumo <args>`` in ``nproc`` processes on this machine."""
     return [

@@ -35,7 +35,7 @@ from mumo.models import create_model, get_model_config, save_pretrained
 from mumo.models._pretrained import model_folder
 from mumo.train.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from mumo.train.config import LABELLED_KINDS, TrainConfig
-from mumo.train.distributed import barrier, init_distributed
+from mumo.train.distributed import average_gradients, barrier, broadcast_parameters, init_distributed
 from mumo.train.finetune import apply_finetune, fit_probe_head, inference_only_modules, save_adapter
 from mumo.train.optim import build_optimizer, build_scheduler
 from mumo.train.tasks import build_task, load_task_state, task_state
@@ -105,10 +105,6 @@ class Trainer:
         if c.threads:
             torch.set_num_threads(c.threads)
         self.dist = init_distributed(c.device)
-        if self.dist.world_size > 1 and c.grad_cache_chunk:
-            raise TrainingError(
-                "grad_cache_chunk runs its own backward passes; use it in one process for now"
-            )
         device = c.device
         if self.dist.world_size > 1 and device == "cuda":
             device = f"cuda:{self.dist.local_rank}"
@@ -165,8 +161,12 @@ class Trainer:
         self.tokenizer = tokenizer
         self.task = build_task(self.model, c, tokenizer, self.dist.rank, self.dist.world_size).to(self.device)
         # Across processes, DDP averages the gradients of every rank's share of the global batch.
+        # GradCache runs one backward per chunk outside any wrapped forward, so it averages the gradients
+        # itself (average_gradients) after starting every rank from rank 0's weights, as DDP would.
         self.forward = self.task
-        if self.dist.world_size > 1:
+        if self.dist.world_size > 1 and c.grad_cache_chunk:
+            broadcast_parameters(self.task, self.dist)
+        elif self.dist.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -242,6 +242,8 @@ class Trainer:
             for k, v in losses.items():
                 totals[f"loss/{k}"] = totals.get(f"loss/{k}", 0.0) + v.item() / c.optim.grad_accum
             totals["loss"] = totals.get("loss", 0.0) + loss.item() / c.optim.grad_accum
+        if c.grad_cache_chunk:
+            average_gradients(self.task, self.dist)
         self.scaler.unscale_(self.optimizer)  # clip (and log) the true gradient norm
         if c.optim.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(self.task.parameters(), c.optim.grad_clip)
