@@ -18,6 +18,7 @@ channel) because DataLoader workers are separate processes: the batch is the one
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -134,25 +135,46 @@ def load_rgb(path: str | Path) -> Image.Image | str:
     try:
         if path.stat().st_size == 0:
             return "zero bytes"
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
+        return _decode(path)
     except FileNotFoundError:
         return "file not found"
     except IsADirectoryError:
         return "a folder, not a file"
     except PermissionError:
         return "permission denied"
-    except UnidentifiedImageError:
+    except Exception as e:  # noqa: BLE001 - mapped to a reason, or re-raised, by _decode_failure
+        return _decode_failure(e)
+
+
+def decode_rgb(data: bytes) -> Image.Image | str:
+    """:func:`load_rgb` for an image already in memory (a member of a shard, say)."""
+    if not data:
+        return "zero bytes"
+    try:
+        return _decode(io.BytesIO(data))
+    except Exception as e:  # noqa: BLE001 - mapped to a reason, or re-raised, by _decode_failure
+        return _decode_failure(e)
+
+
+def _decode(source: Path | io.BytesIO) -> Image.Image:
+    with Image.open(source) as im:
+        im.load()
+        return im.convert("RGB")
+
+
+def _decode_failure(e: Exception) -> str:
+    """The short reason for a failed decode; an exception that is no image's fault propagates."""
+    if isinstance(e, UnidentifiedImageError):
         return "not a decodable image"
-    except Image.DecompressionBombError:
+    if isinstance(e, Image.DecompressionBombError):
         return "too many pixels (Pillow's decompression-bomb guard)"
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    if isinstance(e, (OSError, SyntaxError, ValueError, EOFError)):
         # Pillow reports a cut file as OSError("image file is truncated ...") for JPEG, PNG and GIF, and
         # as EOFError for a few formats; anything else is damaged data, reported with Pillow's words.
         if "truncated" in str(e).lower() or isinstance(e, EOFError):
             return "truncated image"
         return f"corrupt image data ({type(e).__name__}: {str(e)[:80]})"
+    raise e
 
 
 def collate_skipping(samples: Sequence[Sample | Skipped]) -> tuple[list[Sample], list[Skipped]]:

@@ -1,5 +1,6 @@
 """What a training run reads and how it is evaluated, by ``data.kind``: the built-in shapes data drawn
-on the fly, image-caption pairs from a CSV / JSONL file and an image folder, a text corpus, or labelled
+on the fly, image-caption pairs from a CSV / JSONL file and an image folder or from WebDataset shards
+(streamed), a text corpus, or labelled
 images (scikit-learn's digits, class folders) for fine-tuning a classifier."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mumo.data.shapes import (
     hard_negatives,
     questions,
 )
+from mumo.data.shards import ShardStream
 from mumo.data.text import TextCorpus, TokenCollate
 from mumo.data.tokenizer import Tokenizer
 from mumo.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform, train_transform
@@ -57,6 +59,9 @@ def build_train_data(config: TrainConfig) -> tuple[Dataset, list[str], Any, Any]
     if data.kind in LABELLED_KINDS:  # the tokenizer comes with the pretrained model (init_from)
         dataset, mean, std = labelled_split(data, "train")
         return dataset, [], mean, std
+    if data.kind == "shards":
+        stream = ShardStream(data.path, train_transform(data.image_size), config.seed, data.shuffle_block)
+        return stream, stream.texts(data.tokenizer_samples), None, None
     if data.kind == "text":
         corpus = TextCorpus(data.path, "train", val_windows=data.val_size)
         return corpus, corpus.documents[: data.tokenizer_samples], None, None

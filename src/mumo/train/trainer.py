@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from mumo._io import atomic_write_json
 from mumo.data.pairs import SkipReport
@@ -181,6 +181,12 @@ class Trainer:
             if state.get("grad_scaler"):
                 self.scaler.load_state_dict(state["grad_scaler"])
             self.step = state["step"]
+            layout, now = state.get("data_layout", {}), self._data_layout()
+            if c.data.kind == "shards" and layout and layout != now:
+                raise TrainingError(
+                    f"{checkpoint} was written by a run reading shards with {layout}; resume with the same "
+                    f"processes and data.num_workers (now {now}), or start a new run from it with init_from"
+                )
             logger.info("resuming %s at step %d", checkpoint, self.step)
         self.collate = build_collate(c, self.dataset, tokenizer, mean, std)
         self.epoch_skips = SkipReport()  # reported, then cleared, at each epoch's end
@@ -188,23 +194,30 @@ class Trainer:
         if self.dist.is_main:  # one writer per run folder
             atomic_write_json(self.out_dir / "train_config.json", c.to_dict())
 
+    def _data_layout(self) -> dict[str, int]:
+        """Shards cut each epoch by ranks x loader workers: a resume must read with the same layout."""
+        return {"world_size": self.dist.world_size, "num_workers": self.config.data.num_workers}
+
     def _loader(self) -> DataLoader:
+        """Batches from micro-batch ``step * grad_accum`` on: this rank's share of each global batch."""
         c = self.config
+        start, rank, world = self.step * c.optim.grad_accum, self.dist.rank, self.dist.world_size
+        workers = {
+            "num_workers": c.data.num_workers,
+            "persistent_workers": c.data.num_workers > 0,
+            # Worker seeds (random augmentations of map-style data) differ by rank and resume position;
+            # drawn from the global generator they would repeat on every rank.
+            "generator": torch.Generator().manual_seed(hash((c.seed, rank, start)) & (2**63 - 1)),
+        }
+        if isinstance(self.dataset, IterableDataset):  # shards plan the epoch themselves
+            self.dataset.plan(c.batch_size, rank, world, c.data.num_workers, start)
+            self.batches_per_epoch = self.dataset.batches_per_epoch
+            return DataLoader(self.dataset, batch_size=c.batch_size, collate_fn=self.collate, **workers)
         sampler = ResumableBatchSampler(
-            len(self.dataset),
-            c.batch_size,
-            seed=c.seed,
-            start=self.step * c.optim.grad_accum,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
+            len(self.dataset), c.batch_size, seed=c.seed, start=start, rank=rank, world_size=world
         )
-        return DataLoader(
-            self.dataset,
-            batch_sampler=sampler,
-            collate_fn=self.collate,
-            num_workers=c.data.num_workers,
-            persistent_workers=c.data.num_workers > 0,
-        )
+        self.batches_per_epoch = sampler.batches_per_epoch
+        return DataLoader(self.dataset, batch_sampler=sampler, collate_fn=self.collate, **workers)
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -286,6 +299,7 @@ class Trainer:
                 "config": self.config.to_dict(),
                 "task_state": task_state(self.task),
                 "grad_scaler": self.scaler.state_dict(),  # {} unless fp16
+                "data_layout": self._data_layout(),
             },
             keep=self.config.keep_checkpoints,
         )
@@ -326,7 +340,7 @@ class Trainer:
                     bar.update(task_id, status=status)
                     window_start, window_samples = time.perf_counter(), 0
                 bar.update(task_id, completed=self.step)
-                self._end_of_epoch(len(loader))
+                self._end_of_epoch(self.batches_per_epoch)
                 if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
                     if main:  # one writer; every rank holds the same weights
                         self._checkpoint()
