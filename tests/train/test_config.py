@@ -26,6 +26,9 @@ def test_recipe_and_overrides(tmp_path):
         ("- a\n- b\n", [], "must be a mapping"),
         ("a: [\n", [], "not valid YAML"),
         ("", ["batch_size=1"], "at least 2"),
+        ("", ["strategy=fsdp", "grad_cache_chunk=2"], "strategy=fsdp does not go with grad_cache_chunk"),
+        ("", ["strategy=fsdp", "precision=fp16"], "use precision=bf16"),
+        ("", ["strategy=zero3"], "is not one of"),
     ],
 )
 def test_config_errors_name_the_bad_key(tmp_path, text, overrides, message):

@@ -2,6 +2,7 @@
 batch, and a torchrun launch of the trainer ends where the single-process run with that batch does."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -194,3 +195,52 @@ def test_two_nodes_on_loopback_end_with_the_single_process_weights(tmp_path):
     b = _assert_single_process_weights(tmp_path, nodes)
     c = load_file(str(nodes / "checkpoints" / "step_000003" / "model.safetensors"))
     assert all(torch.equal(c[k], b[k]) for k in b)  # rank 0's checkpoint is the final model
+
+
+def _train(recipe, out_dir, env, *extra):
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mumo",
+            "train",
+            str(recipe),
+            *COMMON,
+            "batch_size=4",
+            f"out_dir={out_dir}",
+            *extra,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0 and (out_dir / "final").is_dir(), run.stdout[-3000:] + run.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_fsdp_trains_saves_shards_and_resumes_from_them(tmp_path):
+    """FSDP2 over 2 processes: the single-process weights again; every rank writes its shards of the
+    checkpoint; one process reads a sharded checkpoint whole; a run resumed from the step-2 shards ends
+    where the uninterrupted run does."""
+    from mumo.train.checkpoint import load_checkpoint
+
+    env, recipe = _single_process_run(tmp_path)
+    fsdp = tmp_path / "fsdp"
+    _train(recipe, fsdp, env, "strategy=fsdp", "checkpoint_every=2", "--nproc", "2")
+    final = _assert_single_process_weights(tmp_path, fsdp)
+
+    step3 = fsdp / "checkpoints" / "step_000003"
+    assert sorted(p.name for p in (step3 / "sharded").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    assert not (step3 / "model.safetensors").exists()
+    model, tokenizer, state = load_checkpoint(step3)  # one process, no process group
+    assert state["step"] == 3 and state["sharded"] and tokenizer.vocab_size <= 300
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, final[k]), k
+
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(fsdp / "checkpoints" / "step_000002", resumed / "checkpoints" / "step_000002")
+    _train(recipe, resumed, env, "strategy=fsdp", "--resume", "--nproc", "2")
+    again = load_file(str(resumed / "final" / "model.safetensors"))
+    for k in final:
+        torch.testing.assert_close(again[k], final[k], rtol=0, atol=1e-6, msg=k)

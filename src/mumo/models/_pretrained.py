@@ -30,20 +30,29 @@ class _Saveable(Protocol):
 
 
 def save_pretrained(
-    model: nn.Module, directory: str | Path, tokenizer: _Saveable | None = None, merge_lora: bool = True
+    model: nn.Module,
+    directory: str | Path,
+    tokenizer: _Saveable | None = None,
+    merge_lora: bool = True,
+    state_dict: dict[str, torch.Tensor] | None = None,
+    weights: bool = True,
 ) -> Path:
     """Write ``model`` (and ``tokenizer``) to ``directory``, created if needed; returns the path.
 
     A model with LoRA adapters is written merged, as the plain model it adapts (``merge_lora``); training
-    checkpoints pass False to keep the adapters apart, exactly as they train."""
+    checkpoints pass False to keep the adapters apart, exactly as they train. ``state_dict`` gives the
+    weights to write instead of the model's own (a sharded model's, gathered); ``weights=False`` writes
+    the config and tokenizer alone (a sharded checkpoint keeps its weights elsewhere)."""
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_dict"):
         raise CheckpointError(f"{type(model).__name__} has no mumo config; only mumo models can be saved")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = merged_state_dict(model) if merge_lora else model.state_dict()
-    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    if weights:
+        if state_dict is None:
+            state_dict = merged_state_dict(model) if merge_lora else model.state_dict()
+        state = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+        atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     if tokenizer is not None:
         atomic_write(directory / TOKENIZER_NAME, tokenizer.save)
     meta = {**config.to_dict(), "mumo_version": mumo.__version__}

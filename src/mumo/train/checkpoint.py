@@ -29,13 +29,15 @@ from mumo._io import fsync
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import CheckpointError
 from mumo.models import load_pretrained, save_pretrained
-from mumo.models._pretrained import load_state_dict_strict
+from mumo.models._pretrained import CONFIG_NAME, load_state_dict_strict
+from mumo.models._registry import build_model, config_from_dict
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
+SHARDED = "sharded"  # FSDP checkpoints: torch.distributed.checkpoint shards of weights and optimizer
 
 
 def _sha256(path: Path) -> str:
@@ -97,19 +99,110 @@ def save_checkpoint(
     save_file(tensors, str(tmp / STATE_TENSORS))
     meta = {"step": step, "optimizer": optim_meta, "scheduler": scheduler.state_dict(), **(extra or {})}
     (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2))
-    files = sorted(p for p in tmp.iterdir() if p.is_file())
-    manifest = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    return _seal(tmp, final, keep)
+
+
+def _seal(tmp: Path, final: Path, keep: int) -> Path:
+    """Checksum every file of ``tmp`` into its manifest, fsync, rename it to ``final``; prune old ones."""
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    manifest = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    for p in tmp.iterdir():
+    for p in [*tmp.rglob("*"), tmp]:
         fsync(p)
-    fsync(tmp)
     if final.exists():  # a re-run of the same step replaces it
         shutil.rmtree(final)
     os.replace(tmp, final)
-    fsync(root)
-    for old in list_checkpoints(out_dir)[:-keep]:
+    fsync(final.parent)
+    for old in list_checkpoints(final.parent.parent)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save_sharded_checkpoint(
+    out_dir: str | Path,
+    step: int,
+    task: nn.Module,
+    tokenizer: Tokenizer,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    is_main: bool,
+    extra: dict[str, Any] | None = None,
+    keep: int = 2,
+) -> Path:
+    """The checkpoint of a model sharded with FSDP2, written by every rank at once: each writes its own
+    shards of the weights and optimizer state (``torch.distributed.checkpoint``, under ``sharded/``), rank
+    0 (``is_main``) the config, tokenizer, schedule and manifest. Call on every rank.
+
+    ``task`` is what was sharded (the model is its ``model`` child, so weights are saved as ``model.*``).
+    The checkpoint is sealed (manifest, rename) as :func:`save_checkpoint` does; any number of processes
+    can load it again (:func:`load_sharded_checkpoint`), one included.
+    """
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    root = Path(out_dir) / "checkpoints"
+    final = root / f"step_{step:06d}"
+    tmp = root / f".tmp-{final.name}-sharded"  # one name all ranks agree on
+    if is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir()
+    dist.barrier()
+    model_state, optim_state = get_state_dict(task, optimizer)
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / SHARDED))
+    if is_main:
+        save_pretrained(task.model, tmp, tokenizer=tokenizer, weights=False)
+        meta = {"step": step, "sharded": True, "scheduler": scheduler.state_dict(), **(extra or {})}
+        (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2))
+        _seal(tmp, final, keep)
+    dist.barrier()
+    return final
+
+
+def is_sharded(path: str | Path) -> bool:
+    """Whether a checkpoint holds FSDP shards (``sharded/``) rather than ``model.safetensors``."""
+    return (Path(path) / SHARDED).is_dir()
+
+
+def load_sharded_checkpoint(
+    path: str | Path,
+    task: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> dict[str, Any]:
+    """Resume from a :func:`save_sharded_checkpoint` checkpoint: ``task`` (sharded over any number of
+    ranks), ``optimizer`` and ``scheduler`` are restored in place; returns the trainer state. Call on every
+    rank. (:func:`load_checkpoint` reads the model alone into one process.)"""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    path = Path(path)
+    verify_checkpoint(path)
+    model_state, optim_state = get_state_dict(task, optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, checkpoint_id=str(path / SHARDED))
+    set_state_dict(task, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    meta = json.loads((path / STATE_JSON).read_text())
+    scheduler.load_state_dict(meta["scheduler"])
+    return meta
+
+
+def _load_sharded_into_model(
+    path: Path, model: nn.Module | None, map_location: str
+) -> tuple[nn.Module, Tokenizer, dict[str, Any]]:
+    if model is None:
+        model = build_model(config_from_dict(json.loads((path / CONFIG_NAME).read_text())))
+    holder = nn.Module()  # the shards name the weights as the trainer's task did: model.*
+    holder.model = model
+    import torch.distributed.checkpoint as dcp
+
+    state = {"model": holder.state_dict()}
+    dcp.load(state, checkpoint_id=str(path / SHARDED))
+    load_state_dict_strict(holder, state["model"], str(path / SHARDED))
+    tokenizer = Tokenizer.load(path, context_length=getattr(model, "context_length", 77))
+    return model.to(map_location), tokenizer, json.loads((path / STATE_JSON).read_text())
 
 
 def list_checkpoints(out_dir: str | Path) -> list[Path]:
@@ -168,6 +261,8 @@ def load_checkpoint(
     """
     path = Path(path)
     verify_checkpoint(path)
+    if is_sharded(path):  # an FSDP run's: gather its shards into one process
+        return _load_sharded_into_model(path, model, map_location)
     if model is None:
         model = load_pretrained(path, map_location=map_location)
     else:

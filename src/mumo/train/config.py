@@ -152,6 +152,9 @@ class TrainConfig(Config):
     device: str = "cpu"  # 'cpu' or 'cuda'
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # forward autocast; fp16 also scales the loss
     grad_checkpointing: bool = False  # recompute each Transformer block's activations in the backward pass
+    # across processes: DDP (every rank holds the whole model) or FSDP2 (fully_shard: weights, gradients and
+    # optimizer state sharded over ranks; checkpoints written as shards by every rank)
+    strategy: Literal["ddp", "fsdp"] = "ddp"
     evaluate: bool = True  # evaluate on the test splits at the end
     tensorboard: bool = True  # also write TensorBoard event files
 
@@ -174,6 +177,14 @@ class TrainConfig(Config):
             self.grad_cache_chunk is None
             or (self.grad_cache_chunk >= 1 and tuple(self.objectives) == ("itc",)),
             "grad_cache_chunk (>= 1) caches the gradient of the contrastive loss: objectives must be [itc]",
+        )
+        check(
+            self.strategy == "ddp" or not (self.grad_cache_chunk or self.finetune.lora_rank),
+            "strategy=fsdp does not go with grad_cache_chunk or finetune.lora_rank yet; use strategy=ddp",
+        )
+        check(
+            self.strategy == "ddp" or self.precision != "fp16",
+            "strategy=fsdp with fp16 would need a sharded loss scaler; use precision=bf16",
         )
         check(
             self.text_tower is None or self.init_from is None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -69,12 +70,13 @@ def broadcast_parameters(module: torch.nn.Module, info: DistInfo) -> None:
                 dist.broadcast(t, src=0)
 
 
-def average_gradients(module: torch.nn.Module, info: DistInfo) -> None:
+def average_gradients(params: Iterable[torch.nn.Parameter], info: DistInfo) -> None:
     """Average ``.grad`` over ranks in one all-reduce per dtype: DDP's result, for a step whose backward
-    passes DDP cannot follow (GradCache runs one per chunk, outside the wrapped forward)."""
+    passes DDP cannot follow (GradCache runs one per chunk, outside the wrapped forward), and for the
+    parameters FSDP leaves replicated."""
     if info.world_size == 1:
         return
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    grads = [p.grad for p in params if p.grad is not None]
     for dtype in sorted({g.dtype for g in grads}, key=str):
         same = [g for g in grads if g.dtype == dtype]
         flat = torch.cat([g.reshape(-1) for g in same])
@@ -84,6 +86,27 @@ def average_gradients(module: torch.nn.Module, info: DistInfo) -> None:
         for g in same:
             g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
+
+
+def fully_shard_task(task: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Shard ``task`` with FSDP2 (``fully_shard``): every Transformer block is its own unit (gathered for
+    its forward and backward, then freed), the rest of the model the root unit.
+
+    FSDP2 shards parameters along their first dimension, so scalars (the temperature, SigLIP's bias) and
+    the task's own parameters (learned loss weights, read outside any forward) stay whole on every rank.
+    They are returned: average their gradients with :func:`average_gradients` after each backward.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    from mumo.layers.block import Block
+
+    replicated = [p for n, p in task.named_parameters() if p.ndim == 0 or not n.startswith("model.")]
+    ignored = set(replicated)
+    for module in task.modules():
+        if isinstance(module, Block):
+            fully_shard(module, ignored_params=ignored)
+    fully_shard(task, ignored_params=ignored)
+    return replicated
 
 
 def torchrun_command(nproc: int, args: list[str]) -> list[str]:

@@ -31,11 +31,24 @@ from mumo.data.sampler import ResumableBatchSampler
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import TrainingError
 from mumo.layers.block import set_grad_checkpointing
-from mumo.models import create_model, get_model_config, save_pretrained
+from mumo.models import create_model, get_model_config, load_pretrained, save_pretrained
 from mumo.models._pretrained import model_folder
-from mumo.train.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from mumo.train.checkpoint import (
+    is_sharded,
+    latest_valid_checkpoint,
+    load_checkpoint,
+    load_sharded_checkpoint,
+    save_checkpoint,
+    save_sharded_checkpoint,
+)
 from mumo.train.config import LABELLED_KINDS, TrainConfig
-from mumo.train.distributed import average_gradients, barrier, broadcast_parameters, init_distributed
+from mumo.train.distributed import (
+    average_gradients,
+    barrier,
+    broadcast_parameters,
+    fully_shard_task,
+    init_distributed,
+)
 from mumo.train.finetune import apply_finetune, fit_probe_head, inference_only_modules, save_adapter
 from mumo.train.optim import build_optimizer, build_scheduler
 from mumo.train.tasks import build_task, load_task_state, task_state
@@ -160,12 +173,16 @@ class Trainer:
             self.dataset.bind(tokenizer, self.model.context_length)
         self.tokenizer = tokenizer
         self.task = build_task(self.model, c, tokenizer, self.dist.rank, self.dist.world_size).to(self.device)
-        # Across processes, DDP averages the gradients of every rank's share of the global batch.
-        # GradCache runs one backward per chunk outside any wrapped forward, so it averages the gradients
-        # itself (average_gradients) after starting every rank from rank 0's weights, as DDP would.
+        # Across processes, DDP averages the gradients of every rank's share of the global batch; FSDP2
+        # reduce-scatters them into each rank's shard. GradCache runs one backward per chunk outside any
+        # wrapped forward, so it averages the gradients itself (average_gradients), as it does for the
+        # parameters FSDP leaves whole; both start every rank from rank 0's weights, as DDP would.
         self.forward = self.task
-        if self.dist.world_size > 1 and c.grad_cache_chunk:
+        self.sharded = self.dist.world_size > 1 and c.strategy == "fsdp"
+        self.replicated: list[torch.nn.Parameter] = []  # parameters whose gradients are averaged here
+        if self.dist.world_size > 1 and (c.grad_cache_chunk or self.sharded):
             broadcast_parameters(self.task, self.dist)
+            self.replicated = fully_shard_task(self.task) if self.sharded else list(self.task.parameters())
         elif self.dist.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -175,8 +192,17 @@ class Trainer:
         self.optimizer = build_optimizer(self.task, c.optim)
         self.scheduler = build_scheduler(self.optimizer, c.optim, c.max_steps)
         self.step = 0
-        if checkpoint is not None:
+        if checkpoint is not None and self.sharded != is_sharded(checkpoint):
+            written = "strategy=fsdp across processes" if is_sharded(checkpoint) else "whole weights"
+            raise TrainingError(
+                f"{checkpoint} was written by a run with {written}; resume it the same way, or start a new "
+                "run from its weights with init_from"
+            )
+        if checkpoint is not None and self.sharded:
+            state = load_sharded_checkpoint(checkpoint, self.task, self.optimizer, self.scheduler)
+        elif checkpoint is not None:
             _, _, state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
+        if checkpoint is not None:
             load_task_state(self.task, state.get("task_state", {}))
             if state.get("grad_scaler"):
                 self.scaler.load_state_dict(state["grad_scaler"])
@@ -255,12 +281,11 @@ class Trainer:
             for k, v in losses.items():
                 totals[f"loss/{k}"] = totals.get(f"loss/{k}", 0.0) + v.item() / c.optim.grad_accum
             totals["loss"] = totals.get("loss", 0.0) + loss.item() / c.optim.grad_accum
-        if c.grad_cache_chunk:
-            average_gradients(self.task, self.dist)
+        average_gradients(self.replicated, self.dist)
         self.scaler.unscale_(self.optimizer)  # clip (and log) the true gradient norm
         if c.optim.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(self.task.parameters(), c.optim.grad_clip)
-            totals["grad_norm"] = norm.item()
+            totals["grad_norm"] = (norm.full_tensor() if hasattr(norm, "full_tensor") else norm).item()
         self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -286,23 +311,41 @@ class Trainer:
             logger.warning("epoch %d: %s", epoch, self.epoch_skips.summary(max_listed=50))
             self.epoch_skips.reset()
 
-    def _checkpoint(self) -> Path:
-        return save_checkpoint(
-            self.out_dir,
-            self.step,
-            self.model,
-            self.tokenizer,
-            self.optimizer,
-            self.scheduler,
-            extra={
-                "data_position": self.step * self.config.optim.grad_accum,
-                "config": self.config.to_dict(),
-                "task_state": task_state(self.task),
-                "grad_scaler": self.scaler.state_dict(),  # {} unless fp16
-                "data_layout": self._data_layout(),
-            },
-            keep=self.config.keep_checkpoints,
-        )
+    def _checkpoint(self) -> None:
+        """Rank 0 writes the checkpoint (every rank holds the same weights), or, sharded, every rank its
+        shards; the others wait for it."""
+        extra = {
+            "data_position": self.step * self.config.optim.grad_accum,
+            "config": self.config.to_dict(),
+            "task_state": task_state(self.task),
+            "grad_scaler": self.scaler.state_dict(),  # {} unless fp16
+            "data_layout": self._data_layout(),
+        }
+        keep = self.config.keep_checkpoints
+        if self.sharded:
+            save_sharded_checkpoint(
+                self.out_dir,
+                self.step,
+                self.task,
+                self.tokenizer,
+                self.optimizer,
+                self.scheduler,
+                self.dist.is_main,
+                extra,
+                keep,
+            )
+        elif self.dist.is_main:
+            save_checkpoint(
+                self.out_dir,
+                self.step,
+                self.model,
+                self.tokenizer,
+                self.optimizer,
+                self.scheduler,
+                extra,
+                keep,
+            )
+        barrier(self.dist)
 
     def fit(self) -> dict[str, Any]:
         """Train to ``max_steps`` (from the resumed step), then save and evaluate; returns the metrics."""
@@ -342,13 +385,17 @@ class Trainer:
                 bar.update(task_id, completed=self.step)
                 self._end_of_epoch(self.batches_per_epoch)
                 if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
-                    if main:  # one writer; every rank holds the same weights
-                        self._checkpoint()
-                    barrier(self.dist)
+                    self._checkpoint()
         final = self.out_dir / "final"
+        full_state = None
+        if self.sharded:  # every rank sends its shards; rank 0 holds the whole model's weights
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            full_state = get_model_state_dict(self.model, options=options)
         if main:
             log.close()
-            save_pretrained(self.model, final, tokenizer=self.tokenizer)
+            save_pretrained(self.model, final, tokenizer=self.tokenizer, state_dict=full_state)
             if c.finetune.lora_rank:  # the merged model above, and the adapter alone beside it
                 save_adapter(self.model, final, c.finetune, c.init_from)
         seconds = time.perf_counter() - run_start
@@ -368,7 +415,9 @@ class Trainer:
         if c.evaluate and main:
             from mumo.train.data import evaluate_run
 
-            results["eval"] = evaluate_run(self.model, self.tokenizer, c, self.out_dir, self.dataset)
+            # a sharded model runs only with every rank; rank 0 evaluates the whole one it saved
+            model = load_pretrained(final).to(self.device) if self.sharded else self.model
+            results["eval"] = evaluate_run(model, self.tokenizer, c, self.out_dir, self.dataset)
         if main:
             atomic_write_json(self.out_dir / "metrics.json", results)
         barrier(self.dist)
