@@ -663,7 +663,9 @@ def main() -> None:
     """Entry point of the ``mumo`` console script."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns, not raises, a command's typer.Exit code here
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except MumoError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

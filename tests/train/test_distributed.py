@@ -30,9 +30,8 @@ def _model(loss: str):
     return mumo.create_model(LOSSES[loss], seed=0, **{"text.vocab_size": 300}).double()
 
 
-def _global_batch():
+def _global_batch(n=WORLD * B):
     g = torch.Generator().manual_seed(0)
-    n = WORLD * B
     lengths = torch.randint(3, 10, (n,), generator=g)
     mask = (torch.arange(10) < lengths[:, None]).long()
     return {
@@ -42,16 +41,16 @@ def _global_batch():
     }
 
 
-def _worker(rank: int, port: int, out_dir: str, loss_name: str, grad_cache: bool) -> None:
+def _worker(rank: int, port: int, out_dir: str, loss_name: str, grad_cache: bool, rows: int) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         torch.set_num_threads(1)
         model = _model(loss_name)
         task = MultiTask(model, ["itc"], loss=loss_name, rank=rank, world_size=WORLD)
-        batch = {k: v[rank::WORLD] for k, v in _global_batch().items()}  # as the batch sampler splits
+        batch = {k: v[rank::WORLD] for k, v in _global_batch(rows).items()}  # as the batch sampler splits
         if grad_cache:  # chunks of one sample, then the trainer's gradient average
             losses = task.grad_cache_step(batch, chunk_size=1)
-            average_gradients(task, DistInfo(rank, WORLD))
+            average_gradients(task.parameters(), DistInfo(rank, WORLD))
         else:
             ddp = DistributedDataParallel(task)  # kept alive: its hooks average the gradients
             losses = ddp(batch)
@@ -71,13 +70,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("grad_cache", [False, True], ids=["ddp", "grad_cache"])
+@pytest.mark.parametrize(
+    "grad_cache,rows",
+    [(False, WORLD * B), (True, WORLD * B), (False, WORLD * B - 1)],
+    ids=["ddp", "grad_cache", "uneven"],
+)
 @pytest.mark.parametrize("loss_name", list(LOSSES))
-def test_ddp_gradients_equal_the_single_process_global_batch(tmp_path, loss_name, grad_cache):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path), loss_name, grad_cache), nprocs=WORLD, join=True)
+def test_ddp_gradients_equal_the_single_process_global_batch(tmp_path, loss_name, grad_cache, rows):
+    """Also when the ranks hold different numbers of samples, 4 and 3 (a batch lost an unreadable image)."""
+    args = (_free_port(), str(tmp_path), loss_name, grad_cache, rows)
+    mp.spawn(_worker, args=args, nprocs=WORLD, join=True)
     model = _model(loss_name)
     task = MultiTask(model, ["itc"], loss=loss_name)
-    loss = task.combine(task.training_forward(_global_batch()))
+    loss = task.combine(task.training_forward(_global_batch(rows)))
     loss.backward()
     for rank in range(WORLD):
         got = load_file(str(tmp_path / f"rank{rank}.safetensors"))
@@ -244,3 +249,20 @@ def test_fsdp_trains_saves_shards_and_resumes_from_them(tmp_path):
     again = load_file(str(resumed / "final" / "model.safetensors"))
     for k in final:
         torch.testing.assert_close(again[k], final[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_a_failed_launch_fails_the_command(tmp_path):
+    """`mumo train --nproc 2` exits non-zero when its processes fail (here: no shards where the recipe
+    says), not 0 as click's non-standalone mode would return it."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("seed: 0\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "mumo", "train", str(recipe), *COMMON, "data.kind=shards"]
+        + [f"data.path={tmp_path / 'none'}", f"out_dir={tmp_path / 'run'}", "--nproc", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode != 0
+    assert "does not exist" in run.stderr

@@ -22,28 +22,30 @@ def shards(tmp_path_factory):
     return root
 
 
+_OVERRIDES = [
+    "model=clip_vit_tiny",
+    "batch_size=8",
+    "data.kind=shards",
+    "data.image_size=32",
+    "data.num_workers=2",
+    "data.shuffle_block=32",
+    "data.tokenizer_samples=200",
+    "data.tokenizer_vocab_size=300",
+    "evaluate=false",
+    "tensorboard=false",
+    "threads=1",
+]
+
+
 def _config(shards, out_dir, *extra):
-    return load_recipe(
-        None,
-        [
-            "model=clip_vit_tiny",
-            "batch_size=8",
-            "data.kind=shards",
-            f"data.path={shards}",
-            "data.image_size=32",
-            "data.num_workers=2",
-            "data.shuffle_block=32",
-            "data.tokenizer_samples=200",
-            "data.tokenizer_vocab_size=300",
-            "max_steps=5",
-            "checkpoint_every=3",
-            "evaluate=false",
-            "tensorboard=false",
-            "threads=1",
-            f"out_dir={out_dir}",
-            *extra,
-        ],
-    )
+    overrides = [
+        *_OVERRIDES,
+        f"data.path={shards}",
+        "max_steps=5",
+        "checkpoint_every=3",
+        f"out_dir={out_dir}",
+    ]
+    return load_recipe(None, [*overrides, *extra])
 
 
 def test_a_resumed_shard_run_ends_with_the_uninterrupted_weights(shards, tmp_path):
@@ -73,3 +75,35 @@ def test_a_damaged_sample_is_counted_not_fatal(shards, tmp_path):
     assert results["steps"] == 36
     assert [s["reason"] for s in results["skipped_images"]] == ["not a decodable image"]
     assert results["skipped_images"][0]["path"].endswith("/000000007")
+
+
+@pytest.mark.slow
+def test_two_processes_of_two_workers_report_every_skipped_sample_once(shards, tmp_path):
+    """torchrun, 2 ranks x 2 loader workers, one epoch (18 steps of 2 x 8): whichever rank met the bad
+    sample, rank 0's metrics list it once."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("seed: 0\n")
+    overrides = [
+        *_OVERRIDES,
+        f"data.path={shards}",
+        "max_steps=18",
+        "checkpoint_every=18",
+        f"out_dir={tmp_path / 'run'}",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "mumo", "train", str(recipe), *overrides, "--nproc", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert (tmp_path / "run" / "metrics.json").is_file(), run.stdout[-3000:] + run.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 18
+    assert [s["reason"] for s in metrics["skipped_images"]] == ["not a decodable image"]

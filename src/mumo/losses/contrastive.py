@@ -26,20 +26,52 @@ def gather_features(features: Tensor, rank: int, world_size: int, gather_with_gr
     ranks' gradients they equal the single-process gradient on the global batch. Without it only the
     local slice keeps its gradient and the averaged gradient is 1 / world_size of that (OpenCLIP's
     default; Adam-style optimizers barely notice, SGD sees a smaller learning rate).
+
+    Ranks may hold different numbers of rows (a batch that lost unreadable images): the rows are padded to
+    the largest count for the collective and the padding is dropped after it.
     """
+    return gather_rows(features, rank, world_size, gather_with_grad)[0]
+
+
+def row_counts(rows: int, world_size: int, device: torch.device | str = "cpu") -> list[int]:
+    """Every rank's number of rows (one small all-gather); ``[rows]`` in one process."""
     if world_size == 1:
-        return features
+        return [rows]
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError(
             f"world_size is {world_size} but torch.distributed is not initialised; launch with torchrun "
             "or set world_size=1"
         )
+    counts = torch.tensor([rows], device=device)
+    parts = [torch.zeros_like(counts) for _ in range(world_size)]
+    dist.all_gather(parts, counts)
+    return [int(p.item()) for p in parts]
+
+
+def gather_rows(
+    features: Tensor, rank: int, world_size: int, gather_with_grad: bool, counts: list[int] | None = None
+) -> tuple[Tensor, int]:
+    """(all ranks' rows (N, E) in rank order, the index of this rank's first row among them).
+
+    ``counts`` (from :func:`row_counts`) saves asking again when several tensors share the same rows."""
+    if world_size == 1:
+        return features, 0
+    counts = counts or row_counts(features.shape[0], world_size, features.device)
+    top = max(counts)
+    padded = features
+    if features.shape[0] < top:  # collectives need equal shapes; the zeros are dropped below
+        padded = torch.cat([features, features.new_zeros((top - features.shape[0], *features.shape[1:]))])
     if gather_with_grad:
-        return _AllGatherWithGrad.apply(features, rank, world_size)
-    parts = [torch.empty_like(features) for _ in range(world_size)]
-    dist.all_gather(parts, features.detach().contiguous())
-    parts[rank] = features
-    return torch.cat(parts, dim=0)
+        out = _AllGatherWithGrad.apply(padded, rank, world_size)
+    else:
+        parts = [torch.empty_like(padded) for _ in range(world_size)]
+        dist.all_gather(parts, padded.detach().contiguous())
+        parts[rank] = padded
+        out = torch.cat(parts, dim=0)
+    if min(counts) < top:
+        keep = torch.cat([torch.arange(r * top, r * top + n) for r, n in enumerate(counts)])
+        out = out.index_select(0, keep.to(out.device))
+    return out, sum(counts[:rank])
 
 
 class _AllGatherWithGrad(torch.autograd.Function):
@@ -202,22 +234,28 @@ class ClipLoss(nn.Module):
         (NegCLIP, Yuksekgonul et al. 2023). They join every image's candidates in the image->text
         direction only, so the model must tell "a red circle left of a blue star" from its swap.
         """
-        b = image_embeds.shape[0]
-        all_images = gather_features(image_embeds, self.rank, self.world_size, self.gather_with_grad)
-        all_texts = gather_features(text_embeds, self.rank, self.world_size, self.gather_with_grad)
+        b, world = image_embeds.shape[0], self.world_size
+        counts = row_counts(b, world, image_embeds.device)
+        all_images, first = gather_rows(image_embeds, self.rank, world, self.gather_with_grad, counts)
+        all_texts, _ = gather_rows(text_embeds, self.rank, world, self.gather_with_grad, counts)
         text_candidates = all_texts
         if text_negatives is not None:
-            negatives = gather_features(text_negatives, self.rank, self.world_size, self.gather_with_grad)
+            negatives = gather_features(text_negatives, self.rank, world, self.gather_with_grad)
             text_candidates = torch.cat([all_texts, negatives])  # labels still index the first N
-        if self.local_loss or self.world_size == 1:
+        n = all_images.shape[0]
+        if self.local_loss or world == 1:
             img_rows, txt_rows = image_embeds, text_embeds
-            labels = torch.arange(b, device=image_embeds.device) + self.rank * b
+            labels = torch.arange(b, device=image_embeds.device) + first
+            # per rank N / world rows: once DDP averages the ranks, every row of the global batch weighs
+            # 1 / N, even when ranks hold different numbers of rows
+            rows = n / world
         else:
             img_rows, txt_rows = all_images, all_texts
-            labels = torch.arange(all_images.shape[0], device=image_embeds.device)
+            labels = torch.arange(n, device=image_embeds.device)
+            rows = n
         loss_i = row_cross_entropy(img_rows, text_candidates, logit_scale, labels, self.chunk_size)
         loss_t = row_cross_entropy(txt_rows, all_images, logit_scale, labels, self.chunk_size)
-        return (loss_i + loss_t) / (2 * labels.shape[0])
+        return (loss_i + loss_t) / (2 * rows)
 
 
 def _sigmoid_block(rows: Tensor, positives: Tensor, cols: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
@@ -256,11 +294,11 @@ class SigLipLoss(nn.Module):
     ) -> Tensor:
         """Loss of (B, E) image and text embeddings that match row by row; a scalar."""
         b = image_embeds.shape[0]
-        texts = gather_features(text_embeds, self.rank, self.world_size, self.gather_with_grad)
+        texts, first = gather_rows(text_embeds, self.rank, self.world_size, self.gather_with_grad)
         scale = torch.as_tensor(logit_scale, dtype=image_embeds.dtype, device=image_embeds.device)
         bias = torch.as_tensor(logit_bias, dtype=image_embeds.dtype, device=image_embeds.device)
-        positives = torch.arange(b, device=image_embeds.device) + self.rank * b
+        positives = torch.arange(b, device=image_embeds.device) + first
         total = _sum_in_chunks(
             _sigmoid_block, image_embeds, positives, texts, scale, bias, chunk_size=self.chunk_size
         )
-        return total / b
+        return total / (texts.shape[0] / self.world_size)  # per image, as ClipLoss weighs its rows

@@ -62,6 +62,15 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def gather_lists(items: list, info: DistInfo) -> list:
+    """Every rank's ``items`` (picklable), concatenated in rank order, on every rank; call on all ranks."""
+    if info.world_size == 1:
+        return list(items)
+    out: list[list] = [[] for _ in range(info.world_size)]
+    dist.all_gather_object(out, list(items))
+    return [x for part in out for x in part]
+
+
 def broadcast_parameters(module: torch.nn.Module, info: DistInfo) -> None:
     """Give every rank rank 0's parameters and buffers (what DDP does when it wraps a module)."""
     if info.world_size > 1:

@@ -47,6 +47,7 @@ from mumo.train.distributed import (
     barrier,
     broadcast_parameters,
     fully_shard_task,
+    gather_lists,
     init_distributed,
 )
 from mumo.train.finetune import apply_finetune, fit_probe_head, inference_only_modules, save_adapter
@@ -306,9 +307,10 @@ class Trainer:
     def _end_of_epoch(self, loader_len: int) -> None:
         g = self.step * self.config.optim.grad_accum  # micro-batches consumed so far
         crossed = g % loader_len < self.config.optim.grad_accum
-        if self.epoch_skips.count and (crossed or self.step == self.config.max_steps):
-            epoch = (g - 1) // loader_len
-            logger.warning("epoch %d: %s", epoch, self.epoch_skips.summary(max_listed=50))
+        if crossed or self.step == self.config.max_steps:  # on every rank at once: the gather is collective
+            skipped = SkipReport(gather_lists(self.epoch_skips.skipped, self.dist))
+            if skipped.count and self.dist.is_main:
+                logger.warning("epoch %d: %s", (g - 1) // loader_len, skipped.summary(max_listed=50))
             self.epoch_skips.reset()
 
     def _checkpoint(self) -> None:
@@ -410,8 +412,9 @@ class Trainer:
             "trainable_params": self.finetune["trainable_params"],
             "total_params": self.finetune["total_params"],
         }
-        if self.all_skips.count:
-            results["skipped_images"] = [{"path": x.path, "reason": x.reason} for x in self.all_skips.skipped]
+        skipped = gather_lists(self.all_skips.skipped, self.dist)  # every rank's, in rank order
+        if skipped:
+            results["skipped_images"] = [{"path": x.path, "reason": x.reason} for x in skipped]
         if c.evaluate and main:
             from mumo.train.data import evaluate_run
 
