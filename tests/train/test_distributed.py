@@ -137,25 +137,7 @@ def test_a_torchrun_launch_ends_with_the_single_process_weights(tmp_path, extra)
     """With GradCache too: chunks of 2 of each rank's 4 samples, the loss still over all 8."""
     env, recipe = _single_process_run(tmp_path)
     two = tmp_path / "two"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mumo",
-            "train",
-            str(recipe),
-            *COMMON,
-            "batch_size=4",
-            *extra,
-            f"out_dir={two}",
-            "--nproc",
-            "2",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0 and (two / "final").is_dir(), run.stdout + run.stderr
+    _train(recipe, two, env, *extra, "--nproc", "2")
     _assert_single_process_weights(tmp_path, two)
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step_000003"]  # rank 0 alone wrote
 
@@ -203,6 +185,7 @@ def test_two_nodes_on_loopback_end_with_the_single_process_weights(tmp_path):
 
 
 def _train(recipe, out_dir, env, *extra):
+    """`mumo train` of the test recipe with 4 samples per process into ``out_dir``; must succeed."""
     run = subprocess.run(
         [
             sys.executable,
