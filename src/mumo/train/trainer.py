@@ -313,9 +313,9 @@ class Trainer:
                 logger.warning("epoch %d: %s", (g - 1) // loader_len, skipped.summary(max_listed=50))
             self.epoch_skips.reset()
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self) -> Path:
         """Rank 0 writes the checkpoint (every rank holds the same weights), or, sharded, every rank its
-        shards; the others wait for it."""
+        shards; the others wait for it. Returns its folder."""
         extra = {
             "data_position": self.step * self.config.optim.grad_accum,
             "config": self.config.to_dict(),
@@ -348,6 +348,7 @@ class Trainer:
                 keep,
             )
         barrier(self.dist)
+        return self.out_dir / "checkpoints" / f"step_{self.step:06d}"
 
     def fit(self) -> dict[str, Any]:
         """Train to ``max_steps`` (from the resumed step), then save and evaluate; returns the metrics."""
