@@ -491,6 +491,66 @@ def embed(
     console.print(f"wrote {len(names)} embeddings of width {vectors.shape[1]} to {out}")
 
 
+@app.command()
+def index(
+    checkpoint: Path = typer.Argument(..., help="dual encoder: model folder or run folder"),
+    images: Path = typer.Argument(..., help="folder of images (searched recursively)"),
+    out: Path = typer.Option(..., help="index folder; an existing one is brought up to date"),
+    batch_size: int = typer.Option(64, min=1, help="images per forward pass"),
+    ivf_threshold: int = typer.Option(50_000, min=1, help="vectors from which search is IVF, not exact"),
+) -> None:
+    """Embed every image of a folder into a FAISS index for `mumo search`; again later, embed only new or
+    changed files (an interrupted run resumes). Unreadable files are skipped and listed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mumo.models._pretrained import model_folder
+    from mumo.serve.index import update_index
+
+    model, _ = _load(checkpoint)
+    if not hasattr(model, "encode_image"):
+        raise DataError(f"{checkpoint} holds a {type(model).__name__}, which has no image embeddings")
+    columns = [TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("embed", total=None)
+        result = update_index(
+            model,
+            model_folder(checkpoint),
+            images,
+            out,
+            batch_size=batch_size,
+            ivf_threshold=ivf_threshold,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    for s in result["skipped"]:
+        console.print(f"[yellow]skipped {s['path']} ({s['reason']})")
+    console.print(
+        f"{out}: {result['count']} images ({result['kind']} search): {result['embedded']} embedded, "
+        f"{result['kept']} kept, {result['removed']} removed, {len(result['skipped'])} skipped"
+    )
+
+
+@app.command()
+def search(
+    index_dir: Path = typer.Argument(..., metavar="INDEX", help="index folder written by `mumo index`"),
+    query: str = typer.Argument(..., help='text, e.g. "a red star above a blue circle"'),
+    k: int = typer.Option(10, "-k", min=1, help="results"),
+    checkpoint: Path | None = typer.Option(None, help="model to embed the query (default: the index's)"),
+) -> None:
+    """Print the images of an index that best match a text, best first, with their cosine similarity."""
+    from mumo.models._pretrained import model_folder
+    from mumo.serve.index import ImageIndex, weights_checksum
+
+    found = ImageIndex(index_dir)
+    model_dir = model_folder(checkpoint or Path(found.meta["model"]))
+    if weights_checksum(model_dir) != found.meta["weights_sha256"]:
+        raise DataError(
+            f"{model_dir} is not the model {index_dir} was built with; its queries would not match"
+        )
+    model, tokenizer = _load(model_dir)
+    for hit in found.search(model, tokenizer, [query], k=k)[0]:
+        print(f"{hit.score:.4f}  {hit.file}")
+
+
 def _write_embeddings(out: Path, vectors: torch.Tensor, names: list[str]) -> None:
     if out.suffix == ".jsonl":
         with open(out, "w") as f:
