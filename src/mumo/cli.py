@@ -551,6 +551,43 @@ def search(
         print(f"{hit.score:.4f}  {hit.file}")
 
 
+@app.command()
+def serve(
+    checkpoint: Path = typer.Argument(..., help="model folder or run folder"),
+    index_dir: Path | None = typer.Option(
+        None, "--index", help="index folder for /search (from `mumo index`)"
+    ),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (default: this machine only)"),
+    port: int = typer.Option(8000, min=1, max=65535),
+    max_batch: int = typer.Option(32, min=1, help="most items per forward pass of the batching engine"),
+    max_body_mb: float = typer.Option(16.0, min=0.001, help="largest request body, MiB"),
+) -> None:
+    """Serve the model over HTTP with a web page at / (search, zero-shot labels, captions) and OpenAPI docs
+    at /docs. There is no authentication: keep the default loopback address unless a proxy guards it."""
+    import uvicorn
+
+    from mumo.models._pretrained import model_folder
+    from mumo.serve.app import Limits, create_app
+    from mumo.serve.engine import Engine
+    from mumo.serve.index import ImageIndex, weights_checksum
+
+    model, tokenizer = _load(checkpoint)
+    found = None
+    if index_dir is not None:
+        found = ImageIndex(index_dir)
+        if weights_checksum(model_folder(checkpoint)) != found.meta["weights_sha256"]:
+            raise DataError(f"{index_dir} was built with another model ({found.meta['model']}); rebuild it")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]listening on {host}: anyone who can reach it can use this server")
+    engine = Engine(model, tokenizer, max_batch=max_batch)
+    limits = Limits(max_body_bytes=int(max_body_mb * 2**20))
+    console.print(f"serving {type(model).__name__} on http://{host}:{port}/ (API docs: /docs)")
+    try:
+        uvicorn.run(create_app(engine, found, limits), host=host, port=port, log_level="warning")
+    finally:
+        engine.close()
+
+
 def _write_embeddings(out: Path, vectors: torch.Tensor, names: list[str]) -> None:
     if out.suffix == ".jsonl":
         with open(out, "w") as f:

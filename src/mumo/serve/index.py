@@ -42,12 +42,13 @@ IVF_THRESHOLD = 50_000  # below: exact search; above: IVF, a few % of the exact 
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: the image's path (relative to the indexed folder), its absolute path, and the
-    cosine similarity to the query."""
+    """One search result: the image's path (relative to the indexed folder), its absolute path, the
+    cosine similarity to the query, and its row in the index."""
 
     path: str
     file: Path
     score: float
+    row: int
 
 
 def weights_checksum(model_dir: str | Path) -> str:
@@ -143,7 +144,7 @@ class ImageIndex:
         scores, ids = self.faiss.search(q, min(k, len(self.rows)))
         return [
             [
-                Hit(self.rows[i]["path"], self.images_dir / self.rows[i]["path"], float(s))
+                Hit(self.rows[i]["path"], self.images_dir / self.rows[i]["path"], float(s), int(i))
                 for s, i in zip(row_scores, row_ids, strict=True)
                 if i >= 0
             ]

@@ -1,0 +1,223 @@
+"""The HTTP server: embeddings, zero-shot labels, captions and text-to-image search over an index, plus the
+web page at ``/``. FastAPI documents every endpoint at ``/docs`` (OpenAPI schema at ``/openapi.json``).
+
+    POST /embed/text   {"texts": [...]}                      -> {"embeddings": [[...], ...]}
+    POST /embed/image  multipart: image                      -> {"embedding": [...]}
+    POST /zero-shot    multipart: image, labels (one a line)  -> {"labels": [{"label", "probability"}]}
+    POST /caption      multipart: image                      -> {"caption": "..."}   (captioners only)
+    GET  /search?q=...&k=10                                  -> {"results": [{"path", "score", "url"}]}
+    GET  /images/{row}                                       -> the indexed image file of that row
+    GET  /healthz                                            -> {"status": "ok", ...}
+
+Bad input is never a 500: a body over the size limit is 413 (counted while it streams in, so a request
+without Content-Length cannot get round it), an image Pillow cannot identify is 415, an image of more pixels
+than the limit is 413 (checked from its header, before decoding: decompression bombs never expand), other
+bad values are 422; each with ``{"detail": reason}``.
+"""
+
+import io
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mumo.errors import DataError
+from mumo.serve.engine import Engine
+from mumo.serve.index import ImageIndex
+
+
+class Texts(BaseModel):
+    """The body of POST /embed/text."""
+
+    texts: list[str]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for."""
+
+    max_body_bytes: int = 16 * 2**20  # whole request body
+    max_pixels: int = 40_000_000  # width x height of an uploaded image (Pillow's own bomb guard: 89 M)
+    max_text_chars: int = 2000  # characters per text
+    max_texts: int = 64  # texts per /embed/text request
+    max_labels: int = 100  # labels per /zero-shot request
+    max_k: int = 100  # results per search
+
+
+class BodyLimit:
+    """ASGI middleware: reads the request body up to ``max_bytes`` before the app sees any of it, and
+    answers 413 beyond that, whether the client declared a Content-Length or streamed chunks."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(send, f"the request body is {int(declared):,} bytes")
+            return
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                await self._too_large(send, "the request body is larger")
+                return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()  # the app waits for a disconnect after the body: pass it on
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Any, what: str) -> None:
+        detail = f"{what}; this server takes at most {self.max_bytes:,} bytes per request"
+        payload = json.dumps({"detail": detail}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def decode_upload(data: bytes, max_pixels: int) -> Any:
+    """An uploaded image as RGB, or an HTTPException: 422 empty or damaged, 415 not an image, 413 too many
+    pixels (read from the header before any pixel is decoded)."""
+    if not data:
+        raise HTTPException(422, "the image is empty")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            if width * height > max_pixels:
+                size = f"{width} x {height} = {width * height:,} pixels"
+                raise HTTPException(413, f"the image is {size}; the limit is {max_pixels:,}")
+            im.load()
+            return im.convert("RGB")
+    except HTTPException:
+        raise
+    except Image.DecompressionBombError as e:
+        raise HTTPException(413, f"the image has too many pixels ({e})") from None
+    except UnidentifiedImageError:
+        raise HTTPException(
+            415, "not an image this server can read (send PNG, JPEG, WebP, GIF, BMP or TIFF)"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise HTTPException(422, f"damaged image data ({type(e).__name__}: {str(e)[:100]})") from None
+
+
+def clean_text(text: str, limit: int) -> str:
+    """A text safe for the tokenizer: lone surrogates (valid JSON, invalid Unicode) become U+FFFD."""
+    if len(text) > limit:
+        raise HTTPException(422, f"a text has {len(text):,} characters; the limit is {limit:,}")
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def create_app(engine: Engine, index: ImageIndex | None = None, limits: Limits | None = None) -> Any:
+    """The ASGI app (FastAPI inside :class:`BodyLimit`) serving ``engine`` and, for /search, ``index``."""
+    import mumo
+    from mumo.data.transforms import eval_transform
+
+    limits = limits or Limits()
+    app = FastAPI(title="mumo", version=mumo.__version__, description="Vision-language models over HTTP.")
+    transform = eval_transform(engine.image_size) if engine.image_size else None
+
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, exc: DataError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # a body FastAPI cannot parse (not UTF-8, not JSON) is bad input like any other: 422, not 400
+        status = 422 if exc.status_code == 400 else exc.status_code
+        return JSONResponse({"detail": exc.detail}, status_code=status, headers=getattr(exc, "headers", None))
+
+    def image_tensor(data: bytes) -> Any:
+        if transform is None:
+            raise HTTPException(422, "this model has no image tower")
+        return transform(decode_upload(data, limits.max_pixels))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(resources.files("mumo.serve").joinpath("static/index.html").read_text("utf-8"))
+
+    @app.get("/app.js", include_in_schema=False)
+    def script() -> Response:
+        js = resources.files("mumo.serve").joinpath("static/app.js").read_text("utf-8")
+        return Response(js, media_type="text/javascript")
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        """Liveness, and what this server can do."""
+        return {
+            "status": "ok",
+            "model": type(engine.model).__name__,
+            "embed": engine.can_embed,
+            "caption": engine.can_caption,
+            "indexed": len(index) if index is not None else 0,
+        }
+
+    @app.post("/embed/text")
+    def embed_text(body: Texts) -> dict:
+        """Unit embeddings of up to ``max_texts`` texts."""
+        if not body.texts or len(body.texts) > limits.max_texts:
+            raise HTTPException(422, f"send 1 to {limits.max_texts} texts, got {len(body.texts)}")
+        texts = [clean_text(t, limits.max_text_chars) for t in body.texts]
+        return {"embeddings": engine.embed_texts(texts).tolist()}
+
+    @app.post("/embed/image")
+    def embed_image(image: UploadFile = File(...)) -> dict:  # noqa: B008 - FastAPI's parameter style
+        """The unit embedding of one uploaded image."""
+        return {"embedding": engine.embed_images(image_tensor(image.file.read())[None])[0].tolist()}
+
+    @app.post("/zero-shot")
+    def zero_shot(image: UploadFile = File(...), labels: str = Form(...)) -> dict:  # noqa: B008
+        """Probabilities of the given labels (one per line, or comma-separated) for one image."""
+        names = [clean_text(x.strip(), limits.max_text_chars) for x in labels.replace(",", "\n").splitlines()]
+        names = [x for x in names if x]
+        if not 1 <= len(names) <= limits.max_labels:
+            raise HTTPException(422, f"send 1 to {limits.max_labels} labels, got {len(names)}")
+        probabilities = engine.zero_shot(image_tensor(image.file.read()), names)
+        ranked = sorted(zip(names, probabilities, strict=True), key=lambda x: -x[1])
+        return {"labels": [{"label": n, "probability": p} for n, p in ranked]}
+
+    @app.post("/caption")
+    def caption(image: UploadFile = File(...)) -> dict:  # noqa: B008
+        """A generated caption of one image (models with a text decoder)."""
+        if not engine.can_caption:
+            raise HTTPException(422, f"this model ({type(engine.model).__name__}) does not generate captions")
+        return {"caption": engine.caption(image_tensor(image.file.read())[None])[0]}
+
+    @app.get("/search")
+    def search(q: str = Query(..., min_length=1), k: int = Query(10, ge=1)) -> dict:
+        """The ``k`` indexed images closest to a text, best first."""
+        if index is None:
+            raise HTTPException(422, "this server has no index; start it with --index INDEX")
+        k = min(k, limits.max_k)
+        hits = index.search_vectors(engine.embed_texts([clean_text(q, limits.max_text_chars)]), k)[0]
+        return {
+            "results": [{"path": h.path, "score": h.score, "url": f"/images/{h.row}"} for h in hits],
+        }
+
+    @app.get("/images/{row}")
+    def image_file(row: int) -> FileResponse:
+        """The indexed image of row ``row`` (only indexed files are ever served)."""
+        if index is None or not 0 <= row < len(index):
+            raise HTTPException(404, "no such indexed image")
+        return FileResponse(index.images_dir / index.rows[row]["path"])
+
+    return BodyLimit(app, limits.max_body_bytes)

@@ -1,0 +1,248 @@
+"""The HTTP server on loopback: every endpoint works, and bad input gets 413 / 415 / 422 with a JSON reason,
+never a 500, with the server answering /healthz after each."""
+
+import http.client
+import io
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from PIL import Image
+
+import mumo
+from mumo.data.shapes import ShapesConfig, write_shapes
+from mumo.data.tokenizer import Tokenizer
+from mumo.serve.app import Limits, create_app
+from mumo.serve.engine import Engine
+from mumo.serve.index import ImageIndex, update_index
+
+LIMITS = Limits(max_body_bytes=2 * 2**20, max_pixels=4_000_000)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A uvicorn server on 127.0.0.1 over a tiny random CoCa (embeddings + captions) and an index."""
+    import uvicorn
+
+    root = tmp_path_factory.mktemp("serve")
+    tokenizer = Tokenizer.train(["a red circle", "a blue star above a green square"] * 20, vocab_size=300)
+    model = mumo.create_model(
+        "captioner_conv_tiny", seed=0, contrastive=True, **{"text.vocab_size": tokenizer.vocab_size}
+    )
+    mumo.save_pretrained(model, root / "model", tokenizer=tokenizer)
+    tokenizer.context_length = model.context_length
+    images = write_shapes(root / "shapes", 12, config=ShapesConfig(image_size=32)) / "images"
+    update_index(model, root / "model", images, root / "index")
+    engine = Engine(model, tokenizer, max_batch=16, max_wait_ms=20)
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(engine, ImageIndex(root / "index"), LIMITS), host="127.0.0.1", port=port, log_level="error"
+    )
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield {"port": port, "engine": engine, "images": images}
+    srv.should_exit = True
+    thread.join(timeout=10)
+    engine.close()
+
+
+def _request(server, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", server["port"], timeout=60)
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, data, response.getheader("content-type") or ""
+
+
+def _json(server, method, path, payload=None):
+    body = json.dumps(payload) if payload is not None else None
+    status, data, _ = _request(server, method, path, body, {"Content-Type": "application/json"})
+    return status, json.loads(data)
+
+
+def _multipart(fields: dict[str, tuple[str, bytes, str] | str]) -> tuple[bytes, str]:
+    boundary = "mumo-test-boundary"
+    parts = []
+    for name, value in fields.items():
+        if isinstance(value, tuple):
+            filename, data, ctype = value
+            disposition = f'form-data; name="{name}"; filename="{filename}"'
+            head = f"Content-Disposition: {disposition}\r\nContent-Type: {ctype}"
+        else:
+            head, data = f'Content-Disposition: form-data; name="{name}"', value.encode()
+        parts.append(f"--{boundary}\r\n{head}\r\n\r\n".encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def _upload(server, path, image: bytes, filename="x.png", **fields):
+    body, ctype = _multipart({"image": (filename, image, "image/png"), **fields})
+    status, data, _ = _request(server, "POST", path, body, {"Content-Type": ctype})
+    return status, json.loads(data)
+
+
+def _png(size=(32, 32), color=(255, 0, 0)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _alive(server):
+    status, body = _json(server, "GET", "/healthz")
+    assert status == 200 and body["status"] == "ok"
+
+
+def test_endpoints(server):
+    status, health = _json(server, "GET", "/healthz")
+    assert health == {"status": "ok", "model": "Captioner", "embed": True, "caption": True, "indexed": 12}
+    status, body = _json(server, "POST", "/embed/text", {"texts": ["a red circle", "a blue star"]})
+    vectors = torch.tensor(body["embeddings"])
+    assert status == 200 and vectors.shape == (2, 32)
+    torch.testing.assert_close(vectors.norm(dim=-1), torch.ones(2))
+    status, body = _upload(server, "/embed/image", _png())
+    assert status == 200 and len(body["embedding"]) == 32
+    status, body = _upload(server, "/zero-shot", _png(), labels="red circle\nblue square, green star")
+    assert status == 200 and [x["label"] for x in body["labels"]].count("blue square") == 1
+    assert len(body["labels"]) == 3 and abs(sum(x["probability"] for x in body["labels"]) - 1) < 1e-5
+    status, body = _upload(server, "/caption", _png())
+    assert status == 200 and isinstance(body["caption"], str)
+    status, body = _json(server, "GET", "/search?q=a%20red%20circle&k=5")
+    assert status == 200 and len(body["results"]) == 5
+    scores = [r["score"] for r in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    status, data, ctype = _request(server, "GET", body["results"][0]["url"])
+    assert status == 200 and ctype == "image/png" and data[:4] == b"\x89PNG"
+    assert _request(server, "GET", "/images/999")[0] == 404
+    status, data, ctype = _request(server, "GET", "/")
+    assert status == 200 and "text/html" in ctype and b'<script src="/app.js">' in data
+    schema = json.loads(_request(server, "GET", "/openapi.json")[1])
+    assert {"/embed/text", "/embed/image", "/zero-shot", "/caption", "/search", "/healthz"} <= set(
+        schema["paths"]
+    )
+
+
+def test_a_50_mb_body_is_413_before_it_is_read(server):
+    size = 50 * 2**20
+    with socket.create_connection(("127.0.0.1", server["port"]), timeout=30) as s:
+        head = f"POST /embed/image HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n"
+        s.sendall(head.encode())
+        try:
+            for _ in range(50):
+                s.sendall(b"\0" * 2**20)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed: what we want
+        response = s.recv(65536).decode(errors="replace")
+    assert response.startswith("HTTP/1.1 413"), response[:200]
+    assert "at most 2,097,152 bytes" in response
+    _alive(server)
+
+
+def test_a_chunked_body_without_length_is_cut_at_the_limit(server):
+    def chunks():
+        for _ in range(8):  # 8 MiB, no Content-Length
+            yield b"\0" * 2**20
+
+    conn = http.client.HTTPConnection("127.0.0.1", server["port"], timeout=30)
+    try:
+        conn.request(
+            "POST",
+            "/embed/text",
+            body=chunks(),
+            headers={"Content-Type": "application/json"},
+            encode_chunked=True,
+        )
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    response = conn.getresponse()
+    assert response.status == 413 and "at most" in json.loads(response.read())["detail"]
+    conn.close()
+    _alive(server)
+
+
+def test_an_html_file_named_jpg_is_415(server):
+    status, body = _upload(server, "/embed/image", b"<html><body>hello</body></html>", filename="cat.jpg")
+    assert status == 415 and "not an image" in body["detail"]
+    _alive(server)
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(server):
+    buffer = io.BytesIO()
+    Image.new("1", (14_000, 14_000)).save(buffer, format="PNG")  # 196 M pixels in a few tens of KB
+    assert len(buffer.getvalue()) < LIMITS.max_body_bytes
+    status, body = _upload(server, "/zero-shot", buffer.getvalue(), labels="a")
+    assert status in (413, 422) and "pixels" in body["detail"]
+    _alive(server)
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["\ud800 lone surrogate", "nul \x00 byte", "\u202eright-to-left", "zalgo a\u0301\u0302\u0303\u0304"],
+        ["🦄" * 500, "", "\ufeff\u200b\u200d", "a\r\nb\tc"],
+    ],
+)
+def test_unicode_junk_is_handled(server, texts):
+    status, body = _json(server, "POST", "/embed/text", {"texts": texts})
+    assert status == 200 and len(body["embeddings"]) == len(texts)
+    status, body = _json(server, "GET", "/search?q=%ED%A0%80%F0%9F%A6%84&k=3")  # invalid UTF-8, then 🦄
+    assert status == 200 and len(body["results"]) == 3
+    _alive(server)
+
+
+@pytest.mark.parametrize(
+    "path,payload,status",
+    [
+        ("/embed/text", {"texts": ["x" * 2001]}, 422),
+        ("/embed/text", {"texts": ["a"] * 65}, 422),
+        ("/embed/text", {"texts": []}, 422),
+        ("/embed/text", {"text": "no list"}, 422),
+        ("/embed/text", "not an object", 422),
+        ("/search?q=&k=3", None, 422),
+        ("/search?q=a&k=0", None, 422),
+        ("/search?q=a&k=lots", None, 422),
+    ],
+)
+def test_bad_values_are_422_with_a_reason(server, path, payload, status):
+    method = "POST" if payload is not None else "GET"
+    got, body = _json(server, method, path, payload)
+    assert got == status and body["detail"]
+    _alive(server)
+
+
+def test_bad_uploads(server):
+    assert _upload(server, "/embed/image", b"")[0] == 422  # empty
+    truncated = _png((64, 64))[:60]
+    status, body = _upload(server, "/embed/image", truncated)
+    assert status == 422 and "damaged" in body["detail"]
+    assert _upload(server, "/zero-shot", _png(), labels=" \n ,")[0] == 422  # no labels
+    status, data, _ = _request(
+        server, "POST", "/embed/text", b"\xff\xfe{not json", {"Content-Type": "application/json"}
+    )
+    assert status == 422 and json.loads(data)["detail"]
+    _alive(server)
+
+
+def test_concurrent_requests_share_forward_passes(server):
+    engine = server["engine"]
+    before = engine.batches
+    with ThreadPoolExecutor(16) as pool:
+        results = list(
+            pool.map(lambda i: _json(server, "POST", "/embed/text", {"texts": [f"text {i}"]}), range(32))
+        )
+    assert all(status == 200 for status, _ in results)
+    assert engine.batches - before < 32  # batched: fewer forward passes than requests
