@@ -1,7 +1,7 @@
 """Batched inference for the server: many request threads, one model thread.
 
 Requests (embed texts, embed images, caption images) are queued; one worker thread owns the model and takes
-up to ``max_batch`` items of one kind at a time, waiting at most ``max_wait_ms`` for more to arrive, so
+up to ``max_batch`` queued items of one kind at a time (optionally waiting ``max_wait_ms`` for more), so
 concurrent requests share forward passes instead of fighting over the CPU's cores.
 
     engine = Engine(model, tokenizer)
@@ -38,7 +38,9 @@ class Engine:
         model: a dual encoder (``encode_image`` / ``encode_text``) and/or a captioner.
         tokenizer: the model's tokenizer.
         max_batch: most items per forward pass.
-        max_wait_ms: how long the worker waits for more items before running a partial batch.
+        max_wait_ms: how long the worker waits for more items before running a partial batch. The default 0
+            takes what is queued when the worker gets to it: an idle server answers at once, and requests
+            arriving while a batch runs form the next one.
         generation: settings of generated captions (``GenerationConfig``; default greedy, 32 tokens).
     """
 
@@ -47,7 +49,7 @@ class Engine:
         model: nn.Module,
         tokenizer: Any,
         max_batch: int = 32,
-        max_wait_ms: float = 5.0,
+        max_wait_ms: float = 0.0,
         generation: Any = None,
     ) -> None:
         from mumo.generation import GenerationConfig

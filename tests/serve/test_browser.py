@@ -1,0 +1,178 @@
+"""End to end in a real browser: `mumo serve` on a freshly trained CoCa with an index over generated images,
+driven through its page by Playwright in Debian's Chromium (installed here if missing; never
+`playwright install`)."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from mumo.data.shapes import ShapesConfig, write_shapes
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+# Starts every training caption, so the captions the model writes start with it too. (At the start, not the
+# end: the text tower pools at the end token, which then still follows the words a search query has.)
+SCRIPT = '<script>alert("mumo")</script> '
+
+
+def _chromium() -> str:
+    """Debian's Chromium, installed with apt-get when it is not there yet."""
+    if not Path(CHROMIUM).exists():
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+        for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+            run = subprocess.run(sudo + command, env=env, capture_output=True, text=True)
+            assert run.returncode == 0, f"could not install Debian's chromium: {run.stderr[-2000:]}"
+    return CHROMIUM
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """Train a small CoCa for a minute on one-object scenes (captions start with a <script> tag), index the
+    circles among 600 test scenes, start `mumo serve` on loopback; yields (base URL, gallery folder,
+    {file: colour}). A minute of training tells colours apart reliably, shapes not yet: hence circles."""
+    import mumo
+    from mumo.serve.index import update_index
+    from mumo.train import load_recipe, train
+
+    root = tmp_path_factory.mktemp("demo")
+    one_object = ShapesConfig(image_size=32, max_objects=1)
+    data = write_shapes(root / "train", 3000, config=one_object)
+    with open(data / "pairs.jsonl", "w") as f:
+        for line in (data / "captions.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            f.write(json.dumps({"image": record["image"], "caption": SCRIPT + record["caption"]}) + "\n")
+    overrides = [
+        "model=coca_conv_mini_64",
+        "objectives=[itc, lm]",
+        "loss_weights={itc: 1.0, lm: 2.0}",
+        "data.kind=pairs",
+        f"data.path={data / 'pairs.jsonl'}",
+        "data.image_size=32",
+        "data.tokenizer_vocab_size=400",
+        "data.tokenizer_samples=3000",
+        "batch_size=64",
+        "max_steps=300",
+        "optim.lr=0.003",
+        "optim.warmup_steps=20",
+        "checkpoint_every=300",
+        "evaluate=false",
+        "tensorboard=false",
+        "threads=2",
+        f"out_dir={root / 'run'}",
+    ]
+    train(load_recipe(None, overrides), progress=False)
+    final = root / "run" / "final"
+    pool = write_shapes(root / "pool", 600, split="test", config=one_object)
+    gallery = root / "gallery"
+    gallery.mkdir()
+    truth = {}
+    for line in (pool / "captions.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        o = record["objects"][0]
+        if o["shape"] == "circle":
+            name = Path(record["image"]).name
+            shutil.copy(pool / record["image"], gallery / name)
+            truth[name] = o["colour"]
+    update_index(mumo.load_pretrained(final).eval(), final, gallery, root / "index")
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mumo",
+            "serve",
+            str(final),
+            "--index",
+            str(root / "index"),
+            "--port",
+            str(port),
+        ],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"{base}/healthz", timeout=1)
+            break
+        except OSError:
+            assert server.poll() is None, server.stdout.read()
+            time.sleep(0.1)
+    yield base, gallery, truth
+    server.terminate()
+    server.wait(timeout=20)
+
+
+@pytest.mark.slow
+def test_the_page_searches_labels_and_captions_safely(demo):
+    from playwright.sync_api import sync_playwright
+
+    base, gallery, truth = demo
+    executable = _chromium()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=ARGS)
+        page = browser.new_page()
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(base + "/")
+        page.wait_for_function(
+            f"document.getElementById('about').textContent.includes('{len(truth)} images')"
+        )
+
+        # a text query puts the right images first
+        colours = sorted(set(truth.values()))
+        assert len(colours) >= 4
+        for colour in colours:
+            page.fill("#query", f"a {colour} circle")
+            with page.expect_response(lambda r: "/search?" in r.url):
+                page.click("#search-form button")
+            page.wait_for_selector("figure.hit img")
+            first = page.locator("figure.hit figcaption").first.text_content().split()[-1]
+            assert truth[first] == colour, (colour, first, truth[first])
+            image = page.locator("figure.hit img").first
+            image.evaluate("img => img.decode()")
+            assert image.evaluate("img => img.naturalWidth") == 32  # the indexed file itself
+
+        # an uploaded image gets zero-shot labels and a caption; the caption's <script> is text
+        page.fill("#labels", "red circle\nblue square\n<b>bold</b> label")
+        image = sorted(gallery.iterdir())[0]
+        page.set_input_files("#file", str(image))
+        page.wait_for_selector("tr.label")
+        page.wait_for_function("document.getElementById('caption').textContent.length > 0")
+        labels = page.locator("tr.label td:first-child").all_text_contents()
+        assert sorted(labels) == ["<b>bold</b> label", "blue square", "red circle"]
+        caption = page.text_content("#caption")
+        assert "<script>" in caption, caption
+        assert page.eval_on_selector("#caption", "e => e.children.length") == 0  # text, not elements
+        assert (
+            page.evaluate("document.querySelectorAll('#zero-shot b, body script').length") == 1
+        )  # app.js only
+        assert dialogs == [], dialogs  # no alert() ran
+        assert page.text_content("#status") == ""
+        browser.close()
