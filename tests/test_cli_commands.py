@@ -107,12 +107,14 @@ def test_demo_with_tiny_overrides(tmp_path):
     result = invoke("demo", "--out", str(out), *TINY, "data.test_size=16")
     assert "report:" in result.output
     report = (out / "report.md").read_text()
-    for picture in ("loss.png", "similarity.png", "confusion.png"):
+    for picture in ("curves.png", "similarity.png", "confusion.png"):
         assert picture in report and (out / picture).is_file()
     assert "| zero_shot / top1 |" in report
     assert len(list((out / "data_sample" / "images").glob("*.png"))) == 64
     (out / "report.md").unlink()
+    (out / "report.html").unlink()
     assert "report:" in invoke("report", str(out)).output and (out / "report.md").is_file()
+    assert (out / "report.html").is_file()
 
 
 def test_compare_command_prints_and_writes_the_table(tmp_path):

@@ -607,7 +607,7 @@ def demo(
     overrides: list[str] = typer.Argument(None, help="key=value overrides of configs/demo.yaml"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted demo"),
 ) -> None:
-    """Generate the built-in data, train configs/demo.yaml, evaluate, and write report.md."""
+    """Generate the built-in data, train configs/demo.yaml, evaluate, and write report.html / report.md."""
     from mumo.data.shapes import ShapesConfig, write_shapes
     from mumo.report import write_report
     from mumo.train import load_recipe
@@ -619,11 +619,11 @@ def demo(
     start = time.perf_counter()
     shapes = ShapesConfig(image_size=config.data.image_size, seed=config.data.seed)
     sample = write_shapes(out / "data_sample", 64, split="test", config=shapes)
-    console.print(f"[bold]1/3 data[/bold]: scenes are drawn on the fly; 64 test scenes written to {sample}")
-    console.print(f"[bold]2/3 train[/bold]: {config.model}, {config.max_steps} steps of {config.batch_size}")
-    results = run(config, resume=resume)
-    console.print("[bold]3/3 evaluate + report[/bold]")
-    report = write_report(out)
+    console.print(f"[bold]1/2 data[/bold]: scenes are drawn on the fly; 64 test scenes written to {sample}")
+    steps = f"{config.max_steps} steps of {config.batch_size}"
+    console.print(f"[bold]2/2 train, evaluate, report[/bold]: {config.model}, {steps}")
+    results = run(config, resume=resume)  # evaluates and writes the report at its end
+    report = out / "report.html" if config.report else write_report(out)
     _print_eval(results.get("eval", {}))
     console.print(f"report: {report}   model: {results['final']}   time: {time.perf_counter() - start:.0f} s")
 
@@ -748,7 +748,7 @@ def compare(
 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="a run folder (with metrics.json)")) -> None:
-    """Rebuild a run's report.md and plots from its saved metrics."""
+    """Rebuild a run's report.html, report.md and plots from its saved metrics."""
     from mumo.report import write_report
 
     if not (run_dir / "metrics.json").is_file():

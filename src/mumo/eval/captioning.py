@@ -64,6 +64,9 @@ _PUNCTUATION = {
 }
 
 
+CAPTION_IMAGES = "eval_captions.safetensors"  # a run's example test images, beside their captions in metrics
+
+
 def simple_tokenize(text: str) -> str:
     """Lower-case, split punctuation off words and drop it, as COCO's PTB tokenizer does for plain text."""
     words = re.findall(r"[\w']+|[^\w\s]+", text.lower().replace("\n", " "))

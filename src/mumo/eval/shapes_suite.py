@@ -9,7 +9,7 @@ is only ever measured.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,9 @@ class ShapesEvaluation:
         pair_images: (P, 3, H, W) the first P retrieval test images, in [0, 1].
         pair_captions: their captions.
         similarity: (P, P) image-caption scores (cosine similarity, or ITM log-odds).
+        grid_queries: Q test captions used as text-to-image queries (models with embeddings; else none).
+        grid_top: (Q, K) test-set rows of each query's top K images, best first; row q is query q's own.
+        grid_images: (Q, K, 3, H, W) those images, in [0, 1].
     """
 
     metrics: dict[str, Any]
@@ -57,6 +60,9 @@ class ShapesEvaluation:
     pair_images: Tensor
     pair_captions: list[str]
     similarity: Tensor
+    grid_queries: list[str] = field(default_factory=list)
+    grid_top: Tensor = field(default_factory=lambda: torch.zeros(0, 0, dtype=torch.long))
+    grid_images: Tensor = field(default_factory=lambda: torch.zeros(0, 0, 3, 1, 1))
 
     def save(self, run_dir: str | Path) -> None:
         """Write the figure data next to a run (``eval_figures.safetensors`` + ``.json``)."""
@@ -65,9 +71,16 @@ class ShapesEvaluation:
             "confusion": self.confusion,
             "pair_images": self.pair_images,
             "similarity": self.similarity,
+            "grid_top": self.grid_top,
+            "grid_images": self.grid_images,
         }
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(run_dir / f"{FIGURES}.safetensors"))
-        meta = {"class_names": self.class_names, "pair_captions": self.pair_captions, "metrics": self.metrics}
+        meta = {
+            "class_names": self.class_names,
+            "pair_captions": self.pair_captions,
+            "grid_queries": self.grid_queries,
+            "metrics": self.metrics,
+        }
         (run_dir / f"{FIGURES}.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -76,6 +89,13 @@ class ShapesEvaluation:
         run_dir = Path(run_dir)
         t = load_file(str(run_dir / f"{FIGURES}.safetensors"))
         meta = json.loads((run_dir / f"{FIGURES}.json").read_text())
+        grid = {}
+        if "grid_top" in t:  # figures saved before the retrieval grid existed have none
+            grid = {
+                "grid_queries": meta["grid_queries"],
+                "grid_top": t["grid_top"],
+                "grid_images": t["grid_images"],
+            }
         return cls(
             meta["metrics"],
             t["confusion"],
@@ -83,6 +103,7 @@ class ShapesEvaluation:
             t["pair_images"],
             meta["pair_captions"],
             t["similarity"],
+            **grid,
         )
 
 
@@ -114,6 +135,8 @@ def evaluate_shapes(
     scoring: str = "auto",
     rerank_k: int = 16,
     retrieval_size: int | None = None,
+    grid_queries: int = 6,
+    grid_k: int = 5,
 ) -> ShapesEvaluation:
     """Evaluate a model on ``size`` scenes of ``split`` ('val' while tuning, 'test' to report).
 
@@ -127,6 +150,8 @@ def evaluate_shapes(
             'itm' by the matching head, where a model with embeddings rescores only the ITC top
             ``rerank_k`` retrieval candidates and top-5 classes (a single-stream model scores every
             pair); 'auto' is 'itm' for models with a matching head, else 'itc'.
+        grid_queries, grid_k: the report's retrieval grid: the top ``grid_k`` images of the first
+            ``grid_queries`` test captions (by embedding similarity; none for a model without embeddings).
     """
     if scoring == "auto":
         scoring = "itm" if hasattr(model, "itm_logits") else "itc"
@@ -208,6 +233,11 @@ def evaluate_shapes(
         "retrieval": {**retrieval, "n": r},
         "compositional": compositional,
     }
+    grid = {}
+    if image_embeds is not None:  # text-to-image queries: the first test captions against the r images
+        q, k = min(grid_queries, r), min(grid_k, r)
+        top = (text_embeds[:q] @ image_embeds[:r].T).topk(k, dim=1).indices.cpu()
+        grid = {"grid_queries": captions[:q], "grid_top": top, "grid_images": images[top]}
     return ShapesEvaluation(
         metrics=metrics,
         confusion=confusion,
@@ -215,4 +245,5 @@ def evaluate_shapes(
         pair_images=images[:p],
         pair_captions=captions[:p],
         similarity=similarity.cpu(),
+        **grid,
     )

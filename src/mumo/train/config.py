@@ -157,6 +157,7 @@ class TrainConfig(Config):
     strategy: Literal["ddp", "fsdp"] = "ddp"
     evaluate: bool = True  # evaluate on the test splits at the end
     tensorboard: bool = True  # also write TensorBoard event files
+    report: bool = True  # write report.html and report.md (curves, metrics, figures) at the end
 
     def validate(self) -> None:
         check(self.batch_size >= 2, "batch_size must be at least 2 (a contrastive loss needs negatives)")

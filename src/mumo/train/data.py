@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -145,6 +146,7 @@ def evaluate_run(
         if data.questions:
             return {"vqa": evaluate_vqa(model, tokenizer, cfg, split="test", size=data.test_size)}
         metrics["captioning"] = evaluate_captions(model, tokenizer, cfg, split="test", size=data.test_size)
+        _save_caption_images(out_dir, cfg, len(metrics["captioning"].get("examples", [])))
         if not model.config.contrastive:
             return metrics
     from mumo.eval.shapes_suite import evaluate_shapes
@@ -152,6 +154,18 @@ def evaluate_run(
     result = evaluate_shapes(model, tokenizer, cfg, split="test", size=data.test_size)
     result.save(out_dir)
     return {**result.metrics, **metrics}
+
+
+def _save_caption_images(out_dir: str | Path, cfg: ShapesConfig, n: int) -> None:
+    """The test images whose generated captions the metrics list as examples, for the report."""
+    from safetensors.torch import save_file
+
+    from mumo.eval.captioning import CAPTION_IMAGES
+
+    if n:
+        dataset = ShapesDataset("test", n, cfg)
+        images = torch.stack([dataset[i]["image"] for i in range(n)])
+        save_file({"images": images.contiguous()}, str(Path(out_dir) / CAPTION_IMAGES))
 
 
 def build_collate(config: TrainConfig, dataset: Dataset, tokenizer: Tokenizer, mean: Any, std: Any) -> Any:

@@ -424,6 +424,10 @@ class Trainer:
             results["eval"] = evaluate_run(model, self.tokenizer, c, self.out_dir, self.dataset)
         if main:
             atomic_write_json(self.out_dir / "metrics.json", results)
+            if c.report:
+                from mumo.report import write_report
+
+                write_report(self.out_dir)
         barrier(self.dist)
         return results
 
