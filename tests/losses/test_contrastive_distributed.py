@@ -1,7 +1,5 @@
 """Two real processes on loopback (gloo): the gathered losses against the single-process loss."""
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -50,18 +48,12 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
+def ranks(tmp_path_factory, free_port):
     if not dist.is_available():
         pytest.skip("torch.distributed is not available in this build")
     out = tmp_path_factory.mktemp("dist")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD, join=True)
     return [load_file(str(out / f"rank{r}.safetensors")) for r in range(WORLD)]
 
 

@@ -23,14 +23,8 @@ from mumo.serve.index import ImageIndex, update_index
 LIMITS = Limits(max_body_bytes=2 * 2**20, max_pixels=4_000_000)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, free_port):
     """A uvicorn server on 127.0.0.1 over a tiny random CoCa (embeddings + captions) and an index."""
     import uvicorn
 
@@ -44,7 +38,7 @@ def server(tmp_path_factory):
     images = write_shapes(root / "shapes", 12, config=ShapesConfig(image_size=32)) / "images"
     update_index(model, root / "model", images, root / "index")
     engine = Engine(model, tokenizer, max_batch=16, max_wait_ms=20)
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         create_app(engine, ImageIndex(root / "index"), LIMITS), host="127.0.0.1", port=port, log_level="error"
     )

@@ -5,7 +5,6 @@ driven through its page by Playwright in Debian's Chromium (installed here if mi
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -42,14 +41,8 @@ def _chromium() -> str:
     return CHROMIUM
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, free_port):
     """Train a small CoCa for a minute on one-object scenes (captions start with a <script> tag), index the
     circles among 600 test scenes, start `mumo serve` on loopback; yields (base URL, gallery folder,
     {file: colour}). A minute of training tells colours apart reliably, shapes not yet: hence circles."""
@@ -98,7 +91,7 @@ def demo(tmp_path_factory):
             truth[name] = o["colour"]
     update_index(mumo.load_pretrained(final).eval(), final, gallery, root / "index")
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,

@@ -3,7 +3,6 @@ batch, and a torchrun launch of the trainer ends where the single-process run wi
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -64,21 +63,17 @@ def _worker(rank: int, port: int, out_dir: str, loss_name: str, grad_cache: bool
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize(
     "grad_cache,rows",
     [(False, WORLD * B), (True, WORLD * B), (False, WORLD * B - 1)],
     ids=["ddp", "grad_cache", "uneven"],
 )
 @pytest.mark.parametrize("loss_name", list(LOSSES))
-def test_ddp_gradients_equal_the_single_process_global_batch(tmp_path, loss_name, grad_cache, rows):
+def test_ddp_gradients_equal_the_single_process_global_batch(
+    tmp_path, free_port, loss_name, grad_cache, rows
+):
     """Also when the ranks hold different numbers of samples, 4 and 3 (a batch lost an unreadable image)."""
-    args = (_free_port(), str(tmp_path), loss_name, grad_cache, rows)
+    args = (free_port(), str(tmp_path), loss_name, grad_cache, rows)
     mp.spawn(_worker, args=args, nprocs=WORLD, join=True)
     model = _model(loss_name)
     task = MultiTask(model, ["itc"], loss=loss_name)
@@ -143,13 +138,13 @@ def test_a_torchrun_launch_ends_with_the_single_process_weights(tmp_path, extra)
 
 
 @pytest.mark.slow
-def test_two_nodes_on_loopback_end_with_the_single_process_weights(tmp_path):
+def test_two_nodes_on_loopback_end_with_the_single_process_weights(tmp_path, free_port):
     """Two torchrun launches, one per "node" (--nnodes 2, --node-rank 0 / 1), meet through a c10d
     rendezvous on 127.0.0.1 and train the recipe; rank 0's final weights equal the single-process run with
     the same global batch."""
     env, recipe = _single_process_run(tmp_path)
     nodes = tmp_path / "nodes"
-    port = _free_port()
+    port = free_port()
     launches = [
         subprocess.Popen(
             [
