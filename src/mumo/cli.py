@@ -538,14 +538,11 @@ def search(
 ) -> None:
     """Print the images of an index that best match a text, best first, with their cosine similarity."""
     from mumo.models._pretrained import model_folder
-    from mumo.serve.index import ImageIndex, weights_checksum
+    from mumo.serve.index import ImageIndex, check_model
 
     found = ImageIndex(index_dir)
     model_dir = model_folder(checkpoint or Path(found.meta["model"]))
-    if weights_checksum(model_dir) != found.meta["weights_sha256"]:
-        raise DataError(
-            f"{model_dir} is not the model {index_dir} was built with; its queries would not match"
-        )
+    check_model(found.meta, model_dir, index_dir)
     model, tokenizer = _load(model_dir)
     for hit in found.search(model, tokenizer, [query], k=k)[0]:
         print(f"{hit.score:.4f}  {hit.file}")
@@ -569,14 +566,13 @@ def serve(
     from mumo.models._pretrained import model_folder
     from mumo.serve.app import Limits, create_app
     from mumo.serve.engine import Engine
-    from mumo.serve.index import ImageIndex, weights_checksum
+    from mumo.serve.index import ImageIndex, check_model
 
     model, tokenizer = _load(checkpoint)
     found = None
     if index_dir is not None:
         found = ImageIndex(index_dir)
-        if weights_checksum(model_folder(checkpoint)) != found.meta["weights_sha256"]:
-            raise DataError(f"{index_dir} was built with another model ({found.meta['model']}); rebuild it")
+        check_model(found.meta, model_folder(checkpoint), index_dir)
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]listening on {host}: anyone who can reach it can use this server")
     engine = Engine(model, tokenizer, max_batch=max_batch)

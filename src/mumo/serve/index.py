@@ -16,7 +16,6 @@ index is always rebuilt from ``vectors.npy`` (seconds even at 100k vectors), so 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mumo._io import atomic_write, atomic_write_json
+from mumo._io import atomic_write, atomic_write_json, sha256_file
 from mumo.data.pairs import Skipped, load_rgb
 from mumo.errors import DataError
 
@@ -53,11 +52,19 @@ class Hit:
 
 def weights_checksum(model_dir: str | Path) -> str:
     """SHA-256 of a model folder's ``model.safetensors``: vectors of two different models do not mix."""
-    h = hashlib.sha256()
-    with open(Path(model_dir) / "model.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(Path(model_dir) / "model.safetensors")
+
+
+def check_model(meta: dict[str, Any] | None, model_dir: str | Path, index_dir: str | Path) -> str:
+    """The checksum of ``model_dir``'s weights, after making sure the index described by ``meta`` (its
+    ``index.json``; None for a new index) was built with those same weights."""
+    checksum = weights_checksum(model_dir)
+    if meta is not None and meta.get("weights_sha256") != checksum:
+        raise DataError(
+            f"{index_dir} was built with another model ({meta.get('model')}); its vectors do not match "
+            f"{model_dir}'s: index into a new folder, or rebuild {index_dir}"
+        )
+    return checksum
 
 
 def _file_entry(root: Path, path: Path) -> dict[str, Any]:
@@ -190,15 +197,8 @@ def update_index(
     files = list_images(root)
     out.mkdir(parents=True, exist_ok=True)
     pending = out / "pending"
-    checksum = weights_checksum(model_dir)
     meta_path = out / "index.json"
-    if meta_path.is_file():
-        old_meta = json.loads(meta_path.read_text())
-        if old_meta.get("weights_sha256") != checksum:
-            raise DataError(
-                f"{out} was built with another model ({old_meta.get('model')}); its vectors do not mix with "
-                f"{model_dir}'s: index into a new folder, or delete {out}"
-            )
+    checksum = check_model(json.loads(meta_path.read_text()) if meta_path.is_file() else None, model_dir, out)
     # What we have: the committed rows, then the batches a previous run left in pending/.
     have: dict[str, tuple[dict[str, Any], np.ndarray]] = {}
     if (out / "vectors.npy").is_file():

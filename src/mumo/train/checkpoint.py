@@ -13,7 +13,6 @@ is checked; a truncated or altered checkpoint is reported and the previous one i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mumo._io import fsync
+from mumo._io import fsync, sha256_file
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import CheckpointError
 from mumo.models import load_pretrained, save_pretrained
@@ -38,14 +37,6 @@ MANIFEST = "manifest.json"
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 SHARDED = "sharded"  # FSDP checkpoints: torch.distributed.checkpoint shards of weights and optimizer
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -105,7 +96,7 @@ def save_checkpoint(
 def _seal(tmp: Path, final: Path, keep: int) -> Path:
     """Checksum every file of ``tmp`` into its manifest, fsync, rename it to ``final``; prune old ones."""
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
-    manifest = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    manifest = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     for p in [*tmp.rglob("*"), tmp]:
         fsync(p)
@@ -228,7 +219,7 @@ def verify_checkpoint(path: str | Path) -> None:
             raise CheckpointError(f"{path} is missing {name}")
         if f.stat().st_size != entry["bytes"]:
             raise CheckpointError(f"{f} has {f.stat().st_size} bytes, expected {entry['bytes']} (truncated?)")
-        if _sha256(f) != entry["sha256"]:
+        if sha256_file(f) != entry["sha256"]:
             raise CheckpointError(f"{f} does not match its checksum (corrupted)")
 
 
