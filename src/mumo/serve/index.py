@@ -199,16 +199,18 @@ def update_index(
     pending = out / "pending"
     meta_path = out / "index.json"
     checksum = check_model(json.loads(meta_path.read_text()) if meta_path.is_file() else None, model_dir, out)
-    # What we have: the committed rows, then the batches a previous run left in pending/.
-    have: dict[str, tuple[dict[str, Any], np.ndarray]] = {}
-    if (out / "vectors.npy").is_file():
-        array, rows = _read_rows(out / "vectors.npy", out / "manifest.jsonl")
+    have: dict[str, tuple[dict[str, Any], np.ndarray]] = {}  # path -> (manifest entry, vector)
+
+    def remember(array: np.ndarray, rows: list[dict[str, Any]]) -> None:
         have.update({r["path"]: (r, v) for r, v in zip(rows, array, strict=True)})
-    for part in sorted(pending.glob("part-*.npy")) if pending.is_dir() else []:
-        rows_file = part.with_suffix(".jsonl")
-        if rows_file.is_file():
-            array, rows = _read_rows(part, rows_file)
-            have.update({r["path"]: (r, v) for r, v in zip(rows, array, strict=True)})
+
+    # What we have: the committed rows, then the batches a previous run left in pending/ (each written
+    # manifest first, so a vectors file always has its manifest).
+    saved = [(out / "vectors.npy", out / "manifest.jsonl")]
+    saved += [(part, part.with_suffix(".jsonl")) for part in sorted(pending.glob("part-*.npy"))]
+    for vectors, manifest in saved:
+        if vectors.is_file():
+            remember(*_read_rows(vectors, manifest))
     current = [_file_entry(root, p) for p in files]
     todo = [e for e in current if (h := have.get(e["path"])) is None or h[0] != e]
     logger.info(
@@ -229,7 +231,7 @@ def update_index(
         array = np.concatenate(buffer_vectors).astype(np.float32)
         name = pending / f"part-{part_index:06d}"
         _write_rows(name.with_suffix(".npy"), name.with_suffix(".jsonl"), array, buffer_rows)
-        have.update({r["path"]: (r, v) for r, v in zip(buffer_rows, array, strict=True)})
+        remember(array, buffer_rows)
         part_index, buffer_rows, buffer_vectors = part_index + 1, [], []
 
     done = 0

@@ -189,9 +189,8 @@ def _load_sharded_into_model(
     holder.model = model
     import torch.distributed.checkpoint as dcp
 
-    state = {"model": holder.state_dict()}
-    dcp.load(state, checkpoint_id=str(path / SHARDED))
-    load_state_dict_strict(holder, state["model"], str(path / SHARDED))
+    # in place: the state dict's tensors are the parameters themselves; a key the shards lack is an error
+    dcp.load({"model": holder.state_dict()}, checkpoint_id=str(path / SHARDED))
     tokenizer = Tokenizer.load(path, context_length=getattr(model, "context_length", 77))
     return model.to(map_location), tokenizer, json.loads((path / STATE_JSON).read_text())
 
