@@ -121,6 +121,17 @@ class PairsDataset(Dataset):
         return {"image": tensor, "caption": self.captions[index], "index": index}
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under ``folder`` (recursively, by suffix), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder of images")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def load_rgb(path: str | Path) -> Image.Image | str:
     """Decode an image file fully into RGB, or return a short reason why it cannot be.
 

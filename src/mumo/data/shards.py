@@ -44,16 +44,15 @@ from torch.utils.data import IterableDataset, get_worker_info
 from torchvision.transforms.v2 import functional as TF
 
 from mumo._io import atomic_write_json
-from mumo.data.pairs import Skipped, SkipReport, decode_rgb, load_rgb
+from mumo.data.pairs import IMAGE_SUFFIXES, Skipped, SkipReport, decode_rgb, list_images, load_rgb
 from mumo.errors import DataError
 
 logger = logging.getLogger(__name__)
 
 INDEX = "shards.json"
 FORMAT = "mumo-shards/1"
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+IMAGE_EXTENSIONS = tuple(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)  # tar members: key.<ext>
 CAPTION_EXTENSIONS = ("txt", "caption")
-_FOLDER_IMAGES = {f".{e}" for e in IMAGE_EXTENSIONS}
 
 
 @dataclass(frozen=True)
@@ -162,9 +161,9 @@ def pairs_from_folder(folder: str | Path) -> Iterator:
     """:class:`ShardPair` items from a folder of images with same-named ``.txt`` captions beside them
     (``a/b.jpg`` + ``a/b.txt``, as img2dataset's ``files`` output), in sorted path order."""
     root = Path(folder)
-    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in _FOLDER_IMAGES and p.is_file())
+    images = list_images(root)
     if not images:
-        raise DataError(f"{root} holds no images ({', '.join(sorted(_FOLDER_IMAGES))})")
+        raise DataError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     for i, path in enumerate(images):
         text = path.with_suffix(".txt")
         if not text.is_file():

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from mumo.data.pairs import Skipped, load_rgb
+from mumo.data.pairs import Skipped, list_images, load_rgb  # noqa: F401 - list_images: re-exported
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import DataError
 
@@ -111,17 +111,6 @@ def embed_texts(
             ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
             out.append(model.encode_text(ids, mask).float())
     return torch.cat(out)
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder`` (recursively, by suffix), sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder} is not a folder of images")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def embed_image_files(

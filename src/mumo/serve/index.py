@@ -190,8 +190,9 @@ def update_index(
     Returns:
         ``{"count", "embedded", "kept", "removed", "skipped": [{"path", "reason"}], "kind"}``.
     """
+    from mumo.data.pairs import list_images
     from mumo.data.transforms import eval_transform
-    from mumo.eval.embed import embed_images, list_images
+    from mumo.eval.embed import embed_images
 
     root, out = Path(images_dir).resolve(), Path(out)
     files = list_images(root)
