@@ -154,17 +154,17 @@ class Engine:
                 job.future.set_result(results[start : start + len(job.items)])
                 start += len(job.items)
 
-    @torch.inference_mode()
     def _forward(self, kind: str, items: list[Any]) -> list[Any]:
-        self.batches += 1
-        device = next(self.model.parameters()).device
-        if kind == "text":
-            tokens = self.tokenizer.encode(items)
-            ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
-            return list(self.model.encode_text(ids, mask).float().cpu())
-        images = torch.stack(items).to(device)
-        if kind == "image":
-            return list(self.model.encode_image(images).float().cpu())
+        """One forward pass over a batch of one kind: the evaluation's own embedding and captioning."""
+        from mumo.eval.embed import embed_images, embed_texts, model_device
         from mumo.generation import caption_images
 
-        return caption_images(self.model, self.tokenizer, images, self.generation)
+        self.batches += 1
+        if kind == "text":
+            return list(embed_texts(self.model, self.tokenizer, items, batch_size=len(items)).cpu())
+        images = torch.stack(items)
+        if kind == "image":
+            return list(embed_images(self.model, images, batch_size=len(items)).cpu())
+        return caption_images(
+            self.model, self.tokenizer, images.to(model_device(self.model)), self.generation
+        )
