@@ -218,6 +218,20 @@ def _sample(config: ShapesConfig, split_id: int, index: int) -> tuple[Scene, flo
     return Scene(objects, relation), float(rng.random())
 
 
+def _captioned(config: ShapesConfig, split_id: int, index: int) -> tuple[Scene, list[str], str]:
+    """Scene ``index``, all its captions, and the one a sample of it is given (its template drawn by
+    :func:`_sample`)."""
+    scene, u = _sample(config, split_id, index)
+    texts = captions(scene)
+    return scene, texts, texts[int(u * len(texts))]
+
+
+def scene_and_caption(config: ShapesConfig, split: str, index: int) -> tuple[Scene, str]:
+    """Sample ``index`` of ``split`` and its caption, as :class:`ShapesDataset` gives them."""
+    scene, _, caption = _captioned(config, _split_id(split), index)
+    return scene, caption
+
+
 def generate_scene(config: ShapesConfig, split: str, index: int) -> Scene:
     """Sample ``index`` of ``split``; a pure function of ``(config, split, index)``."""
     return _sample(config, _split_id(split), index)[0]
@@ -481,14 +495,13 @@ class ShapesDataset(torch.utils.data.Dataset):
         index = int(index)
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for a ShapesDataset of size {self.size}")
-        scene, u = _sample(self.config, self.split_id, index)
+        scene, _, caption = _captioned(self.config, self.split_id, index)
         pixels = render(scene, self.config.image_size)  # (H, W, 3) uint8
-        texts = captions(scene)
         if self.transform is not None:
             image = self.transform(Image.fromarray(pixels))
         else:
             image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
-        item = {"image": image, "caption": texts[int(u * len(texts))], "scene": scene, "index": index}
+        item = {"image": image, "caption": caption, "scene": scene, "index": index}
         if self.questions:  # VQA as generation: the text is "question answer", the question its prompt
             rng = np.random.default_rng([self.config.seed, self.split_id, index, 1])
             q = pick_question(scene, float(rng.random()), float(rng.random()))
@@ -507,13 +520,12 @@ def write_shapes(
     (out / "images").mkdir(parents=True, exist_ok=True)
     with open(out / "captions.jsonl", "w", encoding="utf-8") as f:
         for i in track(range(n), description=f"shapes {split}", disable=n < 2000):
-            scene, u = _sample(config, split_id, i)
+            scene, texts, caption = _captioned(config, split_id, i)
             name = f"images/{i:06d}.png"
             Image.fromarray(render(scene, config.image_size)).save(out / name)
-            texts = captions(scene)
             record = {
                 "image": name,
-                "caption": texts[int(u * len(texts))],
+                "caption": caption,
                 "captions": texts,
                 "objects": [dataclasses.asdict(o) for o in scene.objects],
                 "relation": scene.relation,
@@ -532,7 +544,5 @@ def write_captions(
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for i in range(n):
-            scene, u = _sample(config, split_id, i)
-            texts = captions(scene)
-            f.write(texts[int(u * len(texts))] + "\n")
+            f.write(_captioned(config, split_id, i)[2] + "\n")
     return path

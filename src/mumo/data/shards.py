@@ -184,21 +184,20 @@ def pairs_from_shapes(n: int, split: str = "train", config: Any = None) -> Itera
     gives scene ``i``), with the scene's objects and relation in the metadata."""
     import dataclasses
 
-    from mumo.data.shapes import ShapesConfig, _sample, _split_id, captions, render
+    from mumo.data.shapes import ShapesConfig, render, scene_and_caption
 
     config = config or ShapesConfig()
     for i in range(n):
-        scene, u = _sample(config, _split_id(split), i)
+        scene, caption = scene_and_caption(config, split, i)
         buffer = io.BytesIO()
         Image.fromarray(render(scene, config.image_size)).save(buffer, format="PNG")
-        texts = captions(scene)
         meta = {
             "split": split,
             "index": i,
             "objects": [dataclasses.asdict(o) for o in scene.objects],
             "relation": scene.relation,
         }
-        yield ShardPair(f"{i:09d}", buffer.getvalue(), "png", texts[int(u * len(texts))], meta)
+        yield ShardPair(f"{i:09d}", buffer.getvalue(), "png", caption, meta)
 
 
 # --------------------------------------------------------------------------------------------- reading
