@@ -558,9 +558,16 @@ def serve(
     port: int = typer.Option(8000, min=1, max=65535),
     max_batch: int = typer.Option(32, min=1, help="most items per forward pass of the batching engine"),
     max_body_mb: float = typer.Option(16.0, min=0.001, help="largest request body, MiB"),
+    allow_host: list[str] = typer.Option(
+        None,
+        "--allow-host",
+        help="another name this server answers to (Host header, page Origin), e.g. a proxy's; repeatable",
+    ),
 ) -> None:
     """Serve the model over HTTP with a web page at / (search, zero-shot labels, captions) and OpenAPI docs
-    at /docs. There is no authentication: keep the default loopback address unless a proxy guards it."""
+    at /docs. There is no authentication: keep the default loopback address unless a proxy guards it. It
+    answers only to 127.0.0.1, localhost, ::1, the --host address and --allow-host names (others: 421), and
+    refuses POSTs from other sites' pages (403)."""
     import uvicorn
 
     from mumo.models._pretrained import model_folder
@@ -574,12 +581,16 @@ def serve(
         found = ImageIndex(index_dir)
         check_model(found.meta, model_folder(checkpoint), index_dir)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        console.print(f"[yellow]listening on {host}: anyone who can reach it can use this server")
+        console.print(
+            f"[yellow]listening on {host}: anyone who can reach it can use this server (under the names "
+            "127.0.0.1, localhost, ::1, the --host address and those given with --allow-host)"
+        )
     engine = Engine(model, tokenizer, max_batch=max_batch)
     limits = Limits(max_body_bytes=int(max_body_mb * 2**20))
     console.print(f"serving {type(model).__name__} on http://{host}:{port}/ (API docs: /docs)")
     try:
-        uvicorn.run(create_app(engine, found, limits), host=host, port=port, log_level="warning")
+        asgi = create_app(engine, found, limits, allowed_hosts=[host, *(allow_host or [])])
+        uvicorn.run(asgi, host=host, port=port, log_level="warning")
     finally:
         engine.close()
 

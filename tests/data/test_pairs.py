@@ -1,3 +1,4 @@
+import contextlib
 import json
 
 import numpy as np
@@ -196,3 +197,43 @@ def test_normalize_accepts_uint8_and_float_alike():
     torch.testing.assert_close(normalize(images), normalize(images.float() / 255))
     with pytest.raises(DataError):
         normalize(torch.zeros(2, 1, 4, 4))
+
+
+def test_an_image_over_the_pixel_limit_is_skipped_without_being_decoded(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    from mumo.data.pairs import MAX_PIXELS, decode_rgb
+
+    assert MAX_PIXELS == 40_000_000
+    Image.new("1", (10_000, 5_000)).save(tmp_path / "huge.png")  # 50 M pixels, a few KB; Pillow warns at 89 M
+    Image.new("RGB", (30, 20), (200, 100, 30)).save(tmp_path / "small.png")
+    decoded = []
+    load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda im: decoded.append(im.size) or load(im))
+    reason = "too many pixels (10000 x 5000; the limit is 40,000,000)"
+    assert load_rgb(tmp_path / "huge.png") == reason
+    assert decode_rgb((tmp_path / "huge.png").read_bytes()) == reason
+    assert decoded == []  # refused from the header: not one pixel decoded
+    small = load_rgb(tmp_path / "small.png")
+    assert small.size == (30, 20) and small.mode == "RGB" and small.getpixel((29, 19)) == (200, 100, 30)
+    assert (30, 20) in decoded  # the spy does see an ordinary decode
+    assert load_rgb(tmp_path / "small.png", max_pixels=599) == "too many pixels (30 x 20; the limit is 599)"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_decoding_for_a_small_output_shrinks_early_and_matches_a_full_decode(fmt, tmp_path):
+    from mumo.data.pairs import decode_image
+
+    rng = np.random.default_rng(0)
+    smooth = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)  # a smooth 1200 x 900 picture
+    Image.fromarray(smooth).resize((1200, 900), Image.Resampling.BICUBIC).save(tmp_path / "a", format=fmt)
+    held = []
+    with open(tmp_path / "a", "rb") as f:  # for a 32-pixel model: keep the shorter side >= 64
+        small = decode_image(f, min_side=64, hold=lambda n: held.append(n) or contextlib.nullcontext())
+    full = load_rgb(tmp_path / "a")
+    # JPEG: the decoder itself works at 1/8 scale, and holds only that many pixels; PNG: decoded in full, then
+    # reduced by 14 (whole boxes, centred) before the RGB copy
+    want = {"JPEG": ((150, 113), 150 * 113), "PNG": ((85, 64), 1200 * 900)}[fmt]
+    assert (small.size, held) == (want[0], [want[1]]) and small.mode == "RGB"
+    diff = (eval_transform(32)(small) - eval_transform(32)(full)).abs()  # normalised units (1/255 ~ 0.015)
+    assert diff.max() < 0.1 and diff.mean() < 0.02  # measured: 0.04-0.06 and 0.006-0.009

@@ -1,9 +1,13 @@
 """The HTTP server on loopback: every endpoint works, and bad input gets 413 / 415 / 422 with a JSON reason,
-never a 500, with the server answering /healthz after each."""
+never a 500, with the server answering /healthz after each; a foreign Host is 421, a cross-site post 403, and
+only files under the indexed folder are ever served."""
 
+import contextlib
 import http.client
 import io
 import json
+import re
+import shutil
 import socket
 import threading
 import time
@@ -20,14 +24,31 @@ from mumo.serve.app import Limits, create_app
 from mumo.serve.engine import Engine
 from mumo.serve.index import ImageIndex, update_index
 
-LIMITS = Limits(max_body_bytes=2 * 2**20, max_pixels=4_000_000)
+LIMITS = Limits(max_body_bytes=2 * 2**20, max_pixels=4_000_000, max_pixels_in_flight=8_000_000)
+
+
+@contextlib.contextmanager
+def _serving(app, port):
+    """``app`` served by uvicorn on 127.0.0.1:``port`` in a thread, until the block ends."""
+    import uvicorn
+
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, free_port):
     """A uvicorn server on 127.0.0.1 over a tiny random CoCa (embeddings + captions) and an index."""
-    import uvicorn
-
     root = tmp_path_factory.mktemp("serve")
     tokenizer = Tokenizer.train(["a red circle", "a blue star above a green square"] * 20, vocab_size=300)
     model = mumo.create_model(
@@ -39,23 +60,13 @@ def server(tmp_path_factory, free_port):
     update_index(model, root / "model", images, root / "index")
     engine = Engine(model, tokenizer, max_batch=16, max_wait_ms=20)
     port = free_port()
-    config = uvicorn.Config(
-        create_app(engine, ImageIndex(root / "index"), LIMITS), host="127.0.0.1", port=port, log_level="error"
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield {"port": port, "engine": engine, "images": images}
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with _serving(create_app(engine, ImageIndex(root / "index"), LIMITS), port):
+        yield {"port": port, "engine": engine, "images": images, "root": root}
     engine.close()
 
 
 def _request(server, method, path, body=None, headers=None):
+    """(status, body, content type); a ``Host`` in ``headers`` replaces the one http.client would send."""
     conn = http.client.HTTPConnection("127.0.0.1", server["port"], timeout=60)
     conn.request(method, path, body=body, headers=headers or {})
     response = conn.getresponse()
@@ -84,9 +95,9 @@ def _multipart(fields: dict[str, tuple[str, bytes, str] | str]) -> tuple[bytes, 
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def _upload(server, path, image: bytes, filename="x.png", **fields):
+def _upload(server, path, image: bytes, filename="x.png", headers=None, **fields):
     body, ctype = _multipart({"image": (filename, image, "image/png"), **fields})
-    status, data, _ = _request(server, "POST", path, body, {"Content-Type": ctype})
+    status, data, _ = _request(server, "POST", path, body, {"Content-Type": ctype, **(headers or {})})
     return status, json.loads(data)
 
 
@@ -130,10 +141,15 @@ def test_endpoints(server):
     )
 
 
-def test_a_50_mb_body_is_413_before_it_is_read(server):
+@pytest.mark.parametrize(
+    "host,answer",
+    [("127.0.0.1", "413 .* at most 2,097,152 bytes"), ("evil.example", "421 .* --allow-host evil.example")],
+)
+def test_a_50_mb_body_is_refused_before_it_is_read(server, host, answer):
+    # the host check runs first (a stranger's body is never read), the body limit then (413 for the rest)
     size = 50 * 2**20
     with socket.create_connection(("127.0.0.1", server["port"]), timeout=30) as s:
-        head = f"POST /embed/image HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n"
+        head = f"POST /embed/image HTTP/1.1\r\nHost: {host}\r\nContent-Length: {size}\r\n\r\n"
         s.sendall(head.encode())
         try:
             for _ in range(50):
@@ -141,8 +157,7 @@ def test_a_50_mb_body_is_413_before_it_is_read(server):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered and closed: what we want
         response = s.recv(65536).decode(errors="replace")
-    assert response.startswith("HTTP/1.1 413"), response[:200]
-    assert "at most 2,097,152 bytes" in response
+    assert re.match(f"HTTP/1.1 {answer}", response, re.DOTALL), response[:300]
     _alive(server)
 
 
@@ -240,3 +255,100 @@ def test_concurrent_requests_share_forward_passes(server):
         )
     assert all(status == 200 for status, _ in results)
     assert engine.batches - before < 32  # batched: fewer forward passes than requests
+
+
+@pytest.mark.parametrize("path", ["/search?q=a", "/images/0", "/healthz", "/"])
+def test_a_foreign_host_is_421(server, path):
+    # a DNS-rebinding page reaches 127.0.0.1 under its own name: its Host header gives it away
+    for host in ("evil.example", f"evil.example:{server['port']}", "127.0.0.1.evil.example", "[::2]:80"):
+        status, data, ctype = _request(server, "GET", path, headers={"Host": host})
+        name = host.rsplit(":", 1)[0] if not host.startswith("[") else "::2"
+        assert (status, ctype) == (421, "application/json"), host
+        assert f"start it with --allow-host {name}" in json.loads(data)["detail"]
+    for host in (f"127.0.0.1:{server['port']}", "localhost", "LocalHost:1", "[::1]:8000", "localhost."):
+        assert _request(server, "GET", path, headers={"Host": host})[0] == 200, host
+
+
+def test_cross_site_posts_are_403(server):
+    port = server["port"]
+    for headers in (
+        {"Origin": "http://evil.example"},
+        {"Origin": f"http://evil.example:{port}"},
+        {"Origin": "null"},  # a sandboxed frame or a file:// page
+        {"Origin": "not a url"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": f"http://127.0.0.1:{port}", "Sec-Fetch-Site": "cross-site"},
+    ):
+        status, body = _upload(server, "/zero-shot", _png(), headers=headers, labels="red, blue")
+        assert status == 403 and "cross-site" in body["detail"], headers
+        status, data, _ = _request(server, "POST", "/embed/text", b'{"texts": ["a"]}', headers)
+        assert status == 403, headers
+    for headers in (
+        {"Origin": f"http://127.0.0.1:{port}", "Sec-Fetch-Site": "same-origin"},  # the page itself
+        {"Origin": "http://localhost:5173"},  # another port of a loopback name
+        {"Sec-Fetch-Site": "same-site"},
+        {},  # curl, Python: no Origin
+    ):
+        status, body = _upload(server, "/zero-shot", _png(), headers=headers, labels="red, blue")
+        assert status == 200 and len(body["labels"]) == 2, headers
+    # reading is refused by the browser itself (no CORS headers), so a GET with a foreign Origin is served
+    status, data, _ = _request(server, "GET", "/search?q=a&k=1", headers={"Origin": "http://evil.example"})
+    assert status == 200
+
+
+def test_allow_host_adds_names(server, free_port, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from mumo.cli import app as cli
+
+    started = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
+    model = str(server["root"] / "model")
+    args = ["--host", "192.0.2.7", "--allow-host", "mumo.lan", "--allow-host", "Photos.Example."]
+    result = CliRunner().invoke(cli, ["serve", model, *args])
+    assert result.exit_code == 0, result.output
+    port = free_port()
+    with _serving(started["app"], port):
+        for host, status in [
+            ("mumo.lan", 200),
+            (f"photos.example:{port}", 200),
+            ("192.0.2.7:8000", 200),  # the address it was told to listen on
+            ("127.0.0.1", 200),
+            ("evil.example", 421),
+        ]:
+            assert _request({"port": port}, "GET", "/healthz", headers={"Host": host})[0] == status, host
+        # the origin check uses the same names (422: past the check, an empty list of texts)
+        for origin, status in [("http://mumo.lan:8000", 422), ("https://evil.example", 403)]:
+            headers = {"Origin": origin, "Content-Type": "application/json"}
+            assert _request({"port": port}, "POST", "/embed/text", b'{"texts": []}', headers)[0] == status
+
+
+def test_only_files_under_the_indexed_folder_are_served(server, tmp_path, free_port):
+    # a crafted manifest.jsonl (the index folder is just files) names files outside the indexed folder
+    gallery = shutil.copytree(server["images"], tmp_path / "images")
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG\r\n\x1a\nSECRET")
+    (gallery / "link.png").symlink_to(secret)  # a symlink inside the folder that escapes it
+    (gallery / "alias.png").symlink_to(gallery / sorted(p.name for p in gallery.iterdir())[0])  # stays inside
+    (gallery / "page.html").write_text("<script>fetch('/search?q=a')</script>")  # inside, but no image
+    index = shutil.copytree(server["root"] / "index", tmp_path / "index")
+    meta = json.loads((index / "index.json").read_text())
+    (index / "index.json").write_text(json.dumps({**meta, "images_dir": str(gallery)}))
+    rows = [json.loads(line) for line in (index / "manifest.jsonl").read_text().splitlines()]
+    deleted = gallery / rows[8]["path"]
+    refused = ["../secret.png", "../../../../../../../etc/passwd", str(secret), "/etc/passwd", "link.png"]
+    refused += ["x/../../secret.png", "page.html", "nothing-here.png", deleted.name]
+    for row, path in zip(rows, refused + ["alias.png"], strict=False):
+        row["path"] = path
+    (index / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    deleted.unlink()  # deleted since indexing
+    port = free_port()
+    with _serving(create_app(server["engine"], ImageIndex(index), LIMITS), port):
+        for row, path in enumerate(refused):
+            status, data, ctype = _request({"port": port}, "GET", f"/images/{row}")
+            assert (status, ctype) == (404, "application/json"), path
+            assert b"SECRET" not in data and b"root:" not in data and b"script" not in data
+        for row in (len(refused), len(refused) + 1):  # the symlink that stays inside; an ordinary row
+            status, data, ctype = _request({"port": port}, "GET", f"/images/{row}")
+            assert status == 200 and ctype == "image/png" and data[:4] == b"\x89PNG", row

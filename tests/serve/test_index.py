@@ -15,7 +15,7 @@ from mumo.data.shapes import ShapesConfig, write_shapes
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import DataError
 from mumo.eval.embed import embed_texts
-from mumo.serve.index import ImageIndex, build_faiss, update_index
+from mumo.serve.index import ImageIndex, build_faiss, update_index, weights_checksum
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +170,46 @@ def test_cli_index_and_search(model_dir, images, tmp_path):
     scores = [float(line.split()[0]) for line in lines]
     assert scores == sorted(scores, reverse=True)
     assert all(line.split(maxsplit=1)[1].startswith(str(images)) for line in lines)
+
+
+def _other_model(tmp_path, tokenizer):
+    other = tmp_path / "other"
+    changed = mumo.create_model("clip_vit_tiny", seed=1, **{"text.vocab_size": tokenizer.vocab_size})
+    mumo.save_pretrained(changed, other, tokenizer=tokenizer)
+    return changed.eval(), other
+
+
+def test_an_interrupted_build_is_not_resumed_with_another_model(model_dir, images, tmp_path, caplog):
+    model, tokenizer = _load(model_dir)
+    out = tmp_path / "idx"
+
+    def stop_after_16(done, total):
+        if done >= 16:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        update_index(model, model_dir, images, out, batch_size=4, commit_every=8, progress=stop_after_16)
+    assert len(list((out / "pending").glob("part-*.npy"))) == 2  # 16 rows of the first model wait there
+    other, other_dir = _other_model(tmp_path, tokenizer)
+    with caplog.at_level("WARNING", logger="mumo.serve.index"):
+        result = update_index(other, other_dir, images, out, batch_size=4, commit_every=8)
+    assert result["embedded"] == 30 and result["kept"] == 0 and result["count"] == 30
+    assert "dropped 16 embedded rows" in caplog.text and "another model" in caplog.text
+    update_index(other, other_dir, images, tmp_path / "fresh", batch_size=30)
+    fresh = np.load(tmp_path / "fresh" / "vectors.npy")
+    np.testing.assert_allclose(np.load(out / "vectors.npy"), fresh, atol=1e-5)  # every vector the second's
+    assert json.loads((out / "index.json").read_text())["weights_sha256"] == weights_checksum(other_dir)
+
+
+def test_rows_without_an_index_json_are_not_reused_by_another_model(model_dir, images, tmp_path, caplog):
+    model, tokenizer = _load(model_dir)
+    out = tmp_path / "idx"
+    update_index(model, model_dir, images, out)
+    (out / "index.json").unlink()  # killed between writing vectors.npy and index.json
+    other, other_dir = _other_model(tmp_path, tokenizer)
+    with caplog.at_level("WARNING", logger="mumo.serve.index"):
+        result = update_index(other, other_dir, images, out)
+    assert result["embedded"] == 30 and "dropped 30 embedded rows" in caplog.text
+    update_index(other, other_dir, images, tmp_path / "fresh")
+    fresh = np.load(tmp_path / "fresh" / "vectors.npy")
+    np.testing.assert_allclose(np.load(out / "vectors.npy"), fresh, atol=1e-5)

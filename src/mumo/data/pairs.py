@@ -17,14 +17,16 @@ channel) because DataLoader workers are separate processes: the batch is the one
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
@@ -132,12 +134,74 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def load_rgb(path: str | Path) -> Image.Image | str:
+# Decoded pixels at most, on every path that decodes images (training, evaluation, the CLI, the server):
+# about 160 MB as RGB (Pillow holds 4 bytes a pixel). Pillow's own guard warns from 89 M, refuses from 179 M.
+MAX_PIXELS = 40_000_000
+# Modes Image.reduce averages correctly; others (palette, 1-bit, CMYK, 32-bit) are converted to RGB first.
+_REDUCIBLE = ("RGB", "RGBA", "L", "LA")
+
+
+class TooManyPixels(ValueError):
+    """An image whose header declares more than ``limit`` pixels; raised before any pixel is decoded."""
+
+    def __init__(self, width: int, height: int, limit: int) -> None:
+        super().__init__(f"too many pixels ({width} x {height}; the limit is {limit:,})")
+        self.width, self.height, self.limit = width, height, limit
+
+
+def decode_image(
+    source: str | Path | BinaryIO,
+    max_pixels: int = MAX_PIXELS,
+    min_side: int | None = None,
+    hold: Callable[[int], AbstractContextManager[Any]] | None = None,
+) -> Image.Image:
+    """Decode an image into RGB after checking its size from the header: the one decoder of mumo.
+
+    Args:
+        source: a file path or a binary file object.
+        max_pixels: refuse (with :class:`TooManyPixels`) an image whose header declares more pixels.
+        min_side: when set, the image may come out smaller, by an integer factor, as long as its shorter
+            side stays at least this: JPEG decodes at 1/2, 1/4 or 1/8 scale (``Image.draft``, which never
+            allocates the full image); other formats are decoded in full, then reduced before the RGB copy.
+            None decodes at the file's own size.
+        hold: called with the number of pixels the decode will hold (after any JPEG draft), as a context
+            manager around the decoding; the server's pixel budget (it may raise to refuse).
+
+    Raises:
+        TooManyPixels: from the header. ``UnidentifiedImageError``, ``Image.DecompressionBombError``,
+            ``OSError``, ``SyntaxError``, ``ValueError``, ``EOFError``: Pillow's, for files it cannot read.
+    """
+    with Image.open(source) as im:
+        width, height = im.size
+        if width * height > max_pixels:
+            raise TooManyPixels(width, height, max_pixels)
+        if min_side:
+            im.draft("RGB", (min_side, min_side))  # JPEG only (no-op elsewhere); both sides stay >= min_side
+        with hold(im.width * im.height) if hold is not None else contextlib.nullcontext():
+            im.load()  # inside the try of the callers: a truncated file fails here, not inside a transform
+            out: Image.Image = im
+            factor = min(im.size) // min_side if min_side else 1
+            if factor >= 2:
+                # Integer box averaging, as Pillow's own thumbnail() does before its final resampling
+                # (reducing gap 2: callers pass min_side = 2 x their output size, so the resize after it
+                # still antialiases). Whole boxes only, centred: a partial box at an edge would shift the
+                # picture.
+                dx, dy = (im.width % factor) // 2, (im.height % factor) // 2
+                box = (dx, dy, dx + im.width // factor * factor, dy + im.height // factor * factor)
+                out = (out if out.mode in _REDUCIBLE else out.convert("RGB")).reduce(factor, box)
+            return out.convert("RGB")
+
+
+def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image | str:
     """Decode an image file fully into RGB, or return a short reason why it cannot be.
 
     ``load()`` runs inside the try so that a truncated file fails here, not later inside a transform.
     Note that a global ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True`` (set by some libraries) makes
     Pillow pad truncated files silently; this function does not change that global.
+
+    Args:
+        path: the image file.
+        max_pixels: an image of more pixels (read from its header, before decoding) is refused.
 
     Returns:
         An RGB image, or the reason as a string.
@@ -146,7 +210,7 @@ def load_rgb(path: str | Path) -> Image.Image | str:
     try:
         if path.stat().st_size == 0:
             return "zero bytes"
-        return _decode(path)
+        return decode_image(path, max_pixels)
     except FileNotFoundError:
         return "file not found"
     except IsADirectoryError:
@@ -157,24 +221,20 @@ def load_rgb(path: str | Path) -> Image.Image | str:
         return _decode_failure(e)
 
 
-def decode_rgb(data: bytes) -> Image.Image | str:
+def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image | str:
     """:func:`load_rgb` for an image already in memory (a member of a shard, say)."""
     if not data:
         return "zero bytes"
     try:
-        return _decode(io.BytesIO(data))
+        return decode_image(io.BytesIO(data), max_pixels)
     except Exception as e:  # noqa: BLE001 - mapped to a reason, or re-raised, by _decode_failure
         return _decode_failure(e)
 
 
-def _decode(source: Path | io.BytesIO) -> Image.Image:
-    with Image.open(source) as im:
-        im.load()
-        return im.convert("RGB")
-
-
 def _decode_failure(e: Exception) -> str:
     """The short reason for a failed decode; an exception that is no image's fault propagates."""
+    if isinstance(e, TooManyPixels):
+        return str(e)
     if isinstance(e, UnidentifiedImageError):
         return "not a decodable image"
     if isinstance(e, Image.DecompressionBombError):

@@ -12,11 +12,14 @@ web page at ``/``. FastAPI documents every endpoint at ``/docs`` (OpenAPI schema
 Bad input is never a 500: a body over the size limit is 413 (counted while it streams in, so a request
 without Content-Length cannot get round it), an image Pillow cannot identify is 415, an image of more pixels
 than the limit is 413 (checked from its header, before decoding: decompression bombs never expand), other
-bad values are 422; each with ``{"detail": reason}``.
+bad values are 422; each with ``{"detail": reason}``. Strangers are refused before the app sees a byte (see
+:mod:`mumo.serve.guards`): a ``Host`` this server does not answer to is 421, a cross-site POST 403. Decoded
+pixels in flight are bounded by one budget shared by all requests (:mod:`mumo.serve.budget`): an upload that
+finds it full for ``pixel_wait_s`` is 503 with ``Retry-After``.
 """
 
 import io
-import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -27,8 +30,11 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mumo.errors import DataError
+from mumo.data.pairs import MAX_PIXELS, TooManyPixels, decode_image
+from mumo.errors import ConfigError, DataError
+from mumo.serve.budget import BudgetFull, PixelBudget
 from mumo.serve.engine import Engine
+from mumo.serve.guards import BodyLimit, HostGuard
 from mumo.serve.index import ImageIndex
 
 
@@ -40,76 +46,48 @@ class Texts(BaseModel):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for."""
+    """What one request may ask for, and how many pixels all of them together may decode at once."""
 
     max_body_bytes: int = 16 * 2**20  # whole request body
-    max_pixels: int = 40_000_000  # width x height of an uploaded image (Pillow's own bomb guard: 89 M)
+    max_pixels: int = MAX_PIXELS  # width x height of an uploaded image (the data layer's limit, 40 M)
+    max_pixels_in_flight: int = 2 * MAX_PIXELS  # decoded by all requests at once (~160 MB per 40 M as RGB)
+    pixel_wait_s: float = 1.0  # how long an upload waits for room in that budget before it is 503
     max_text_chars: int = 2000  # characters per text
     max_texts: int = 64  # texts per /embed/text request
     max_labels: int = 100  # labels per /zero-shot request
     max_k: int = 100  # results per search
 
-
-class BodyLimit:
-    """ASGI middleware: reads the request body up to ``max_bytes`` before the app sees any of it, and
-    answers 413 beyond that, whether the client declared a Content-Length or streamed chunks."""
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(send, f"the request body is {int(declared):,} bytes")
-            return
-        body, more = bytearray(), True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await self._too_large(send, "the request body is larger")
-                return
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()  # the app waits for a disconnect after the body: pass it on
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, send: Any, what: str) -> None:
-        detail = f"{what}; this server takes at most {self.max_bytes:,} bytes per request"
-        payload = json.dumps({"detail": detail}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+    def __post_init__(self) -> None:
+        if self.max_pixels_in_flight < self.max_pixels:
+            raise ConfigError(
+                f"max_pixels_in_flight ({self.max_pixels_in_flight:,}) must be at least max_pixels "
+                f"({self.max_pixels:,}), or an image within the limit could never be decoded"
+            )
 
 
-def decode_upload(data: bytes, max_pixels: int) -> Any:
+def decode_upload(
+    data: bytes, limits: Limits, budget: PixelBudget, min_side: int | None = None
+) -> Image.Image:
     """An uploaded image as RGB, or an HTTPException: 422 empty or damaged, 415 not an image, 413 too many
-    pixels (read from the header before any pixel is decoded)."""
+    pixels (read from the header before any pixel is decoded), 503 when ``budget`` stays full.
+
+    Args:
+        data: the uploaded file.
+        limits: its ``max_pixels``.
+        budget: the pixels all requests may decode at once; this one holds its own while it decodes.
+        min_side: the image may come out smaller while its shorter side stays at least this (see
+            :func:`mumo.data.pairs.decode_image`): large uploads cost less memory and time.
+    """
     if not data:
         raise HTTPException(422, "the image is empty")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
-            if width * height > max_pixels:
-                size = f"{width} x {height} = {width * height:,} pixels"
-                raise HTTPException(413, f"the image is {size}; the limit is {max_pixels:,}")
-            im.load()
-            return im.convert("RGB")
-    except HTTPException:
-        raise
+        return decode_image(io.BytesIO(data), limits.max_pixels, min_side, budget.hold)
+    except TooManyPixels as e:
+        size = f"{e.width} x {e.height} = {e.width * e.height:,} pixels"
+        raise HTTPException(413, f"the image is {size}; the limit is {e.limit:,}") from None
+    except BudgetFull as e:
+        busy = f"the server is busy decoding other images ({e}); try again in a second"
+        raise HTTPException(503, busy, {"Retry-After": "1"}) from None
     except Image.DecompressionBombError as e:
         raise HTTPException(413, f"the image has too many pixels ({e})") from None
     except UnidentifiedImageError:
@@ -127,14 +105,31 @@ def clean_text(text: str, limit: int) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def create_app(engine: Engine, index: ImageIndex | None = None, limits: Limits | None = None) -> Any:
-    """The ASGI app (FastAPI inside :class:`BodyLimit`) serving ``engine`` and, for /search, ``index``."""
+def create_app(
+    engine: Engine,
+    index: ImageIndex | None = None,
+    limits: Limits | None = None,
+    allowed_hosts: Iterable[str] = (),
+) -> Any:
+    """The ASGI app serving ``engine`` and, for /search, ``index``: FastAPI inside a :class:`BodyLimit`
+    inside a :class:`HostGuard`.
+
+    Args:
+        engine: runs the model.
+        index: the image index that /search and /images use; None: no search.
+        limits: what one request may ask for.
+        allowed_hosts: names this server answers to besides 127.0.0.1, localhost and ::1 (in the Host
+            header, any port; and in the Origin of a POST): the address it listens on, a proxy's name.
+    """
     import mumo
     from mumo.data.transforms import eval_transform
 
     limits = limits or Limits()
     app = FastAPI(title="mumo", version=mumo.__version__, description="Vision-language models over HTTP.")
     transform = eval_transform(engine.image_size) if engine.image_size else None
+    budget = PixelBudget(limits.max_pixels_in_flight, limits.pixel_wait_s)
+    # decode large uploads at >= 2x the model's input size: the transform's resize then still antialiases
+    min_side = 2 * engine.image_size if engine.image_size else None
 
     @app.exception_handler(DataError)
     async def data_error(request: Request, exc: DataError) -> JSONResponse:
@@ -149,7 +144,7 @@ def create_app(engine: Engine, index: ImageIndex | None = None, limits: Limits |
     def image_tensor(data: bytes) -> Any:
         if transform is None:
             raise HTTPException(422, "this model has no image tower")
-        return transform(decode_upload(data, limits.max_pixels))
+        return transform(decode_upload(data, limits, budget, min_side))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
@@ -215,9 +210,11 @@ def create_app(engine: Engine, index: ImageIndex | None = None, limits: Limits |
 
     @app.get("/images/{row}")
     def image_file(row: int) -> FileResponse:
-        """The indexed image of row ``row`` (only indexed files are ever served)."""
-        if index is None or not 0 <= row < len(index):
+        """The indexed image of row ``row``: only image files under the indexed folder are ever served."""
+        path = index.file(row) if index is not None else None
+        if path is None:
             raise HTTPException(404, "no such indexed image")
-        return FileResponse(index.images_dir / index.rows[row]["path"])
+        return FileResponse(path, headers={"X-Content-Type-Options": "nosniff"})
 
-    return BodyLimit(app, limits.max_body_bytes)
+    # the host guard outside: a stranger's request is refused before its body is read
+    return HostGuard(BodyLimit(app, limits.max_body_bytes), allowed_hosts)

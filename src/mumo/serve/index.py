@@ -6,12 +6,14 @@
         manifest.jsonl    {"path": relative to the images folder, "size": bytes, "mtime_ns": …} per row
         skipped.json      files that could not be read, with reasons
         index.faiss       exact inner product (IndexFlatIP) below ``ivf_threshold`` vectors, IVF above
-        pending/          embedded batches of a run still in progress (kept if it is interrupted)
+        pending/          embedded batches of a run still in progress (kept if it is interrupted), and
+                          model.json: the weights checksum of the model that embedded them
 
 Updating is incremental: files whose path, size and modification time are unchanged keep their vectors;
 new or changed files are embedded; deleted ones drop out. Embeddings are written to ``pending/`` every
-``commit_every`` images, so an interrupted run (Ctrl-C, ``kill -9``) resumes where it stopped. The FAISS
-index is always rebuilt from ``vectors.npy`` (seconds even at 100k vectors), so it never drifts from it.
+``commit_every`` images, so an interrupted run (Ctrl-C, ``kill -9``) resumes where it stopped; a run with
+another model drops them (with a warning) rather than mixing two models' vectors. The FAISS index is always
+rebuilt from ``vectors.npy`` (seconds even at 100k vectors), so it never drifts from it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -30,7 +32,7 @@ import torch
 from torch import nn
 
 from mumo._io import atomic_write, atomic_write_json, sha256_file
-from mumo.data.pairs import Skipped, load_rgb
+from mumo.data.pairs import IMAGE_SUFFIXES, Skipped, load_rgb
 from mumo.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,43 @@ def check_model(meta: dict[str, Any] | None, model_dir: str | Path, index_dir: s
             f"{model_dir}'s: index into a new folder, or rebuild {index_dir}"
         )
     return checksum
+
+
+def _saved_rows(
+    out: Path, meta: dict[str, Any] | None, checksum: str, model_dir: str | Path
+) -> list[tuple[Path, Path]]:
+    """The (vectors, manifest) files whose rows ``model_dir`` (weights ``checksum``) may reuse: the
+    committed ``vectors.npy`` when an ``index.json`` vouches for it (``check_model`` has compared the
+    checksums), then the parts in ``pending/`` when its ``model.json`` names the same weights. Rows of another
+    (or an unknown) model are dropped with a warning, never mixed in."""
+    committed = (out / "vectors.npy", out / "manifest.jsonl")
+    usable = [committed] if meta is not None else []
+    if meta is None and committed[0].is_file():  # a first build killed between vectors.npy and index.json
+        logger.warning(
+            "dropped %d embedded rows in %s: no index.json says which model made them",
+            _count_rows(committed[1]),
+            committed[0],
+        )
+    pending = out / "pending"
+    parts = sorted(pending.glob("part-*.npy"))
+    owner_file = pending / "model.json"
+    owner = json.loads(owner_file.read_text()) if owner_file.is_file() else {}
+    if parts and owner.get("weights_sha256") != checksum:
+        logger.warning(
+            "dropped %d embedded rows in %s: they were made by another model (%s), not by %s; embedding "
+            "again",
+            sum(_count_rows(part.with_suffix(".jsonl")) for part in parts),
+            pending,
+            owner.get("model", "unknown: no pending/model.json"),
+            model_dir,
+        )
+        shutil.rmtree(pending)
+        parts = []
+    return usable + [(part, part.with_suffix(".jsonl")) for part in parts]
+
+
+def _count_rows(manifest: Path) -> int:
+    return len(manifest.read_text(encoding="utf-8").splitlines()) if manifest.is_file() else 0
 
 
 def _file_entry(root: Path, path: Path) -> dict[str, Any]:
@@ -142,6 +181,23 @@ class ImageIndex:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def file(self, row: int) -> Path | None:
+        """The image file of row ``row``, resolved; None when there is no such row or its manifest path
+        does not lead to an image file under ``images_dir``: an absolute path, a ``..``, a symlink out of the
+        folder, a suffix no index lists, a file deleted since. (A manifest is only a file: it may be crafted.)
+        """
+        if not 0 <= row < len(self.rows):
+            return None
+        name = self.rows[row].get("path")
+        relative = PurePosixPath(name) if isinstance(name, str) else None
+        if relative is None or relative.is_absolute() or ".." in relative.parts:
+            return None
+        root = self.images_dir.resolve()
+        path = (root / relative).resolve()  # follows symlinks: where the bytes really are
+        if not path.is_relative_to(root) or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            return None
+        return path
+
     def search_vectors(self, queries: torch.Tensor | np.ndarray, k: int = 10) -> list[list[Hit]]:
         """The ``k`` best images for each of (M, E) unit query vectors, best first."""
         if k < 1:
@@ -199,17 +255,16 @@ def update_index(
     out.mkdir(parents=True, exist_ok=True)
     pending = out / "pending"
     meta_path = out / "index.json"
-    checksum = check_model(json.loads(meta_path.read_text()) if meta_path.is_file() else None, model_dir, out)
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    checksum = check_model(meta, model_dir, out)
     have: dict[str, tuple[dict[str, Any], np.ndarray]] = {}  # path -> (manifest entry, vector)
 
     def remember(array: np.ndarray, rows: list[dict[str, Any]]) -> None:
         have.update({r["path"]: (r, v) for r, v in zip(rows, array, strict=True)})
 
-    # What we have: the committed rows, then the batches a previous run left in pending/ (each written
-    # manifest first, so a vectors file always has its manifest).
-    saved = [(out / "vectors.npy", out / "manifest.jsonl")]
-    saved += [(part, part.with_suffix(".jsonl")) for part in sorted(pending.glob("part-*.npy"))]
-    for vectors, manifest in saved:
+    # What we have: the committed rows, then the batches a previous run of this model left in pending/ (each
+    # written manifest first, so a vectors file always has its manifest).
+    for vectors, manifest in _saved_rows(out, meta, checksum, model_dir):
         if vectors.is_file():
             remember(*_read_rows(vectors, manifest))
     current = [_file_entry(root, p) for p in files]
@@ -221,6 +276,9 @@ def update_index(
     transform = eval_transform(model.image_size)
     skipped: list[Skipped] = []
     pending.mkdir(exist_ok=True)
+    # whose parts these are, written before the first of them: a later run of another model drops them
+    owner = {"model": str(Path(model_dir).resolve()), "weights_sha256": checksum}
+    atomic_write_json(pending / "model.json", owner)
     part_index = len(list(pending.glob("part-*.npy")))
     buffer_rows: list[dict[str, Any]] = []
     buffer_vectors: list[np.ndarray] = []
