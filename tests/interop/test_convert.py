@@ -65,3 +65,129 @@ def test_bad_formats_are_one_line_errors(tmp_path):
         load_any(tmp_path, "keras")
     with pytest.raises(mumo.ConfigError, match="needs its model config"):
         load_any(tmp_path / "w.bin", "open_clip")
+
+
+def _mumo_folder(path, name="clip_vit_tiny"):
+    return mumo.save_pretrained(mumo.create_model(name, seed=0), path)
+
+
+def _hf_folder(path):
+    from mumo.interop.hf_clip import save_hf_clip
+
+    return save_hf_clip(mumo.create_model("clip_vit_tiny", seed=0), path)
+
+
+def _open_clip_folder(path):
+    torch.manual_seed(0)
+    path.mkdir()
+    (path / "open_clip_config.json").write_text(json.dumps({"model_cfg": SMALL}))
+    state = {k: v.contiguous() for k, v in open_clip.CLIP(**SMALL).state_dict().items()}
+    save_file(state, str(path / "open_clip_model.safetensors"))
+    return path
+
+
+def test_a_folder_of_another_format_is_refused_by_name(tmp_path):
+    mumo_dir, hf_dir = _mumo_folder(tmp_path / "m"), _hf_folder(tmp_path / "h")
+    oc_dir = _open_clip_folder(tmp_path / "oc")
+    with pytest.raises(mumo.ConfigError, match="is a mumo model folder.*use --from mumo"):
+        load_any(mumo_dir, "hf")
+    with pytest.raises(mumo.ConfigError, match="is a mumo model folder.*use --from mumo"):
+        load_any(mumo_dir, "open_clip")
+    with pytest.raises(mumo.ConfigError, match="is a Hugging Face CLIP folder.*use --from hf"):
+        load_any(hf_dir, "mumo")
+    with pytest.raises(mumo.ConfigError, match="is an OpenCLIP folder.*use --from open_clip"):
+        load_any(oc_dir, "mumo")
+    with pytest.raises(mumo.ConfigError, match="is an OpenCLIP folder.*use --from open_clip"):
+        load_any(oc_dir, "hf")
+
+
+def main_exit(monkeypatch, capsys, *argv):
+    from mumo.cli import main
+
+    monkeypatch.setattr("sys.argv", ["mumo", *map(str, argv)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    assert "Traceback" not in err
+    return err
+
+
+def test_the_target_is_checked_before_converting(tmp_path, monkeypatch, capsys):
+    src = _mumo_folder(tmp_path / "m")
+    (tmp_path / "file").write_text("not a folder")
+    err = main_exit(monkeypatch, capsys, "convert", src, tmp_path / "file", "--from", "mumo", "--to", "hf")
+    assert "is an existing file" in err
+    assert (tmp_path / "file").read_text() == "not a folder"
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"x")
+    err = main_exit(monkeypatch, capsys, "convert", src, other, "--from", "mumo", "--to", "mumo")
+    assert "not empty" in err and "photos" in err
+    assert [p.name for p in other.iterdir()] == ["cat.jpg"]
+    # a mumo folder is no target for --to hf: its files would be mixed with HF's
+    err = main_exit(monkeypatch, capsys, "convert", src, src, "--from", "mumo", "--to", "hf")
+    assert "not empty" in err
+
+
+def test_a_folder_of_the_same_format_is_replaced_whole(tmp_path):
+    from mumo.interop.convert import convert
+
+    src = _mumo_folder(tmp_path / "m")
+    out = tmp_path / "out"
+    tok = mumo.Tokenizer.train(["a red circle"] * 5, vocab_size=300, context_length=16)
+    mumo.save_pretrained(mumo.create_model("clip_vit_tiny", seed=1), out, tokenizer=tok)
+    assert convert(src, out, "mumo", "mumo") == out
+    # the old tokenizer does not survive next to the new model it does not belong to
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "manifest.json", "model.safetensors"]
+    model, tokenizer = load_any(out, "mumo")
+    assert tokenizer is None
+    expected = mumo.create_model("clip_vit_tiny", seed=0).state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_convert_errors_end_to_end_are_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    src = _mumo_folder(tmp_path / "m")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mumo",
+            "convert",
+            str(src),
+            str(tmp_path / "h"),
+            "--from",
+            "hf",
+            "--to",
+            "mumo",
+        ],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.count("\n") == 1 and "use --from mumo" in run.stderr, run.stderr
+    assert not (tmp_path / "h").exists()
+
+
+def test_open_clip_config_given_as_a_model_name_is_one_line(tmp_path, monkeypatch, capsys):
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in open_clip.CLIP(**SMALL).state_dict().items()}, str(weights))
+    err = main_exit(
+        monkeypatch,
+        capsys,
+        "convert",
+        weights,
+        tmp_path / "o",
+        "--from",
+        "open_clip",
+        "--to",
+        "mumo",
+        "--config",
+        "ViT-B-32",
+    )
+    assert "model_configs/ViT-B-32.json" in err

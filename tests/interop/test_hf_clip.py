@@ -5,7 +5,13 @@ import torch
 
 import mumo
 from mumo.errors import ConfigError
-from mumo.interop.hf_clip import hf_state_dict_to_mumo, load_hf_clip, mumo_state_dict_to_hf, save_hf_clip
+from mumo.interop.hf_clip import (
+    clip_config_from_hf,
+    hf_state_dict_to_mumo,
+    load_hf_clip,
+    mumo_state_dict_to_hf,
+    save_hf_clip,
+)
 
 transformers = pytest.importorskip("transformers")
 
@@ -112,3 +118,36 @@ def test_models_hf_cannot_hold_are_refused():
         save_hf_clip(mumo.create_model("clip_conv_tiny"), "unused")
     with pytest.raises(ConfigError, match="no logit bias"):
         save_hf_clip(mumo.create_model("siglip_vit_tiny"), "unused")
+
+
+def test_a_mumo_config_is_not_read_with_hf_defaults(tmp_path):
+    # A mumo folder's config.json also says model_type "clip"; read as HF it silently became QuickGELU.
+    model = mumo.create_model("clip_vit_tiny", seed=0)
+    mumo.save_pretrained(model, tmp_path)
+    cfg = __import__("json").loads((tmp_path / "config.json").read_text())
+    with pytest.raises(ConfigError, match="mumo model config.*--from mumo"):
+        clip_config_from_hf(cfg)
+    with pytest.raises(ConfigError, match="mumo model config.*--from mumo"):
+        load_hf_clip(tmp_path)
+
+
+@pytest.mark.parametrize("missing", ["vision_config", "text_config"])
+def test_an_hf_config_without_a_tower_config_is_refused(missing):
+    cfg = {"model_type": "clip", "vision_config": {"hidden_act": "gelu"}, "text_config": {}}
+    del cfg[missing]
+    with pytest.raises(ConfigError, match=f"has no {missing}"):
+        clip_config_from_hf(cfg)
+
+
+def test_a_damaged_hf_folder_is_a_one_line_error(tmp_path):
+    save_hf_clip(mumo.create_model("clip_vit_tiny", seed=0), tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(
+        mumo.CheckpointError, match="model.safetensors is not a readable safetensors file"
+    ) as e:
+        load_hf_clip(tmp_path)
+    assert "\n" not in str(e.value)
+    (tmp_path / "config.json").write_text('{"model_type": "clip",')
+    with pytest.raises(ConfigError, match="config.json is not valid JSON"):
+        load_hf_clip(tmp_path)

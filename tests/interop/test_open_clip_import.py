@@ -82,8 +82,8 @@ def test_every_mismatch_is_named():
     with pytest.raises(CheckpointError) as e:
         load_open_clip(SMALL, state)
     msg = str(e.value)
-    assert "missing ['text.norm.weight']" in msg and "unexpected ['visual.extra']" in msg
-    assert "image_proj.weight: (3, 3) != (48, 64)" in msg
+    assert "1 missing (text.norm.weight)" in msg and "1 unexpected (visual.extra)" in msg
+    assert "1 wrong shape (image_proj.weight: (3, 3) != (48, 64))" in msg
 
 
 def test_unsupported_towers_are_refused_by_name():
@@ -93,3 +93,73 @@ def test_unsupported_towers_are_refused_by_name():
         clip_config_from_open_clip({**SMALL, "vision_cfg": {"timm_model_name": "convnext_base"}})
     with pytest.raises(ConfigError, match="needs 'embed_dim'"):
         clip_config_from_open_clip({"embed_dim": 4})
+
+
+def test_last_position_pooling_is_refused_by_name():
+    # OpenCLIP's pool_type "last" takes x[:, -1], the last position whatever the padding; mumo's text
+    # tower pools at the last real token, which gives another embedding for any padded text.
+    torch.manual_seed(0)
+    text_cfg = {**SMALL["text_cfg"], "pool_type": "last"}
+    ref = open_clip.CLIP(**{**SMALL, "text_cfg": text_cfg}).eval()
+    ids = torch.randint(1, 49406, (2, 24))
+    ids[0, 10:] = 0
+    with torch.no_grad():
+        last = ref.encode_text(ids)
+        ref.text_pool_type = "argmax"
+        at_end = ref.encode_text(ids)
+    assert (last[0] - at_end[0]).abs().max() > 1e-3  # a different model, not a rounding difference
+    with pytest.raises(ConfigError, match="text_cfg.pool_type='last'"):
+        clip_config_from_open_clip({**SMALL, "text_cfg": text_cfg})
+    with pytest.raises(ConfigError, match="text_cfg.pool_type='last'"):
+        load_open_clip({**SMALL, "text_cfg": text_cfg}, ref.state_dict())
+
+
+def test_resnet_towers_are_refused_by_name():
+    rn = {  # the shape of open_clip's RN50.json, tiny
+        "embed_dim": 32,
+        "quick_gelu": True,
+        "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "patch_size": None},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
+    with pytest.raises(ConfigError, match=r"vision_cfg.layers=\[1, 1, 1, 1\].*ModifiedResNet"):
+        clip_config_from_open_clip(rn)
+
+
+@pytest.mark.parametrize(
+    "cfg, match",
+    [
+        ([1, 2], "must be a JSON object"),
+        ({**SMALL, "vision_cfg": {**SMALL["vision_cfg"], "width": "wide"}}, "vision_cfg.width='wide'"),
+        ({**SMALL, "text_cfg": [1]}, "text_cfg must be a JSON object"),
+    ],
+)
+def test_malformed_configs_are_one_line_errors(cfg, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        clip_config_from_open_clip(cfg)
+    assert "\n" not in str(e.value)
+
+
+def test_a_model_name_or_a_broken_file_as_config_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="model_configs/ViT-B-32.json") as e:
+        load_open_clip("ViT-B-32", tmp_path / "w.safetensors")
+    assert "\n" not in str(e.value)
+    broken = tmp_path / "cfg.json"
+    broken.write_text('{"embed_dim": 32,')
+    with pytest.raises(ConfigError, match="cfg.json is not valid JSON"):
+        load_open_clip(broken, tmp_path / "w.safetensors")
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".bin"])
+def test_damaged_weights_files_are_one_line_errors(tmp_path, suffix):
+    torch.manual_seed(0)
+    ref = open_clip.CLIP(**SMALL)
+    state = {k: v.contiguous() for k, v in ref.state_dict().items()}
+    path = tmp_path / f"w{suffix}"
+    if suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=f"w{suffix}") as e:
+        load_open_clip(SMALL, path)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 400, str(e.value)

@@ -124,6 +124,7 @@ def test_save_load_gives_identical_outputs(tmp_path):
     mumo.save_pretrained(model, tmp_path / "ckpt", tokenizer=tok)
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
         "config.json",
+        "manifest.json",
         "model.safetensors",
         "tokenizer.json",
     ]
@@ -141,7 +142,10 @@ def test_load_reports_mismatched_weights(tmp_path):
     mumo.save_pretrained(mumo.create_model("clip_vit_tiny"), tmp_path)
     other = mumo.get_model_config("clip_vit_tiny", **{"text.depth": 1, "vision.embed_dim": 64})
     (tmp_path / "config.json").write_text(__import__("json").dumps(other.to_dict()))
-    with pytest.raises(CheckpointError, match=r"unexpected \['text.transformer.blocks.1"):
+    with pytest.raises(CheckpointError, match="config.json has .* bytes, expected"):
+        mumo.load_pretrained(tmp_path)  # the manifest catches the edit first
+    (tmp_path / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match=r"\d+ unexpected \(text.transformer.blocks.1"):
         mumo.load_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="no config.json"):
         mumo.load_pretrained(tmp_path / "nowhere")

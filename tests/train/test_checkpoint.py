@@ -96,3 +96,48 @@ def test_interrupted_save_leaves_no_checkpoint(tmp_path, parts):
     assert latest_valid_checkpoint(tmp_path).name == "step_000001"
     save_checkpoint(tmp_path, 4, *parts)  # the next save clears what the killed one left
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+def test_a_checkpoint_carries_the_model_folder_manifest_over_every_file(tmp_path, parts):
+    # One manifest format for model folders and checkpoints: written by mumo._io, listing every file but
+    # itself, and checked by load_pretrained too (a checkpoint is a loadable model folder).
+    import hashlib
+    import json
+
+    from mumo._io import MANIFEST_NAME, verify_manifest
+    from mumo.train.checkpoint import MANIFEST
+
+    assert MANIFEST == MANIFEST_NAME
+    path = save_checkpoint(tmp_path, 1, *parts)
+    manifest = json.loads((path / MANIFEST).read_text())
+    assert sorted(manifest) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "trainer_state.json",
+        "trainer_state.safetensors",
+    ]
+    for name, entry in manifest.items():
+        data = (path / name).read_bytes()
+        assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    verify_manifest(path)
+    state = path / "trainer_state.json"
+    state.write_text(state.read_text().replace('"step": 1', '"step": 7'))  # same length, other bytes
+    with pytest.raises(CheckpointError, match="trainer_state.json does not match its checksum"):
+        mumo.load_pretrained(path)
+    with pytest.raises(CheckpointError, match="trainer_state.json does not match its checksum"):
+        verify_checkpoint(path)
+
+
+def test_a_manifest_naming_a_file_outside_the_checkpoint_is_refused(tmp_path, parts):
+    import json
+
+    path = save_checkpoint(tmp_path, 1, *parts)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["../../elsewhere"] = {"bytes": 0, "sha256": "0" * 64}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="outside"):
+        verify_checkpoint(path)
+    (path / "manifest.json").write_text("[]")
+    with pytest.raises(CheckpointError, match="not a manifest"):
+        verify_checkpoint(path)

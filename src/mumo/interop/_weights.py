@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from mumo.errors import CheckpointError
+from mumo.models._pretrained import read_safetensors
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -20,11 +20,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        return read_safetensors(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for bad or unsafe files
-        raise CheckpointError(f"cannot read {path} as PyTorch weights (weights_only=True): {e}") from e
+        # their messages run to paragraphs; the first sentence says what failed
+        why = str(e).strip().split("\n")[0].split(". ")[0][:160]
+        raise CheckpointError(
+            f"cannot read {path} as PyTorch weights (weights_only=True): {why}; is it damaged or truncated?"
+        ) from e
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -3,13 +3,20 @@
 Sources: a mumo model folder, an OpenCLIP folder (``open_clip_config.json`` + weights, the layout OpenCLIP
 models have on the Hugging Face hub) or a weights file plus its config, and a Hugging Face CLIP folder.
 Targets: a mumo model folder, a Hugging Face CLIP folder, ONNX encoders.
+
+A folder is recognised by its files (:func:`folder_formats`), and one of another format than the one
+named is refused by name: a mumo folder's ``config.json`` also says model_type "clip", and read as a
+Hugging Face config it would load as a different model.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
+from mumo._io import read_json
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import ConfigError, TokenizerError
 from mumo.interop.clip_tokenizer import ClipTokenizer
@@ -27,6 +34,24 @@ _OPEN_CLIP_WEIGHTS = (
     "model.safetensors",
     "pytorch_model.bin",
 )
+_NAMES = {
+    "mumo": "a mumo model folder",
+    "hf": "a Hugging Face CLIP folder",
+    "open_clip": "an OpenCLIP folder",
+    "onnx": "an ONNX export",
+}
+# What each target writes: a folder holding these alone is a previous conversion, replaced whole.
+_WRITES = {
+    "mumo": {"config.json", "model.safetensors", "tokenizer.json", "manifest.json"},
+    "hf": {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    },
+    "onnx": {"image_encoder.onnx", "text_encoder.onnx", "onnx_config.json"},
+}
 
 
 def load_tokenizer(folder: str | Path, context_length: int = 77) -> Tokenizer | ClipTokenizer:
@@ -37,6 +62,42 @@ def load_tokenizer(folder: str | Path, context_length: int = 77) -> Tokenizer | 
         return ClipTokenizer.load(folder, context_length=context_length)
 
 
+def folder_formats(folder: str | Path) -> set[str]:
+    """The formats ``folder`` holds a model in, judged by its files: a subset of 'mumo', 'hf',
+    'open_clip', 'onnx' (an OpenCLIP repository on the hub often holds an HF copy too); empty when none
+    is recognised or the folder does not exist."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return set()
+    found = set()
+    if any((folder / n).is_file() for n in ("open_clip_config.json", *_OPEN_CLIP_WEIGHTS[:2])):
+        found.add("open_clip")
+    if (folder / "onnx_config.json").is_file() or any(folder.glob("*.onnx")):
+        found.add("onnx")
+    config = folder / "config.json"
+    try:
+        data = read_json(config) if config.is_file() else None
+    except ConfigError:  # damaged: the format's own loader says so
+        data = None
+    if isinstance(data, dict):
+        if "mumo_version" in data or ("model_type" in data and ("vision" in data or "text" in data)):
+            found.add("mumo")
+        elif "vision_config" in data or "text_config" in data:
+            found.add("hf")
+        elif "vision_cfg" in data or "model_cfg" in data:
+            found.add("open_clip")
+    return found
+
+
+def _check_source(source: Path, kind: str) -> None:
+    found = folder_formats(source)
+    if found and kind not in found:
+        what = " and ".join(_NAMES[f] for f in sorted(found))
+        usable = [f"--from {f}" for f in sorted(found) if f in SOURCES]
+        hint = f"use {' or '.join(usable)}" if usable else "it cannot be converted back"
+        raise ConfigError(f"{source} is {what}, not {_NAMES[kind]}; {hint}")
+
+
 def _find(folder: Path, names: tuple[str, ...], what: str) -> Path:
     for name in names:
         if (folder / name).is_file():
@@ -45,10 +106,15 @@ def _find(folder: Path, names: tuple[str, ...], what: str) -> Path:
 
 
 def load_any(source: str | Path, kind: str, config: str | Path | None = None) -> tuple[CLIP, Any]:
-    """(model, tokenizer or None) from ``source`` of ``kind`` 'mumo', 'open_clip' or 'hf'."""
+    """(model, tokenizer or None) from ``source`` of ``kind`` 'mumo', 'open_clip' or 'hf'.
+
+    Raises:
+        ConfigError: ``kind`` is unknown, or ``source`` is a folder of another format (named).
+    """
     source = Path(source)
     if kind not in SOURCES:
         raise ConfigError(f"unknown source format {kind!r}; use one of {', '.join(SOURCES)}")
+    _check_source(source, kind)
     if kind == "mumo":
         model = load_pretrained(source)
         has_tok = (source / "tokenizer.json").is_file()
@@ -68,17 +134,62 @@ def load_any(source: str | Path, kind: str, config: str | Path | None = None) ->
     return load_open_clip(config, source), None
 
 
+def _check_target(target: Path, to: str) -> None:
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"target {target} is an existing file; give the path of a folder to write")
+    if not target.is_dir():
+        return
+    names = {p.name for p in target.iterdir()}
+    if names and not (to in folder_formats(target) and names <= _WRITES[to]):
+        raise ConfigError(
+            f"target {target} is not empty and is not {_NAMES[to]} written by mumo convert; "
+            "give a new or empty folder"
+        )
+
+
 def convert(
     source: str | Path, target: str | Path, from_: str, to: str, config: str | Path | None = None
 ) -> Path:
-    """Convert ``source`` (format ``from_``) to ``target`` (format ``to``); returns the target folder."""
+    """Convert ``source`` (format ``from_``) to ``target`` (format ``to``); returns the target folder.
+
+    The target must be a new or empty folder, or one a previous conversion to the same format wrote
+    (holding only that format's files), which is then replaced whole; anything else is refused before
+    the source is read, so nothing of the user's is overwritten or mixed with the new files. The new
+    folder is written beside the target and renamed into place, so a conversion that fails half-way
+    leaves the target as it was.
+
+    Raises:
+        ConfigError: an unknown format, a source of another format, or a target that is refused.
+    """
     if to not in TARGETS:
         raise ConfigError(f"unknown target format {to!r}; use one of {', '.join(TARGETS)}")
-    model, tokenizer = load_any(source, from_, config)
+    if from_ not in SOURCES:
+        raise ConfigError(f"unknown source format {from_!r}; use one of {', '.join(SOURCES)}")
     target = Path(target)
-    if to == "mumo":
-        return save_pretrained(model, target, tokenizer=tokenizer)
-    if to == "hf":
-        return save_hf_clip(model, target, tokenizer=tokenizer if isinstance(tokenizer, Tokenizer) else None)
-    export_onnx(model, target)
+    _check_target(target, to)
+    model, tokenizer = load_any(source, from_, config)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        if to == "mumo":
+            save_pretrained(model, tmp, tokenizer=tokenizer)
+        elif to == "hf":
+            save_hf_clip(model, tmp, tokenizer=tokenizer if isinstance(tokenizer, Tokenizer) else None)
+        else:
+            export_onnx(model, tmp)
+        _replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _replace(new: Path, target: Path) -> None:
+    """Put folder ``new`` where ``target`` is (if anywhere). The old folder is renamed aside, then
+    deleted: between the two renames an interruption leaves it whole as ``.NAME.old-PID``."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)  # left by an interrupted run
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)

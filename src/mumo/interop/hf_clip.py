@@ -7,7 +7,6 @@ a rename. Converting mumo -> HF -> mumo gives back the same tensors exactly.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from mumo._io import atomic_write, atomic_write_json
+from mumo._io import atomic_write, atomic_write_json, read_json
 from mumo.errors import ConfigError
 from mumo.interop._weights import read_state_dict
 from mumo.models import CLIP, CLIPConfig, TextConfig, VisionConfig
@@ -50,26 +49,43 @@ _FLAT = {
 
 
 def clip_config_from_hf(hf: dict[str, Any]) -> CLIPConfig:
-    """The mumo config of a Hugging Face CLIP ``config.json`` dict."""
+    """The mumo config of a Hugging Face CLIP ``config.json`` dict.
+
+    Inside ``vision_config`` / ``text_config`` a missing field takes transformers' default, as
+    ``CLIPModel.from_pretrained`` would; the two tower configs themselves must be there. Without them
+    every field would be a default, and a config of another format that also says model_type "clip"
+    (a mumo folder's) would load as a different model (QuickGELU for GELU), so it is refused instead.
+    """
+    if not isinstance(hf, dict):
+        raise ConfigError(f"a Hugging Face config must be a JSON object, not {type(hf).__name__}")
+    if "mumo_version" in hf or ("vision" in hf and "text" in hf):
+        raise ConfigError(
+            "this is a mumo model config, not a Hugging Face CLIP one; load it with load_pretrained "
+            "(mumo convert --from mumo)"
+        )
     if hf.get("model_type") != "clip":
         raise ConfigError(
             f"expected a Hugging Face config with model_type 'clip', got {hf.get('model_type')!r}"
         )
-    v, t = hf.get("vision_config", {}), hf.get("text_config", {})
-    acts = {v.get("hidden_act", "quick_gelu"), t.get("hidden_act", "quick_gelu")}
-    unknown = acts - set(_ACTS)
-    if unknown:
-        raise ConfigError(f"hidden_act {sorted(unknown)} is not supported; mumo has {sorted(_ACTS)}")
-    vw, tw = v.get("hidden_size", 768), t.get("hidden_size", 512)
+    for key in ("vision_config", "text_config"):
+        if not isinstance(hf.get(key), dict):
+            raise ConfigError(f"the Hugging Face CLIP config has no {key}; is it a CLIPModel config.json?")
+    v, t = hf["vision_config"], hf["text_config"]
+    for tower, where in ((v, "vision_config"), (t, "text_config")):
+        act = tower.get("hidden_act", "quick_gelu")
+        if not isinstance(act, str) or act not in _ACTS:
+            raise ConfigError(f"{where}.hidden_act={act!r} is not supported; mumo has {sorted(_ACTS)}")
+    vw = _positive(v, "hidden_size", 768, "vision_config")
+    tw = _positive(t, "hidden_size", 512, "text_config")
     vision = VisionConfig(
         image_size=v.get("image_size", 224),
         patch_size=v.get("patch_size", 32),
         embed_dim=vw,
         depth=v.get("num_hidden_layers", 12),
         num_heads=v.get("num_attention_heads", 12),
-        mlp_ratio=v.get("intermediate_size", 3072) / vw,
+        mlp_ratio=_positive(v, "intermediate_size", 3072, "vision_config") / vw,
         mlp_type=_ACTS[v.get("hidden_act", "quick_gelu")],
-        norm_eps=float(v.get("layer_norm_eps", 1e-5)),
+        norm_eps=float(_positive(v, "layer_norm_eps", 1e-5, "vision_config")),
         patch_bias=False,
     )
     text = TextConfig(
@@ -78,16 +94,31 @@ def clip_config_from_hf(hf: dict[str, Any]) -> CLIPConfig:
         embed_dim=tw,
         depth=t.get("num_hidden_layers", 12),
         num_heads=t.get("num_attention_heads", 8),
-        mlp_ratio=t.get("intermediate_size", 2048) / tw,
+        mlp_ratio=_positive(t, "intermediate_size", 2048, "text_config") / tw,
         mlp_type=_ACTS[t.get("hidden_act", "quick_gelu")],
-        norm_eps=float(t.get("layer_norm_eps", 1e-5)),
+        norm_eps=float(_positive(t, "layer_norm_eps", 1e-5, "text_config")),
     )
     return CLIPConfig(
         embed_dim=hf.get("projection_dim", 512),
         vision=vision,
         text=text,
-        init_logit_scale=float(hf.get("logit_scale_init_value", math.log(1 / 0.07))),
+        init_logit_scale=float(_number(hf, "logit_scale_init_value", math.log(1 / 0.07), "config")),
     )
+
+
+def _number(cfg: dict[str, Any], key: str, default: float, where: str) -> Any:
+    """``cfg[key]`` (transformers' ``default`` when absent), checked before arithmetic meets it."""
+    value = cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"Hugging Face CLIP {where}.{key}={value!r} is not a number")
+    return value
+
+
+def _positive(cfg: dict[str, Any], key: str, default: float, where: str) -> Any:
+    value = _number(cfg, key, default, where)
+    if value <= 0:
+        raise ConfigError(f"Hugging Face CLIP {where}.{key}={value!r} must be positive")
+    return value
 
 
 def hf_config_from_mumo(config: CLIPConfig, eos_token_id: int, bos_token_id: int, pad_token_id: int) -> dict:
@@ -229,9 +260,14 @@ def mumo_state_dict_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
 def load_hf_clip(folder: str | Path) -> CLIP:
     """Build a mumo CLIP from a Hugging Face CLIP folder, every key checked; returned in eval mode."""
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
+    path = folder / "config.json"
+    if not path.is_file():
         raise ConfigError(f"{folder} has no config.json; is it a Hugging Face model folder?")
-    config = clip_config_from_hf(json.loads((folder / "config.json").read_text()))
+    data = read_json(path)
+    try:
+        config = clip_config_from_hf(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
     weights = next(
         (folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()), None
     )

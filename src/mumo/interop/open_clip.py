@@ -2,8 +2,9 @@
 
 Reads files directly; ``open_clip`` need not be installed. Supported: ViT image towers and the CLIP text
 Transformer (GELU or QuickGELU, class-token or mean pooling, with or without ``ln_pre``), with an optional
-logit bias. Anything else (timm or Hugging Face towers, attentional pooling, layer scale, ...) is refused
-by name rather than loaded half-way.
+logit bias. Anything else (ModifiedResNet ``RN*`` towers, timm or Hugging Face towers, attentional
+pooling, layer scale, text pooling other than at the end token, ...) is refused by name rather than
+loaded as a different model.
 
 OpenCLIP -> mumo names:
     visual.conv1 -> visual.patch_embed.proj          visual.class_embedding -> visual.cls_token
@@ -17,7 +18,6 @@ OpenCLIP -> mumo names:
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mumo._io import read_json
 from mumo.errors import ConfigError
 from mumo.interop._weights import read_state_dict
 from mumo.models import CLIP, CLIPConfig, TextConfig, VisionConfig
@@ -71,8 +72,17 @@ _VISION_UNSUPPORTED = {
     "pos_embed_type": "learnable",
     "act_kwargs": None,
     "norm_kwargs": None,
+    "block_type": "default",  # "custom": OpenCLIP's CustomResidualAttentionBlock
 }
 _TEXT_UNSUPPORTED = {
+    # mumo pools at the last real token, where "argmax" lands for CLIP-tokenized text; "last" takes the
+    # last position whatever the padding, "first" / "eos" / "none" other tokens: each another model
+    "pool_type": "argmax",
+    "embed_cls": False,
+    "no_causal_mask": False,
+    "final_ln_after_pool": False,
+    "proj_bias": False,
+    "proj_type": "linear",
     "hf_model_name": None,
     "ls_init_value": None,
     "qk_norm": False,
@@ -83,7 +93,16 @@ _TEXT_UNSUPPORTED = {
     "scale_fc": False,
     "act_kwargs": None,
     "norm_kwargs": None,
+    "block_type": "default",  # "custom": OpenCLIP's CustomResidualAttentionBlock
 }
+
+
+def _number(value: Any, name: str, kind: type[int] | type[float] = int) -> Any:
+    """``value`` as ``kind``, or a ConfigError naming the field (``int("wide")`` would say nothing)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (kind is int and value != int(value)):
+        raise ConfigError(f"OpenCLIP {name}={value!r} is not {'an integer' if kind is int else 'a number'}")
+    return kind(value)
 
 
 def _single(value: Any, name: str) -> int:
@@ -91,47 +110,61 @@ def _single(value: Any, name: str) -> int:
         if len(set(value)) != 1:
             raise ConfigError(f"OpenCLIP {name} {value} is not square; mumo models square images only")
         value = value[0]
-    return int(value)
+    return _number(value, name)
 
 
 def _refuse(cfg: dict[str, Any], unsupported: dict[str, Any], tower: str) -> None:
     for key, default in unsupported.items():
-        if key in cfg and cfg[key] not in (default, None) and cfg[key] != default:
-            raise ConfigError(f"OpenCLIP {tower}_cfg.{key}={cfg[key]!r} is not supported by mumo's importer")
+        if key in cfg and cfg[key] is not None and cfg[key] != default:
+            raise ConfigError(
+                f"OpenCLIP {tower}_cfg.{key}={cfg[key]!r} is not supported by mumo's importer"
+                + (f" (only {key}={default!r} is)" if default is not None else "")
+            )
+
+
+def _tower(cfg: dict[str, Any], key: str) -> dict[str, Any]:
+    tower = cfg.get(key)
+    if not isinstance(tower, dict):
+        raise ConfigError(f"OpenCLIP {key} must be a JSON object, not {type(tower).__name__}")
+    return tower
 
 
 def clip_config_from_open_clip(cfg: dict[str, Any]) -> CLIPConfig:
     """The mumo config of an OpenCLIP model config (``{"embed_dim", "vision_cfg", "text_cfg", ...}``, or an
-    ``open_clip_config.json`` holding it under ``model_cfg``)."""
-    cfg = cfg.get("model_cfg", cfg)
-    if "vision_cfg" not in cfg or "text_cfg" not in cfg:
+    ``open_clip_config.json`` holding it under ``model_cfg``).
+
+    Raises:
+        ConfigError: a field is malformed, or names a tower or option mumo does not compute exactly.
+    """
+    if isinstance(cfg, dict) and "model_cfg" in cfg:
+        cfg = cfg["model_cfg"]
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"an OpenCLIP model config must be a JSON object, not {type(cfg).__name__}")
+    if "embed_dim" not in cfg or "vision_cfg" not in cfg or "text_cfg" not in cfg:
         raise ConfigError("an OpenCLIP model config needs 'embed_dim', 'vision_cfg' and 'text_cfg'")
-    v = {**_VISION_DEFAULTS, **cfg["vision_cfg"]}
-    t = {**_TEXT_DEFAULTS, **cfg["text_cfg"]}
-    _refuse(cfg["vision_cfg"], _VISION_UNSUPPORTED, "vision")
-    _refuse(cfg["text_cfg"], _TEXT_UNSUPPORTED, "text")
+    vision_cfg, text_cfg = _tower(cfg, "vision_cfg"), _tower(cfg, "text_cfg")
+    if isinstance(vision_cfg.get("layers"), (list, tuple)):  # open_clip's RN50, RN101, RN50x4, ...
+        raise ConfigError(
+            f"OpenCLIP vision_cfg.layers={vision_cfg['layers']} is a ModifiedResNet (RN*) image tower; "
+            "mumo's importer reads ViT towers only"
+        )
+    v = {**_VISION_DEFAULTS, **vision_cfg}
+    t = {**_TEXT_DEFAULTS, **text_cfg}
+    _refuse(vision_cfg, _VISION_UNSUPPORTED, "vision")
+    _refuse(text_cfg, _TEXT_UNSUPPORTED, "text")
     if v["pool_type"] not in ("tok", "avg") or v["final_ln_after_pool"]:
         raise ConfigError(
             f"OpenCLIP vision pool_type={v['pool_type']!r} (final_ln_after_pool) is not supported"
         )
-    if (
-        t["pool_type"] not in ("argmax", "last")
-        or t["embed_cls"]
-        or t["no_causal_mask"]
-        or t["final_ln_after_pool"]
-    ):
-        raise ConfigError("only OpenCLIP's causal text tower pooled at the end token is supported")
-    if t["proj_bias"] or t["proj_type"] != "linear":
-        raise ConfigError("OpenCLIP text projections other than a bias-free linear map are not supported")
     mlp = "quick_gelu" if cfg.get("quick_gelu", False) else "gelu"
-    width = int(v["width"])
+    width = _number(v["width"], "vision_cfg.width")
     vision = VisionConfig(
-        image_size=_single(v["image_size"], "image_size"),
-        patch_size=_single(v["patch_size"], "patch_size"),
+        image_size=_single(v["image_size"], "vision_cfg.image_size"),
+        patch_size=_single(v["patch_size"], "vision_cfg.patch_size"),
         embed_dim=width,
-        depth=int(v["layers"]),
-        num_heads=width // int(v["head_width"]),
-        mlp_ratio=float(v["mlp_ratio"]),
+        depth=_number(v["layers"], "vision_cfg.layers"),
+        num_heads=width // _number(v["head_width"], "vision_cfg.head_width"),
+        mlp_ratio=_number(v["mlp_ratio"], "vision_cfg.mlp_ratio", float),
         mlp_type=mlp,
         patch_bias=False,
         class_token=True,
@@ -139,23 +172,23 @@ def clip_config_from_open_clip(cfg: dict[str, Any]) -> CLIPConfig:
         pool="cls" if v["pool_type"] == "tok" else "mean",
     )
     text = TextConfig(
-        vocab_size=int(t["vocab_size"]),
-        context_length=int(t["context_length"]),
-        embed_dim=int(t["width"]),
-        depth=int(t["layers"]),
-        num_heads=int(t["heads"]),
-        mlp_ratio=float(t["mlp_ratio"]),
+        vocab_size=_number(t["vocab_size"], "text_cfg.vocab_size"),
+        context_length=_number(t["context_length"], "text_cfg.context_length"),
+        embed_dim=_number(t["width"], "text_cfg.width"),
+        depth=_number(t["layers"], "text_cfg.layers"),
+        num_heads=_number(t["heads"], "text_cfg.heads"),
+        mlp_ratio=_number(t["mlp_ratio"], "text_cfg.mlp_ratio", float),
         mlp_type=mlp,
         causal=True,
         pool="eot",
     )
     bias = cfg.get("init_logit_bias")
     return CLIPConfig(
-        embed_dim=int(cfg["embed_dim"]),
+        embed_dim=_number(cfg["embed_dim"], "embed_dim"),
         vision=vision,
         text=text,
-        init_logit_scale=float(cfg.get("init_logit_scale", math.log(1 / 0.07))),
-        init_logit_bias=float(bias) if bias is not None else None,
+        init_logit_scale=_number(cfg.get("init_logit_scale", math.log(1 / 0.07)), "init_logit_scale", float),
+        init_logit_bias=_number(bias, "init_logit_bias", float) if bias is not None else None,
     )
 
 
@@ -220,9 +253,20 @@ def load_open_clip(config: str | Path | dict[str, Any], weights: str | Path | di
     Returns:
         The model in eval mode. Its text tower pools at the last real token, which is where OpenCLIP's
         argmax pooling lands for CLIP-tokenized text; pass the tokenizer's attention mask.
+
+    Raises:
+        ConfigError: the config is not a JSON file or describes a model mumo cannot compute exactly.
+        CheckpointError: the weights cannot be read or do not match the config.
     """
     if not isinstance(config, dict):
-        config = json.loads(Path(config).read_text())
+        path = Path(config)
+        if not path.is_file():  # often a model name, which is a file in open_clip's package
+            name = path.name if path.suffix == ".json" else f"{path.name}.json"
+            raise ConfigError(
+                f"OpenCLIP config {str(config)!r} is not a file; pass the model's JSON config "
+                f"(for a model name, open_clip's model_configs/{name})"
+            )
+        config = read_json(path)
     mumo_config = clip_config_from_open_clip(config)
     state = weights if isinstance(weights, dict) else read_state_dict(weights)
     model = CLIP(mumo_config)

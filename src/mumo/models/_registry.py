@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import fnmatch
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from mumo._config import Config
+from mumo._io import read_json
 from mumo.errors import ConfigError, UnknownModelError
 
 F = TypeVar("F", bound=Callable[[], Config])
@@ -47,12 +47,22 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a config from its ``to_dict()`` form (or a checkpoint's config.json), by ``model_type``."""
+    """Rebuild a config from its ``to_dict()`` form (or a checkpoint's config.json), by ``model_type``.
+
+    Raises:
+        ConfigError: ``data`` is not a mapping, has no ``model_type`` or an unknown one, or a field is wrong.
+    """
+    if not isinstance(data, dict):  # a config.json holding a list, a number, ...
+        raise ConfigError(f"a model config must be a JSON object, not a {type(data).__name__}")
     data = {k: v for k, v in data.items() if k != "mumo_version"}  # provenance, not a field
-    model_type = data.get("model_type")
-    if model_type not in _ARCHITECTURES:
-        known = ", ".join(sorted(_ARCHITECTURES))
-        raise ConfigError(f"config has model_type {model_type!r}; known architectures: {known}")
+    known = ", ".join(sorted(_ARCHITECTURES))
+    if "model_type" not in data:
+        raise ConfigError(f"the model config has no model_type; known architectures: {known}")
+    model_type = data["model_type"]
+    if not isinstance(model_type, str) or model_type not in _ARCHITECTURES:
+        close = difflib.get_close_matches(str(model_type), list(_ARCHITECTURES), n=1, cutoff=0.6)
+        hint = f" — did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown model_type {model_type!r}{hint} (known architectures: {known})")
     return _ARCHITECTURES[model_type][0].from_dict(data)
 
 
@@ -68,11 +78,11 @@ def get_model_config(name_or_path: str | Path, **overrides: Any) -> Config:
         path = Path(name)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
+        data = read_json(path)  # names the file when it is not JSON
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"config file {path} is not valid JSON: {e}") from e
-        config = config_from_dict(data)
+            config = config_from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"config file {path}: {e}") from e
     else:
         close = difflib.get_close_matches(name, list(_NAMED_CONFIGS), n=3, cutoff=0.6)
         hint = f" — did you mean {', '.join(repr(c) for c in close)}?" if close else ""

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mumo._io import fsync, sha256_file
+from mumo._io import MANIFEST_NAME, fsync, verify_manifest, write_manifest
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import CheckpointError
 from mumo.models import load_pretrained, save_pretrained
@@ -33,7 +33,7 @@ from mumo.models._registry import build_model, config_from_dict
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
+MANIFEST = MANIFEST_NAME  # size and SHA-256 of every file; the same manifest as a model folder's
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 SHARDED = "sharded"  # FSDP checkpoints: torch.distributed.checkpoint shards of weights and optimizer
@@ -95,9 +95,8 @@ def save_checkpoint(
 
 def _seal(tmp: Path, final: Path, keep: int) -> Path:
     """Checksum every file of ``tmp`` into its manifest, fsync, rename it to ``final``; prune old ones."""
-    files = sorted(p for p in tmp.rglob("*") if p.is_file())
-    manifest = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    # save_pretrained sealed the model files alone; the checkpoint's manifest replaces it over every file
+    write_manifest(tmp)
     for p in [*tmp.rglob("*"), tmp]:
         fsync(p)
     if final.exists():  # a re-run of the same step replaces it
@@ -205,21 +204,7 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
 
 def verify_checkpoint(path: str | Path) -> None:
     """Raise :class:`CheckpointError` unless every file in the manifest is there, whole and unchanged."""
-    path = Path(path)
-    if not (path / MANIFEST).is_file():
-        raise CheckpointError(f"{path} has no {MANIFEST}: it was not completely written")
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path / MANIFEST} is not valid JSON ({e})") from e
-    for name, entry in manifest.items():
-        f = path / name
-        if not f.is_file():
-            raise CheckpointError(f"{path} is missing {name}")
-        if f.stat().st_size != entry["bytes"]:
-            raise CheckpointError(f"{f} has {f.stat().st_size} bytes, expected {entry['bytes']} (truncated?)")
-        if sha256_file(f) != entry["sha256"]:
-            raise CheckpointError(f"{f} does not match its checksum (corrupted)")
+    verify_manifest(path)  # a checkpoint without a manifest was not completely written
 
 
 def latest_valid_checkpoint(out_dir: str | Path) -> Path | None:
