@@ -149,6 +149,12 @@ def _set_dotted(tree: dict[str, Any], path: list[str], value: Any, cls: type[Con
     sub = _unwrap_optional(typing.get_type_hints(cls)[head])
     if len(path) > 1 and _is_config_type(sub) and tree[head] is None:
         raise ConfigError(f"{cls.__name__}.{head} is null; cannot set {'.'.join(path)!r}")
+    section = _is_config_type(sub) or typing.get_origin(sub) is dict or sub is dict
+    into = len(path) > 1 or isinstance(value, dict)  # keys are set inside tree[head]
+    if section and into and tree[head] is not None and not isinstance(tree[head], dict):
+        # an earlier override replaced the section by a value (`data=1 data.seed=2`)
+        what = ".".join(path)
+        raise ConfigError(f"{cls.__name__}.{head} is {tree[head]!r}, not a mapping; cannot set {what!r}")
     if len(path) == 1:
         if _is_config_type(sub) and isinstance(value, dict):
             for k, v in value.items():

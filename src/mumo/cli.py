@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -763,21 +764,61 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder (with metrics.
     console.print(f"report: {write_report(run_dir)}")
 
 
-def main() -> None:
-    """Entry point of the ``mumo`` console script."""
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _usage_error(e: Exception) -> str:
+    """A usage mistake as one line: click's message, then where to read the command's usage."""
+    ctx = getattr(e, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else " (see 'mumo --help')"
+    if type(e).__name__ == "NoArgsIsHelpError":  # the help was just printed to stdout
+        return "missing a command: choose one of those listed above"
+    close = getattr(e, "possibilities", None)
+    if close:  # an unknown option: name the closest ones
+        return f"no such option {e.option_name}; did you mean {' or '.join(close[:3])}?{where}"
+    return _one_line(e.format_message()) + where
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``mumo`` console script (``argv``: the arguments, default ``sys.argv[1:]``).
+
+    Every mistake ends in one line on stderr and exit code 2: usage errors (an unknown command or option,
+    a missing or malformed value), the library's own errors, and a file that cannot be read or written.
+    Anything else is a bug in mumo: one line, exit 1, and MUMO_TRACEBACK=1 shows the traceback.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        code = app(standalone_mode=False)  # click returns, not raises, a command's typer.Exit code here
+        # click returns, not raises, a command's typer.Exit code in non-standalone mode
+        code = app(argv, standalone_mode=False, prog_name="mumo")
         if isinstance(code, int) and code:
             sys.exit(code)
+    # typer >= 0.29 bundles its own click, whose exceptions derive from typer.TyperException, not from
+    # click.ClickException; an older typer raises click's own.
+    except (typer.TyperException, click.ClickException) as e:
+        _fail(_usage_error(e) if getattr(e, "exit_code", 1) == 2 else _one_line(e.format_message()))
     except MumoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except click.ClickException as e:  # usage errors: click's own one-line message
-        e.show()
-        sys.exit(e.exit_code)
+        _fail(_one_line(e))
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:  # a path the user gave that cannot be read or written
+        if e.filename is None or os.environ.get("MUMO_TRACEBACK"):
+            raise
+        _fail(_one_line(f"{e.filename}: {e.strerror or e}"))
+    except Exception as e:  # noqa: BLE001 - a bug: still one line, the traceback on request
+        if os.environ.get("MUMO_TRACEBACK"):
+            raise
+        print(
+            _one_line(f"error: unexpected {type(e).__name__}: {e}")
+            + " (a bug in mumo; rerun with MUMO_TRACEBACK=1 and report the traceback)",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)

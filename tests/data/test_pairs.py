@@ -237,3 +237,21 @@ def test_decoding_for_a_small_output_shrinks_early_and_matches_a_full_decode(fmt
     assert (small.size, held) == (want[0], [want[1]]) and small.mode == "RGB"
     diff = (eval_transform(32)(small) - eval_transform(32)(full)).abs()  # normalised units (1/255 ~ 0.015)
     assert diff.max() < 0.1 and diff.mean() < 0.02  # measured: 0.04-0.06 and 0.006-0.009
+
+
+_LATIN1 = "image,caption\na.png,caf\xe9\n".encode("latin-1")
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("p.csv", _LATIN1, r"p.csv, line 2: not UTF-8 text \(byte 0xe9\); save the file as UTF-8"),
+        ("p.txt", b"a.png a red circle\n", r"CSV \(.csv, .tsv\) or JSON Lines \(.jsonl, .ndjson\).*'.txt'"),
+        ("p.json", b'[{"image": "a.png", "caption": "x"}]', "got '.json'"),
+        ("p.csv", b"image,caption\na.png," + b"x" * 200_000 + b"\n", r"p.csv, line 2: not valid CSV \(field"),
+    ],
+)
+def test_an_annotation_file_in_another_encoding_or_format_is_one_clear_error(tmp_path, name, data, message):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(DataError, match=message):
+        PairsDataset(tmp_path / name)

@@ -29,6 +29,9 @@ def test_recipe_and_overrides(tmp_path):
         ("", ["strategy=fsdp", "grad_cache_chunk=2"], "strategy=fsdp does not go with grad_cache_chunk"),
         ("", ["strategy=fsdp", "precision=fp16"], "use precision=bf16"),
         ("", ["strategy=zero3"], "is not one of"),
+        ("", ["device=1e-3"], "device must be cpu, cuda or cuda:N, got '1e-3'"),
+        ("", ["data=1", "data.seed=2"], "TrainConfig.data is 1, not a mapping; cannot set 'data.seed'"),
+        ("", ["model_overrides=1", "model_overrides.x=2"], "model_overrides is 1, not a mapping"),
     ],
 )
 def test_config_errors_name_the_bad_key(tmp_path, text, overrides, message):
@@ -38,9 +41,17 @@ def test_config_errors_name_the_bad_key(tmp_path, text, overrides, message):
         load_recipe(recipe, overrides)
 
 
-def test_missing_recipe():
+def test_missing_recipe(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_recipe("nowhere.yaml")
+    with pytest.raises(ConfigError, match="is a folder, not a YAML file"):
+        load_recipe(tmp_path)
+
+
+def test_a_recipe_that_is_not_utf8_text_says_so(tmp_path):
+    (tmp_path / "r.yaml").write_bytes("model: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"is not UTF-8 text \(byte 10\); is it a YAML recipe\?"):
+        load_recipe(tmp_path / "r.yaml")
 
 
 def test_override_values_are_yaml():

@@ -227,3 +227,11 @@ def test_negclip_batches_carry_hard_negative_captions(tmp_path):
     assert t.fit()["steps"] == 2
     with pytest.raises(mumo.ConfigError, match="hard_negatives needs"):
         load_recipe(None, ["hard_negatives=1", "loss=siglip"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_device_cuda_without_a_gpu_is_one_clear_error(tmp_path):
+    from mumo.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="device=cuda, but torch sees no CUDA GPU here; train with"):
+        Trainer(load_recipe(None, [*TINY, "device=cuda", f"out_dir={tmp_path}"]), progress=False)

@@ -38,6 +38,7 @@ from mumo.errors import DataError
 IMAGE_KEYS = ("image", "filepath", "file", "path", "image_path")  # accepted image columns, in order
 CAPTION_KEYS = ("caption", "title", "text")  # accepted caption columns, in order
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
+CSV_SUFFIXES = (".csv", ".tsv")  # a tab in the header makes either one tab-separated
 
 Sample = dict[str, Any]  # {"image": (3, H, W) tensor, "caption": str, "index": int}
 
@@ -311,34 +312,49 @@ class SkipReport:
 def _read_rows(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
     """Rows as ``(line number, mapping)`` and the column names (for JSONL: the union of keys)."""
     where = str(path)
+    suffix = path.suffix.lower()
+    if suffix not in (*CSV_SUFFIXES, *JSONL_SUFFIXES):
+        raise DataError(
+            f"{where}: an annotation file is CSV ({', '.join(CSV_SUFFIXES)}) or JSON Lines "
+            f"({', '.join(JSONL_SUFFIXES)}), named so; got {suffix or 'no suffix'!r}"
+        )
+    data = path.read_bytes()
+    try:
+        # utf-8-sig: spreadsheet exports often start with a byte-order mark, which would glue itself to
+        # the first column name.
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{where}, line {line}: not UTF-8 text (byte {data[e.start]:#04x}); save the file as UTF-8, "
+            f"e.g. `iconv -f latin1 -t utf-8 {path.name}` for a Latin-1 file"
+        ) from None
     rows: list[tuple[int, dict[str, Any]]] = []
-    # utf-8-sig: spreadsheet exports often start with a byte-order mark, which would glue itself to
-    # the first column name.
-    with path.open("r", encoding="utf-8-sig", newline="") as f:
-        if path.suffix.lower() in JSONL_SUFFIXES:
-            keys: dict[str, None] = {}  # ordered set
-            for line, text in enumerate(f, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{where}, line {line}: not valid JSON ({e.msg})") from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{where}, line {line}: expected a JSON object, got {type(obj).__name__}")
-                keys.update(dict.fromkeys(obj))
-                rows.append((line, obj))
-            columns = list(keys)
-        else:
-            header = f.readline()
-            f.seek(0)
-            # Sniff from the header only: captions are free text full of commas and quotes, which is
-            # what confuses csv.Sniffer on data rows; column names are not.
-            delimiter = "\t" if "\t" in header else ","
-            reader = csv.DictReader(f, delimiter=delimiter)
+    if suffix in JSONL_SUFFIXES:
+        keys: dict[str, None] = {}  # ordered set
+        for line, record in enumerate(text.splitlines(), start=1):
+            if not record.strip():
+                continue
+            try:
+                obj = json.loads(record)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}, line {line}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{where}, line {line}: expected a JSON object, got {type(obj).__name__}")
+            keys.update(dict.fromkeys(obj))
+            rows.append((line, obj))
+        columns = list(keys)
+    else:
+        header = text.split("\n", 1)[0]
+        # Sniff from the header only: captions are free text full of commas and quotes, which is
+        # what confuses csv.Sniffer on data rows; column names are not.
+        delimiter = "\t" if "\t" in header else ","
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+        try:
             columns = [c for c in (reader.fieldnames or []) if c]
-            for row in reader:
-                rows.append((reader.line_num, row))
+            rows.extend((reader.line_num, row) for row in reader)
+        except csv.Error as e:  # a NUL byte, a quote left open at the end of the file
+            raise DataError(f"{where}, line {reader.line_num + 1}: not valid CSV ({e})") from None
     if not rows:
         raise DataError(f"annotation file {where!r} has no rows")
     return rows, columns

@@ -7,6 +7,7 @@ name the key and the closest valid one.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -161,6 +162,10 @@ class TrainConfig(Config):
 
     def validate(self) -> None:
         check(self.batch_size >= 2, "batch_size must be at least 2 (a contrastive loss needs negatives)")
+        check(
+            re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is not None,
+            f"device must be cpu, cuda or cuda:N, got {self.device!r}",
+        )
         check(self.max_steps >= 0, "max_steps must be >= 0")
         check(
             self.log_every >= 1 and self.checkpoint_every >= 1, "log_every and checkpoint_every must be >= 1"
@@ -233,11 +238,14 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def _read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"recipe {path} does not exist")
+        what = "is a folder, not a YAML file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"recipe {path} {what}")
     if path.resolve() in seen:
         raise ConfigError(f"recipe {path} includes itself through 'base'")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"recipe {path} is not UTF-8 text (byte {e.start}); is it a YAML recipe?") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"recipe {path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):

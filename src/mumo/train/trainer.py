@@ -118,6 +118,8 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if c.threads:
             torch.set_num_threads(c.threads)
+        if c.device.startswith("cuda") and not torch.cuda.is_available():
+            raise TrainingError(f"device={c.device}, but torch sees no CUDA GPU here; train with device=cpu")
         self.dist = init_distributed(c.device)
         device = c.device
         if self.dist.world_size > 1 and device == "cuda":
