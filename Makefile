@@ -17,7 +17,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m mumo demo
+	$(PY) -m mumo demo --overwrite  # a second `make demo` replaces the first
 
 test: $(VENV)/.installed-dev
 	$(PY) -m ruff check src tests benchmarks experiments

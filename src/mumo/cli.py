@@ -166,6 +166,9 @@ def train(
     recipe: Path = typer.Argument(..., help="YAML recipe, e.g. configs/demo.yaml"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. optim.lr=3e-4 max_steps=100"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint"),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="replace the run out_dir holds (its checkpoints and outputs are deleted)"
+    ),
     nproc: int = typer.Option(
         1, min=1, help="processes on this machine: runs the same command under torchrun"
     ),
@@ -180,17 +183,20 @@ def train(
         from mumo.train.distributed import torchrun_command
 
         load_recipe(recipe, overrides or [])  # a bad recipe fails here, once, not in every process
-        args = ["train", str(recipe), *(overrides or []), *(["--resume"] if resume else [])]
+        flags = [f for f, on in (("--resume", resume), ("--overwrite", overwrite)) if on]
+        args = ["train", str(recipe), *(overrides or []), *flags]
         raise typer.Exit(subprocess.call(torchrun_command(nproc, args)))
 
-    _fit(load_recipe(recipe, overrides or []), resume)
+    _fit(load_recipe(recipe, overrides or []), resume, overwrite)
 
 
-def _fit(config: mumo.train.TrainConfig, resume: bool, show_trainable: bool = False) -> None:
+def _fit(
+    config: mumo.train.TrainConfig, resume: bool, overwrite: bool, show_trainable: bool = False
+) -> None:
     """Run a training config to the end, printing where it resumed, what trains, and the final metrics."""
     from mumo.train import Trainer
 
-    trainer = Trainer(config, resume=resume)
+    trainer = Trainer(config, resume=resume, overwrite=overwrite)
     if resume:
         where = f"step {trainer.step}" if trainer.step else "the start (no valid checkpoint found)"
         console.print(f"resuming {config.out_dir} from {where}")
@@ -208,6 +214,9 @@ def finetune(
     recipe: Path = typer.Argument(..., help="YAML recipe, e.g. configs/finetune/digits.yaml"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. finetune.lora_rank=8"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint"),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="replace the run out_dir holds (its checkpoints and outputs are deleted)"
+    ),
 ) -> None:
     """Adapt a pretrained model (the recipe's init_from): classifier fine-tuning on labelled images, locked
     towers (LiT), LoRA, layer-wise lr decay; the same trainer, checkpoints and outputs as `mumo train`."""
@@ -216,7 +225,7 @@ def finetune(
     config = load_recipe(recipe, overrides or [])
     if config.init_from is None:
         raise ConfigError(f"{recipe}: fine-tuning starts from a pretrained model; set init_from=MODEL_OR_RUN")
-    _fit(config, resume, show_trainable=True)
+    _fit(config, resume, overwrite, show_trainable=True)
 
 
 def _print_eval(metrics: dict) -> None:
@@ -614,6 +623,9 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="run folder"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides of configs/demo.yaml"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted demo"),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="replace the run out_dir holds (its checkpoints and outputs are deleted)"
+    ),
 ) -> None:
     """Generate the built-in data, train configs/demo.yaml, evaluate, and write report.html / report.md."""
     from mumo.data.shapes import ShapesConfig, write_shapes
@@ -630,7 +642,7 @@ def demo(
     console.print(f"[bold]1/2 data[/bold]: scenes are drawn on the fly; 64 test scenes written to {sample}")
     steps = f"{config.max_steps} steps of {config.batch_size}"
     console.print(f"[bold]2/2 train, evaluate, report[/bold]: {config.model}, {steps}")
-    results = run(config, resume=resume)  # evaluates and writes the report at its end
+    results = run(config, resume=resume, overwrite=overwrite)  # evaluates and writes the report at its end
     report = out / "report.html" if config.report else write_report(out)
     _print_eval(results.get("eval", {}))
     console.print(f"report: {report}   model: {results['final']}   time: {time.perf_counter() - start:.0f} s")

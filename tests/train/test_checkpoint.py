@@ -7,6 +7,7 @@ from mumo.train.checkpoint import (
     latest_valid_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    run_id,
     save_checkpoint,
     verify_checkpoint,
 )
@@ -64,6 +65,19 @@ def test_keeps_only_the_newest(tmp_path, parts):
     for step in (1, 2, 3):
         save_checkpoint(tmp_path, step, *parts, keep=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000002", "step_000003"]
+
+
+def test_a_run_prunes_only_its_own_checkpoints(tmp_path, parts):
+    """Another run's checkpoints (older and newer steps) stay; so does a later step of this run's own,
+    which a resume skipped as damaged and this run will overwrite when it gets there."""
+    save_checkpoint(tmp_path, 2, *parts, extra={"run_id": "other"})
+    save_checkpoint(tmp_path, 9, *parts, extra={"run_id": "other"})
+    save_checkpoint(tmp_path, 7, *parts, extra={"run_id": "mine"})
+    for step in (1, 3, 5):
+        save_checkpoint(tmp_path, step, *parts, extra={"run_id": "mine"}, keep=1)
+    names = [p.name for p in list_checkpoints(tmp_path)]
+    assert names == ["step_000002", "step_000005", "step_000007", "step_000009"]
+    assert [run_id(p) for p in list_checkpoints(tmp_path)] == ["other", "mine", "mine", "other"]
 
 
 def test_truncated_checkpoint_is_detected_and_the_previous_one_used(tmp_path, parts, caplog):

@@ -63,7 +63,7 @@ def test_a_resumed_shard_run_ends_with_the_uninterrupted_weights(shards, tmp_pat
     for k in a:
         assert torch.equal(a[k], b[k]), k
 
-    with pytest.raises(TrainingError, match="same processes and data.num_workers"):
+    with pytest.raises(TrainingError, match=r"other settings \(data.num_workers 2 -> 0, max_steps 5 -> 6\)"):
         Trainer(
             _config(shards, resumed_dir, "data.num_workers=0", "max_steps=6"), resume=True, progress=False
         )

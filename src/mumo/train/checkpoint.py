@@ -3,12 +3,15 @@
     <out_dir>/checkpoints/step_000200/
         config.json  model.safetensors  tokenizer.json    (a loadable model folder, see save_pretrained)
         trainer_state.safetensors                         (optimizer tensors, RNG states)
-        trainer_state.json                                (step, scheduler, optimizer hyper-parameters)
+        trainer_state.json                                (step, run_id, scheduler, optimizer settings)
         manifest.json                                     (size and SHA-256 of every file; written last)
 
 A checkpoint is written into a hidden temporary folder, every file is fsync'ed, and the folder is renamed
 into place, so a crash (even ``kill -9``) leaves either the whole checkpoint or none. On load the manifest
 is checked; a truncated or altered checkpoint is reported and the previous one is used.
+
+Each checkpoint names the run that wrote it (``run_id``), and a run prunes only its own older checkpoints
+(``keep``): a folder that also holds another run's never loses them to this one.
 """
 
 from __future__ import annotations
@@ -103,9 +106,24 @@ def _seal(tmp: Path, final: Path, keep: int) -> Path:
         shutil.rmtree(final)
     os.replace(tmp, final)
     fsync(final.parent)
-    for old in list_checkpoints(final.parent.parent)[:-keep]:
+    # Only this run's own checkpoints, up to this one, are pruned: those of another run (or unreadable ones)
+    # are not ours to delete, and a later step of ours that exists is a damaged one a resume skipped, which
+    # this run will overwrite when it gets there.
+    run = run_id(final)
+    own = [c for c in list_checkpoints(final.parent.parent) if c.name <= final.name and run_id(c) == run]
+    for old in own[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def run_id(checkpoint: str | Path) -> str | None:
+    """The identity of the run that wrote a checkpoint (``run_id`` in its trainer state; None for a
+    checkpoint of an older mumo, which had none), or ``"?"`` when its state cannot be read."""
+    try:
+        state = json.loads((Path(checkpoint) / STATE_JSON).read_text())
+    except (OSError, ValueError):
+        return "?"
+    return state.get("run_id") if isinstance(state, dict) else "?"
 
 
 def save_sharded_checkpoint(

@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from mumo._io import atomic_write_json
+from mumo._io import atomic_write, atomic_write_json
 from mumo.data.pairs import SkipReport
 from mumo.data.sampler import ResumableBatchSampler
 from mumo.data.tokenizer import Tokenizer
@@ -34,8 +36,10 @@ from mumo.layers.block import set_grad_checkpointing
 from mumo.models import create_model, get_model_config, load_pretrained, save_pretrained
 from mumo.models._pretrained import model_folder
 from mumo.train.checkpoint import (
+    STATE_JSON,
     is_sharded,
     latest_valid_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     load_sharded_checkpoint,
     save_checkpoint,
@@ -71,10 +75,8 @@ class _MetricsLog:
     def __init__(self, out_dir: Path, resume_step: int, tensorboard: bool) -> None:
         self.path = out_dir / "metrics.jsonl"
         if self.path.exists():
-            kept = [
-                line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step
-            ]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [row for row in _metric_rows(self.path) if json.loads(row)["step"] <= resume_step]
+            atomic_write(self.path, lambda p: p.write_text("".join(row + "\n" for row in kept)))
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # optional: imported only when used
@@ -93,8 +95,33 @@ class _MetricsLog:
             self.tb.close()
 
 
+def _metric_rows(path: Path) -> list[str]:
+    """The lines of a metrics.jsonl that parse; a line a crash cut short (the last, mid-write) is dropped."""
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(line)
+        elif line.strip():
+            logger.warning("%s: dropped a damaged line (a crash mid-write?): %.80s", path, line)
+    return rows
+
+
 class Trainer:
     """Runs a :class:`TrainConfig` end to end.
+
+    A folder holds one run. A new run (``resume`` False) refuses a folder that holds another's checkpoints
+    or model unless ``overwrite`` deletes them; a resumed run continues the newest valid checkpoint with
+    the settings it was started with (a changed setting that would alter the run is refused by name), and
+    one that had already finished returns its metrics without training or evaluating again. Every
+    checkpoint names its run (``run_id``), so pruning never touches another run's.
+
+    The run owns torch's global generator (random crops, dropout and LoRA's initialisation draw from it): it
+    is seeded from ``seed`` (and the rank), saved in every checkpoint and restored on resume, so two runs of
+    one config end with the same weights, bit for bit, on CPU.
 
     Args:
         config: the run.
@@ -102,6 +129,8 @@ class Trainer:
         progress: show a progress bar.
         build_data: ``(config) -> (train dataset, tokenizer texts, image mean, image std)``; defaults to
             :func:`mumo.train.data.build_train_data`.
+        overwrite: a new run may replace the run ``config.out_dir`` holds (its checkpoints and outputs are
+            deleted first).
     """
 
     def __init__(
@@ -110,17 +139,24 @@ class Trainer:
         resume: bool = False,
         progress: bool = True,
         build_data: Callable[[TrainConfig], tuple[Dataset, list[str], Any, Any]] | None = None,
+        overwrite: bool = False,
     ) -> None:
         from mumo.train.data import build_collate, build_train_data
 
         self.config = c = config
         self.out_dir = Path(c.out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if c.threads:
-            torch.set_num_threads(c.threads)
         if c.device.startswith("cuda") and not torch.cuda.is_available():
             raise TrainingError(f"device={c.device}, but torch sees no CUDA GPU here; train with device=cpu")
+        if c.threads:
+            torch.set_num_threads(c.threads)
         self.dist = init_distributed(c.device)
+        if not resume:  # every rank checks before any writes; rank 0 alone deletes
+            _claim(self.out_dir, overwrite, self.dist.is_main)
+            barrier(self.dist)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(c.seed + self.dist.rank)
+        self.run_id = uuid.uuid4().hex  # a resumed run takes its checkpoint's (rank 0's is the one written)
+        self.finished = False
         device = c.device
         if self.dist.world_size > 1 and device == "cuda":
             device = f"cuda:{self.dist.local_rank}"
@@ -129,6 +165,8 @@ class Trainer:
         self.dataset, tokenizer_texts, mean, std = (build_data or build_train_data)(c)
 
         checkpoint = latest_valid_checkpoint(self.out_dir) if resume else None
+        if checkpoint is not None:  # before anything is built from the config
+            _check_unchanged(c, json.loads((checkpoint / STATE_JSON).read_text()).get("config"), checkpoint)
         text_tower = None
         if c.text_tower is not None:  # a pretrained BERT brings its own vocabulary
             from mumo.interop.hf_bert import load_hf_bert
@@ -210,6 +248,12 @@ class Trainer:
             if state.get("grad_scaler"):
                 self.scaler.load_state_dict(state["grad_scaler"])
             self.step = state["step"]
+            self.run_id = state.get("run_id")
+            self.finished = (
+                self.step >= c.max_steps
+                and (self.out_dir / "metrics.json").is_file()
+                and (self.out_dir / "final").is_dir()
+            )
             layout, now = state.get("data_layout", {}), self._data_layout()
             if c.data.kind == "shards" and layout and layout != now:
                 raise TrainingError(
@@ -324,6 +368,7 @@ class Trainer:
             "task_state": task_state(self.task),
             "grad_scaler": self.scaler.state_dict(),  # {} unless fp16
             "data_layout": self._data_layout(),
+            "run_id": self.run_id,
         }
         keep = self.config.keep_checkpoints
         if self.sharded:
@@ -353,9 +398,13 @@ class Trainer:
         return self.out_dir / "checkpoints" / f"step_{self.step:06d}"
 
     def fit(self) -> dict[str, Any]:
-        """Train to ``max_steps`` (from the resumed step), then save and evaluate; returns the metrics."""
+        """Train to ``max_steps`` (from the resumed step), then save and evaluate; returns the metrics (a
+        resumed run that had finished returns its saved metrics)."""
         c = self.config
         main = self.dist.is_main
+        if self.finished:
+            logger.warning("%s finished at step %d; nothing to train or evaluate", self.out_dir, self.step)
+            return json.loads((self.out_dir / "metrics.json").read_text())
         log = _MetricsLog(self.out_dir, self.step, c.tensorboard) if main else None
         run_start, first_step = time.perf_counter(), self.step
         loader = self._loader()
@@ -434,6 +483,82 @@ class Trainer:
         return results
 
 
+# What a run writes into its folder: all of it goes when --overwrite replaces the run.
+RUN_OUTPUTS = (
+    "checkpoints",
+    "final",
+    "tensorboard",
+    "metrics.jsonl",
+    "metrics.json",
+    "train_config.json",
+    "report.html",
+    "report.md",
+    "curves.png",
+    "similarity.png",
+    "confusion.png",
+    "eval_figures.safetensors",
+    "eval_figures.json",
+    "eval_captions.safetensors",
+)
+# Settings a resumed run may change: where and how often it reports, not what it computes.
+RESUMABLE_CHANGES = frozenset(
+    {"out_dir", "log_every", "checkpoint_every", "keep_checkpoints", "evaluate", "tensorboard", "report",
+     "threads"}
+)  # fmt: skip
+
+
+def _claim(out_dir: Path, overwrite: bool, delete: bool = True) -> None:
+    """Make ``out_dir`` the folder of a new run: refuse one that holds another run, or, with ``overwrite``,
+    delete that run's outputs (when ``delete``: only what a run writes, never anything else of the folder)."""
+    held = list_checkpoints(out_dir) or ([out_dir / "final"] if (out_dir / "final").is_dir() else [])
+    if not held:
+        return
+    if not overwrite:
+        names = ", ".join(p.name for p in held[-2:])
+        raise TrainingError(
+            f"{out_dir} already holds a run ({names}); continue it with --resume, choose another out_dir, or "
+            "pass --overwrite to replace it"
+        )
+    if not delete:
+        return
+    logger.warning("--overwrite: deleting the run in %s", out_dir)
+    for name in RUN_OUTPUTS:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if isinstance(v, dict) and k != "model_overrides" and k != "loss_weights":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check_unchanged(config: TrainConfig, saved: dict[str, Any] | None, checkpoint: Path) -> None:
+    """Refuse to resume ``checkpoint`` with settings that would make the run another one than it recorded.
+    (A setting the checkpoint does not know, from a newer mumo, is taken as unchanged.)"""
+    if not isinstance(saved, dict):
+        return
+    now, then = _flat(config.to_dict()), _flat(saved)
+    changed = [
+        f"{k} {then[k]!r} -> {v!r}"
+        for k, v in now.items()
+        if k in then and then[k] != v and k.split(".")[0] not in RESUMABLE_CHANGES
+    ]
+    if changed:
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise TrainingError(
+            f"{checkpoint} was written by a run with other settings ({', '.join(changed[:4])}{more}); resume "
+            f"with its settings, or start a new run from its weights with init_from={checkpoint}"
+        )
+
+
 def _init_from(model: torch.nn.Module, folder: str) -> None:
     """Start ``model`` from the weights of a model folder that match by name and shape (e.g. a text-only
     GPT's for a captioner); the rest keep their fresh initialisation, and both lists are logged."""
@@ -495,6 +620,8 @@ def _classifier(config: TrainConfig, tokenizer: Tokenizer, class_names: tuple[st
     return model
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+def train(
+    config: TrainConfig, resume: bool = False, progress: bool = True, overwrite: bool = False
+) -> dict[str, Any]:
     """Run ``config`` (see :class:`Trainer`); returns the final metrics."""
-    return Trainer(config, resume=resume, progress=progress).fit()
+    return Trainer(config, resume=resume, progress=progress, overwrite=overwrite).fit()
