@@ -9,6 +9,7 @@ from mumo.layers.attention import (
     combine_masks,
     padding_mask,
 )
+from mumo.layers.batch_norm import SyncBatchNorm, sync_batch_norm
 from mumo.layers.block import Block, Transformer
 from mumo.layers.lora import (
     LoRAConv2d,
@@ -38,6 +39,7 @@ __all__ = [
     "RMSNorm",
     "SelfAttention",
     "SwiGLU",
+    "SyncBatchNorm",
     "Transformer",
     "apply_lora",
     "apply_rope",
@@ -55,5 +57,6 @@ __all__ = [
     "rope_tables",
     "sincos_1d",
     "sincos_2d",
+    "sync_batch_norm",
     "unmerge_lora",
 ]

@@ -32,6 +32,7 @@ from mumo.data.pairs import SkipReport
 from mumo.data.sampler import ResumableBatchSampler
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import TrainingError
+from mumo.layers.batch_norm import sync_batch_norm
 from mumo.layers.block import set_grad_checkpointing
 from mumo.models import create_model, get_model_config, load_pretrained, save_pretrained
 from mumo.models._pretrained import model_folder
@@ -195,6 +196,10 @@ class Trainer:
                 _init_from(self.model, c.init_from)
             if text_tower is not None:
                 self.model.text.load_state_dict(text_tower.state_dict())
+        # Across processes batch norm normalises by the global batch, as one process would (GradCache's
+        # chunks see their own statistics anyway, and their forward passes differ in number between ranks).
+        if self.dist.world_size > 1 and not c.grad_cache_chunk:
+            sync_batch_norm(self.model)
         # Before the optimizer and the checkpoint: both must see the final set of (trainable) parameters.
         self.finetune = apply_finetune(self.model, c.finetune)
         self.inference_only = inference_only_modules(self.model, c.finetune.freeze_norm_stats)
