@@ -1,6 +1,7 @@
 """The CLI verbs, through typer's CliRunner, on a tiny model trained for a few steps."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,7 +68,8 @@ def test_eval_on_pairs_file(run_dir, shapes_dir, tmp_path):
     out = tmp_path / "m.json"
     invoke("eval", str(run_dir / "final"), "--data", str(shapes_dir / "captions.jsonl"), "--out", str(out))
     metrics = json.loads(out.read_text())
-    assert metrics["retrieval"]["n"] == 6 and metrics["skipped"] == 0
+    got = metrics["retrieval"]
+    assert (got["n_images"], got["n_texts"], metrics["skipped"]) == (6, 6, 0)
 
 
 def test_zero_shot_prints_probabilities(run_dir, shapes_dir):
@@ -277,3 +279,108 @@ def test_probe_and_finetune_on_an_image_folder(run_dir, tmp_path):
     import mumo
 
     assert mumo.load_pretrained(out / "final").class_names == ("one", "zero")
+
+
+def _main(*args: str) -> tuple[int, str]:
+    """(exit code, stderr) of ``mumo ARGS`` through the console script's main()."""
+    import contextlib
+    import io
+
+    from mumo.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_:
+        main(list(args))
+    return exit_.value.code, err.getvalue()
+
+
+def test_eval_on_pairs_with_repeated_images_scores_each_image_once(run_dir, shapes_dir, tmp_path):
+    from mumo.cli import _load
+    from mumo.data.pairs import load_rgb
+    from mumo.data.transforms import eval_transform
+    from mumo.eval import embed_images, embed_texts, retrieval_metrics
+
+    # The COCO layout: one row per caption, the image repeated (spelt two ways), 3 images x 2-3 of their
+    # own paraphrased captions, rows interleaved, and an unreadable image whose 2 captions go with it.
+    listed = [json.loads(line) for line in (shapes_dir / "captions.jsonl").read_text().splitlines()]
+    images = [shapes_dir / r["image"] for r in listed[:3]]
+    captions = {p: listed[k]["captions"][: 2 + k % 2] for k, p in enumerate(images)}
+    rows = [
+        {"image": str(p) if i % 2 else str(p.parent / ".." / p.parent.name / p.name), "caption": c}
+        for p in images
+        for i, c in enumerate(captions[p])
+    ]
+    rows = rows[::2] + rows[1::2]  # a caption's image is not always the row before it
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    rows += [{"image": str(broken), "caption": "lost"}, {"image": str(broken), "caption": "lost too"}]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "m.json"
+    invoke("eval", str(run_dir), "--data", str(tmp_path / "pairs.jsonl"), "--out", str(out))
+    metrics = json.loads(out.read_text())
+    got = metrics["retrieval"]
+    assert (got["n_images"], got["n_texts"]) == (3, 7)  # each image once, every readable caption
+    assert (metrics["skipped"], metrics["skipped_texts"]) == (1, 2)
+
+    # the same numbers from the library: each image embedded once, in order of first appearance (rows 0,
+    # 1, 2 name images 0, 1, 2), with its captions in row order
+    model, tokenizer = _load(run_dir)
+    texts = [r["caption"] for p in images for r in rows if Path(r["image"]).resolve() == p.resolve()]
+    owner = torch.tensor([k for k, p in enumerate(images) for _ in captions[p]])
+    transform = eval_transform(model.image_size)
+    image_embeds = embed_images(model, torch.stack([transform(load_rgb(p)) for p in images]))
+    expected = retrieval_metrics(image_embeds, embed_texts(model, tokenizer, texts), text_to_image=owner)
+    assert {k: got[k] for k in expected} == pytest.approx(expected, abs=1e-6)
+    assert metrics["truncated_texts"] == tokenizer.encode(texts).num_truncated > 0  # context_length 16
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["eval", "M", "--out", "{tmp}/missing/m.json"], "folder {tmp}/missing does not exist"),
+        (["eval", "M", "--out", "{tmp}"], "is a folder"),
+        (["embed", "M", "--texts", "{tmp}/t.txt", "--out", "{tmp}/e.npy"], "must end in .safetensors or"),
+        (["embed", "M", "--texts", "{tmp}/t.txt", "--out", "{tmp}/no/e.jsonl"], "{tmp}/no does not exist"),
+        (["probe", "M", "--out", "{tmp}/no/p.json"], "{tmp}/no does not exist"),
+        (["interpolate", "M", "M", "--sweep", "0,1", "--report", "{tmp}/no/r.json"], "does not exist"),
+        (["interpolate", "M", "M", "--out", "{tmp}/t.txt"], "is a file"),
+        (["interpolate", "M", "M", "--sweep", "0,1.5"], r"numbers in [0, 1], got '0,1.5'"),
+        (["interpolate", "M", "M", "--sweep", " , "], "at least one alpha"),
+        (["zero-shot", "M", "{tmp}/t.txt", "--labels", "a,b"], "cannot read"),
+    ],
+)
+def test_outputs_and_arguments_are_checked_before_the_model_loads(monkeypatch, tmp_path, args, message):
+    import mumo.cli
+
+    def no_load(path):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(mumo.cli, "_load", no_load)
+    (tmp_path / "t.txt").write_text("a red circle\n")
+    code, err = _main(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert code == 2 and message.replace("{tmp}", str(tmp_path)) in err and len(err.splitlines()) == 1, err
+
+
+def test_an_empty_folder_says_no_images_were_found(run_dir, tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("no pictures here")
+    code, err = _main("index", str(run_dir), str(empty), "--out", str(tmp_path / "index"))
+    assert code == 2 and f"no images found under {empty} (looked for .jpg, .jpeg, .png" in err, err
+    assert not (tmp_path / "index").exists()  # refused before anything was written
+    import mumo.cli
+
+    monkeypatch.setattr(mumo.cli, "_load", lambda path: pytest.fail("loaded the model for an empty folder"))
+    code, err = _main("embed", str(run_dir), "--images", str(empty), "--out", str(tmp_path / "e.jsonl"))
+    assert code == 2 and f"no images found under {empty} (looked for .jpg" in err, err
+
+
+def test_a_config_json_holding_a_list_is_one_line(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("[1, 2, 3]")
+    (folder / "model.safetensors").write_bytes(b"")
+    mix = ["interpolate", str(folder), str(folder), "--out", str(tmp_path / "w")]
+    for args in (["eval", str(folder)], mix):
+        code, err = _main(*args)
+        assert code == 2 and "config.json" in err and len(err.splitlines()) == 1, err

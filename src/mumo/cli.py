@@ -276,9 +276,16 @@ def eval_(
     questions: bool = typer.Option(False, "--questions", help="captioners: VQA exact match, not captions"),
 ) -> None:
     """Evaluate a checkpoint: zero-shot, retrieval and the compositional probe (shapes), captions or VQA
-    answers of a captioner, or retrieval on image-caption pairs."""
+    answers of a captioner, or retrieval on image-caption pairs (an image listed on several rows, one per
+    caption, is one gallery item; a caption finds its image, an image any of its captions)."""
+    _check_out(out)
+    pairs = None
+    if data != "shapes":
+        from mumo.data.pairs import PairsDataset
+
+        pairs = PairsDataset(data)  # a malformed file fails here, before the model loads
     model, tokenizer = _load(checkpoint)
-    if data == "shapes":
+    if pairs is None:
         from mumo.data.shapes import ShapesConfig
         from mumo.eval.captioning import evaluate_captions, evaluate_vqa
         from mumo.eval.shapes_suite import evaluate_shapes
@@ -298,16 +305,10 @@ def eval_(
     else:
         if not hasattr(model, "encode_image"):
             raise typer.BadParameter(f"{type(model).__name__} has no embeddings; evaluate it on shapes")
-        from mumo.data.pairs import PairsDataset
         from mumo.data.transforms import eval_transform
-        from mumo.eval import embed_image_files, embed_texts, retrieval_metrics
+        from mumo.eval.pairs_retrieval import pairs_retrieval
 
-        pairs = PairsDataset(data, transform=eval_transform(model.image_size))
-        paths = [pairs.image_root / p for p in pairs.image_paths]
-        images, kept, skipped = embed_image_files(model, paths, pairs.transform)
-        index = {str(p): i for i, p in enumerate(paths)}
-        texts = embed_texts(model, tokenizer, [pairs.captions[index[str(p)]] for p in kept])
-        metrics = {"retrieval": {**retrieval_metrics(images, texts), "n": len(kept)}, "skipped": len(skipped)}
+        metrics, skipped = pairs_retrieval(model, tokenizer, pairs, eval_transform(model.image_size))
         for s in skipped:
             print(f"skipped {s.path} ({s.reason})")
         console.print_json(json.dumps(metrics))
@@ -320,25 +321,28 @@ def zero_shot(
     checkpoint: Path = typer.Argument(..., help="model folder or run folder"),
     image: Path = typer.Argument(..., help="an image file"),
     labels: str = typer.Option(..., help='comma-separated labels, e.g. "a red circle,a blue star"'),
+    template: list[str] = typer.Option(
+        None, "--template", help="wrap each label, e.g. 'a photo of a {}.'; repeat to average several"
+    ),
 ) -> None:
-    """Classify one image among free-text labels; prints each label's probability."""
+    """Classify one image among free-text labels; prints each label's probability. The labels are used as
+    typed and scored at the model's own temperature: the numbers the server's /zero-shot gives."""
     from mumo.data.pairs import load_rgb
     from mumo.data.transforms import eval_transform
+    from mumo.eval import embed_images
+    from mumo.eval.zero_shot import zero_shot_probs
 
     names = [x.strip() for x in labels.split(",") if x.strip()]
     if len(names) < 2:
         raise DataError("give at least two comma-separated labels, e.g. --labels 'a red circle,a blue star'")
-    model, tokenizer = _load(checkpoint)
-    picture = load_rgb(image)
+    picture = load_rgb(image)  # before the model loads: a wrong path costs no wait
     if isinstance(picture, str):
         raise DataError(f"cannot read {image}: {picture}")
-    pixels = eval_transform(model.image_size)(picture)[None]
-    with torch.inference_mode():
-        image_embed = model.encode_image(pixels)
-        tokens = tokenizer.encode(names)
-        text_embeds = model.encode_text(tokens.input_ids, tokens.attention_mask)
-        scale, _ = model.scale_and_bias()
-        probs = (scale * image_embed @ text_embeds.T).softmax(dim=-1)[0]
+    model, tokenizer = _load(checkpoint)
+    if not hasattr(model, "encode_image") or not hasattr(model, "encode_text"):
+        raise DataError(f"{checkpoint} holds a {type(model).__name__}, which has no image-text embeddings")
+    image_embeds = embed_images(model, eval_transform(model.image_size)(picture)[None])  # (1, E)
+    probs = zero_shot_probs(model, tokenizer, image_embeds, names, tuple(template or ("{}",)))[0]
     for name, p in sorted(zip(names, probs.tolist(), strict=True), key=lambda x: -x[1]):
         print(f"{p:6.3f}  {name}")
 
@@ -479,24 +483,33 @@ def embed(
 ) -> None:
     """Embed a folder of images or a file of texts into unit vectors."""
     from mumo.data.transforms import eval_transform
-    from mumo.eval import embed_image_files, embed_texts, list_images
+    from mumo.eval import embed_image_files, embed_texts, images_under
 
     if (images is None) == (texts is None):
         raise DataError("give exactly one of --images DIR or --texts FILE")
+    _check_out(out, suffixes=_EMBEDDING_SUFFIXES)
+    # the inputs are listed and read before the model loads: a mistake costs no wait
+    if images is not None:
+        files = images_under(images)
+    else:
+        if not texts.is_file():
+            raise DataError(f"{texts} is not a file")
+        try:
+            names = [line for line in texts.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as e:
+            raise DataError(f"{texts} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     model, tokenizer = _load(checkpoint)
     if images is not None:
         transform = eval_transform(model.image_size)
-        vectors, kept, skipped = embed_image_files(
-            model, list_images(images), transform, batch_size=batch_size
-        )
+        vectors, kept, skipped = embed_image_files(model, files, transform, batch_size=batch_size)
         names = [str(p) for p in kept]
         for s in skipped:
             print(f"skipped {s.path} ({s.reason})")
     else:
-        if not texts.is_file():
-            raise DataError(f"{texts} is not a file")
-        names = [line for line in texts.read_text().splitlines() if line.strip()]
         vectors = embed_texts(model, tokenizer, names, batch_size=batch_size)
+        cut = tokenizer.total_truncated  # a tokenizer just loaded: the cuts of these texts
+        if cut:
+            console.print(f"[yellow]{cut} of {len(names)} texts cut to {tokenizer.context_length} tokens")
     _write_embeddings(out, vectors, names)
     console.print(f"wrote {len(names)} embeddings of width {vectors.shape[1]} to {out}")
 
@@ -605,7 +618,32 @@ def serve(
         engine.close()
 
 
+_EMBEDDING_SUFFIXES = (".safetensors", ".jsonl")
+
+
+def _check_out(
+    path: Path | None, option: str = "--out", suffixes: tuple[str, ...] = (), folder: bool = False
+) -> None:
+    """Refuse an output path before any work is done (a model loaded, a data set embedded): a file's folder
+    must exist and the file must not be a folder, with one of ``suffixes`` when given; a ``folder`` output
+    (created if needed) must not be a file. None: no output asked for."""
+    if path is None:
+        return
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise DataError(f"{option} {path} is a file; give a folder (it is created if needed)")
+        return
+    if path.is_dir():
+        raise DataError(f"{option} {path} is a folder; give a file path")
+    if not path.parent.is_dir():
+        what = "is not a folder" if path.parent.exists() else "does not exist; create it first"
+        raise DataError(f"{option} {path}: the folder {path.parent} {what}")
+    if suffixes and path.suffix not in suffixes:
+        raise DataError(f"{option} must end in {' or '.join(suffixes)}, got {path.name}")
+
+
 def _write_embeddings(out: Path, vectors: torch.Tensor, names: list[str]) -> None:
+    """Embeddings (N, E) and their N names as ``.jsonl`` (one object a line) or ``.safetensors``."""
     if out.suffix == ".jsonl":
         with open(out, "w") as f:
             for name, v in zip(names, vectors.tolist(), strict=True):
@@ -615,7 +653,7 @@ def _write_embeddings(out: Path, vectors: torch.Tensor, names: list[str]) -> Non
 
         save_file({"embeddings": vectors.contiguous()}, str(out), metadata={"names": json.dumps(names)})
     else:
-        raise DataError(f"--out must end in .safetensors or .jsonl, got {out.name}")
+        raise DataError(f"--out must end in {' or '.join(_EMBEDDING_SUFFIXES)}, got {out.name}")
 
 
 @app.command()
@@ -686,6 +724,7 @@ def probe(
     """Linear probe: logistic regression on the frozen image embeddings, L2 chosen on the val split."""
     from mumo.eval.linear_probe import probe_images
 
+    _check_out(out)
     model, _ = _load(checkpoint)
     train, val, test = _labelled_splits(data, model.image_size, seed)
     result = probe_images(model, train, test, val=val)
@@ -720,6 +759,18 @@ def interpolate(
 
     if (out is None) == (sweep is None):
         raise ConfigError("give either --out DIR (one mix at --alpha) or --sweep ALPHAS (an evaluation)")
+    # every argument is checked before the two models load
+    _check_out(out, folder=True)
+    _check_out(report, "--report")
+    parts = [a.strip() for a in (sweep or "").split(",") if a.strip()]
+    if sweep is not None and not parts:
+        raise ConfigError(f"--sweep needs at least one alpha in [0, 1], e.g. '0,0.5,1'; got {sweep!r}")
+    try:
+        alphas = [float(a) for a in parts]
+    except ValueError:
+        alphas = [-1.0]  # reported below, with the others outside [0, 1]
+    if not all(0.0 <= a <= 1.0 for a in alphas):  # NaN fails this too
+        raise ConfigError(f"--sweep takes comma-separated numbers in [0, 1], got {sweep!r}")
     pre, _ = _load(pretrained)
     tuned, tokenizer = _load(finetuned)
     if isinstance(tuned, ImageClassifier) and isinstance(pre, CLIP):
@@ -728,10 +779,6 @@ def interpolate(
         mumo.save_pretrained(interpolate_models(pre, tuned, alpha), out, tokenizer)
         console.print(f"wrote {out} (alpha {alpha:g})")
         return
-    try:
-        alphas = [float(a) for a in sweep.split(",")]
-    except ValueError as e:
-        raise ConfigError(f"--sweep takes comma-separated numbers in [0, 1], got {sweep!r}") from e
     if not isinstance(tuned, ImageClassifier):
         raise ConfigError(
             "--sweep evaluates a fine-tuned classifier (a run of `mumo finetune` on labelled data)"

@@ -75,14 +75,36 @@ def test_lowercasing_is_the_default(tok):
     assert tok.decode(tok.encode("A Red CIRCLE").input_ids[0]) == "a red circle"
 
 
-def test_truncation_is_counted_and_logged(tok, caplog):
-    before = tok.total_truncated
+@pytest.fixture
+def fresh(tok, tmp_path) -> Tokenizer:
+    """A copy of ``tok`` that has cut nothing yet (the module's ``tok`` keeps count across tests)."""
+    tok.save(tmp_path / "tokenizer.json")
+    return Tokenizer.load(tmp_path, context_length=12)
+
+
+def test_truncation_is_counted_and_logged(fresh, caplog):
     with caplog.at_level(logging.WARNING, logger="mumo.data.tokenizer"):
-        batch = tok.encode(["a red circle", " ".join(["star"] * 30)], context_length=8)
+        batch = fresh.encode(["a red circle", " ".join(["star"] * 30)], context_length=8)
     assert batch.truncated.tolist() == [False, True]
-    assert batch.input_ids[1, -1] == tok.eot_id
-    assert tok.total_truncated == before + 1
+    assert batch.input_ids[1, -1] == fresh.eot_id
+    assert fresh.total_truncated == 1
     assert "1 of 2 texts were longer than 8 tokens" in caplog.text
+
+
+def test_long_captions_are_logged_once_per_tokenizer_and_counted_every_batch(fresh, caplog):
+    from mumo.data.collate import ImageTextCollate
+
+    long = " ".join(["star"] * 30)
+    collate = ImageTextCollate(fresh)
+    samples = [{"image": torch.zeros(3, 4, 4), "caption": c} for c in ("a red circle", long, long)]
+    with caplog.at_level(logging.WARNING, logger="mumo.data.tokenizer"):
+        batches = [collate(samples) for _ in range(5)]  # five training batches, two long captions in each
+        fresh.encode(long)  # and an evaluation with the same tokenizer
+    warnings = [r.getMessage() for r in caplog.records if "longer than" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("2 of 3 texts were longer than 12 tokens and were cut (end token kept)")
+    assert "not logged again" in warnings[0]
+    assert [b["num_truncated"] for b in batches] == [2] * 5 and fresh.total_truncated == 11
 
 
 def test_save_and_load_round_trip(tok, tmp_path):

@@ -73,3 +73,31 @@ def test_build_classifier_averages_normalised_templates(tiny_clip, tokenizer):
 def test_templates_need_one_placeholder(tiny_clip, tokenizer):
     with pytest.raises(ConfigError, match="exactly one"):
         build_classifier(tiny_clip, tokenizer, ["cat"], ["a photo"])
+
+
+def test_zero_shot_probs_use_the_models_own_temperature(tiny_clip, tokenizer):
+    import copy
+
+    import mumo
+    from mumo.eval import embed_images, zero_shot_probs
+
+    model = copy.deepcopy(tiny_clip)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(14.3))  # not the 100 a server once assumed
+    names = ["cat", "dog", "red circle", "there is a yellow star"]
+    embeds = embed_images(model, torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    probs = zero_shot_probs(model, tokenizer, 3 * embeds, names)  # any norm: cosine similarity
+    as_typed = build_classifier(model, tokenizer, names, ["{}"])  # (E, C)
+    torch.testing.assert_close(probs, (14.3 * embeds @ as_typed).softmax(dim=-1), atol=1e-6, rtol=0)
+    assert probs.shape == (6, 4)
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(6))
+    # a prompt ensemble is build_classifier's; the evaluation's prediction is the most probable label
+    templates = ["a {}.", "a photo of a {}."]
+    ensemble = build_classifier(model, tokenizer, names, templates)
+    expected = (14.3 * embeds @ ensemble).softmax(dim=-1)
+    torch.testing.assert_close(zero_shot_probs(model, tokenizer, embeds, names, templates), expected)
+    assert confusion_matrix(embeds, as_typed, probs.argmax(dim=1)).trace() == 6
+    # SigLIP's logit bias shifts every label alike: the same probabilities at the same scale
+    siglip = mumo.create_model("siglip_vit_tiny", seed=0)
+    siglip.load_state_dict({**model.state_dict(), "logit_bias": torch.tensor(-10.0)})
+    torch.testing.assert_close(zero_shot_probs(siglip, tokenizer, embeds, names), probs, atol=1e-6, rtol=0)

@@ -352,3 +352,54 @@ def test_only_files_under_the_indexed_folder_are_served(server, tmp_path, free_p
         for row in (len(refused), len(refused) + 1):  # the symlink that stays inside; an ordinary row
             status, data, ctype = _request({"port": port}, "GET", f"/images/{row}")
             assert status == 200 and ctype == "image/png" and data[:4] == b"\x89PNG", row
+
+
+def test_zero_shot_is_one_function_for_the_cli_the_server_and_the_library(tmp_path, free_port, monkeypatch):
+    import math
+
+    from typer.testing import CliRunner
+
+    import mumo.eval.zero_shot
+    from mumo.cli import app as cli
+    from mumo.data.pairs import load_rgb
+    from mumo.data.transforms import eval_transform
+    from mumo.eval import embed_images
+    from mumo.eval.zero_shot import zero_shot_probs
+
+    # a model whose own temperature is 14.3, not the 100 the server once assumed
+    tokenizer = Tokenizer.train(["a red circle", "a blue star above a green square"] * 20, vocab_size=300)
+    model = mumo.create_model("clip_conv_tiny", seed=0, **{"text.vocab_size": tokenizer.vocab_size}).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(14.3))
+    mumo.save_pretrained(model, tmp_path / "model", tokenizer=tokenizer)
+    tokenizer.context_length = model.context_length
+    image = write_shapes(tmp_path / "shapes", 1, config=ShapesConfig(image_size=48)) / "images" / "000000.png"
+    labels = ["red circle", "a blue star", "green square"]
+
+    pixels = eval_transform(model.image_size)(load_rgb(image))[None]
+    library = zero_shot_probs(model, tokenizer, embed_images(model, pixels), labels)[0]
+    scaled = 14.3 * embed_images(model, pixels) @ mumo.eval.build_classifier(model, tokenizer, labels, ["{}"])
+    torch.testing.assert_close(library, scaled.softmax(dim=-1)[0], atol=1e-6, rtol=0)  # labels as typed
+
+    seen = []  # what the CLI computed, before it rounded the numbers for printing
+    spy = lambda *a, **kw: seen.append(zero_shot_probs(*a, **kw)) or seen[-1]  # noqa: E731
+    monkeypatch.setattr(mumo.eval.zero_shot, "zero_shot_probs", spy)
+    args = ["zero-shot", str(tmp_path / "model"), str(image), "--labels", ",".join(labels)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    printed = {line.split(maxsplit=1)[1]: float(line.split()[0]) for line in lines}
+    assert len(seen) == 1
+    torch.testing.assert_close(seen[0][0], library, atol=1e-5, rtol=0)
+    assert printed == pytest.approx(dict(zip(labels, library.tolist(), strict=True)), abs=6e-4)
+
+    engine = Engine(model, tokenizer, max_batch=8)
+    port = free_port()
+    try:
+        with _serving(create_app(engine, None, LIMITS), port):
+            status, body = _upload({"port": port}, "/zero-shot", image.read_bytes(), labels="\n".join(labels))
+    finally:
+        engine.close()
+    assert status == 200
+    served = {x["label"]: x["probability"] for x in body["labels"]}
+    assert served == pytest.approx(dict(zip(labels, library.tolist(), strict=True)), abs=1e-5)

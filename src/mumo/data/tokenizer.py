@@ -1,8 +1,8 @@
 """Byte-level BPE tokenizer on the ``tokenizers`` library: train on captions, save, load, encode.
 
 Every encoded sequence is ``<bos> tokens… <eot>`` and fits ``context_length``: long texts are cut so
-that the end-of-text token always survives (the text tower pools there), and every cut is counted,
-returned and logged.
+that the end-of-text token always survives (the text tower pools there), and every cut is counted and
+returned; a tokenizer logs its first cuts once, with their count, and keeps counting (``total_truncated``).
 """
 
 from __future__ import annotations
@@ -60,9 +60,11 @@ def assemble_batch(
     bos_id: int,
     eot_id: int,
     pad_id: int,
+    log: bool = True,
 ) -> TokenBatch:
     """Frame each text's ids as ``<bos> ids <eot>``, cut to ``context_length`` keeping the end token,
-    right-pad, and log how many texts were cut (never silently)."""
+    right-pad, and count the texts cut (in ``truncated``); ``log``: also warn here, for every batch with a
+    cut (a caller that keeps a running count warns once instead, see :func:`log_cuts`)."""
     if context_length < 3:
         raise TokenizerError(f"context_length must be at least 3 (<bos> x <eot>), got {context_length}")
     if padding not in ("max_length", "longest"):
@@ -75,17 +77,29 @@ def assemble_batch(
     ids = ids.reshape(len(rows), width)  # (B, T), also when B == 0
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
     mask = (torch.arange(width) < lengths[:, None]).long()  # (B, T)
-    count = int(truncated.sum())
-    if count:
-        first = texts[int(truncated.nonzero()[0])]
-        logger.warning(
-            "%d of %d texts were longer than %d tokens and were cut (end token kept); first: %.60r",
-            count,
-            len(rows),
-            context_length,
-            first,
-        )
-    return TokenBatch(input_ids=ids, attention_mask=mask, truncated=truncated)
+    batch = TokenBatch(input_ids=ids, attention_mask=mask, truncated=truncated)
+    if log:
+        log_cuts(batch, texts, context_length)
+    return batch
+
+
+def log_cuts(batch: TokenBatch, texts: Sequence[str], context_length: int, once: bool = False) -> None:
+    """Warn that texts of ``batch`` were cut, with their count and the first of them; nothing when none were.
+
+    ``once``: this is the caller's only warning (its first batch with a cut); the message says that later
+    cuts are counted, not logged, so a training run does not repeat it every batch.
+    """
+    count = batch.num_truncated
+    if not count:
+        return
+    logger.warning(
+        "%d of %d texts were longer than %d tokens and were cut (end token kept); first: %.60r%s",
+        count,
+        len(texts),
+        context_length,
+        texts[int(batch.truncated.nonzero()[0])],
+        "; later cuts by this tokenizer are counted (total_truncated), not logged again" if once else "",
+    )
 
 
 class Tokenizer:
@@ -193,8 +207,12 @@ class Tokenizer:
         n = context_length or self.context_length
         encoded = self._tok.encode_batch(list(texts), add_special_tokens=False)
         batch = assemble_batch(
-            [e.ids for e in encoded], texts, n, padding, self.bos_id, self.eot_id, self.pad_id
+            [e.ids for e in encoded], texts, n, padding, self.bos_id, self.eot_id, self.pad_id, log=False
         )
+        # One warning per tokenizer, at its first cut: a training run encodes every batch with it, and the
+        # same line each batch buries the rest of the log. total_truncated keeps the count.
+        if self.total_truncated == 0:
+            log_cuts(batch, texts, n, once=True)
         self.total_truncated += batch.num_truncated
         return batch
 

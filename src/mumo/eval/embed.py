@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from mumo.data.pairs import Skipped, list_images, load_rgb  # noqa: F401 - list_images: re-exported
+from mumo.data.pairs import IMAGE_SUFFIXES, Skipped, list_images, load_rgb
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import DataError
 
@@ -113,6 +113,15 @@ def embed_texts(
     return torch.cat(out)
 
 
+def images_under(folder: str | Path) -> list[Path]:
+    """The image files under ``folder`` (recursively, by suffix, sorted), or a :class:`DataError` that
+    says none were found and which suffixes count as images."""
+    files = list_images(folder)
+    if not files:
+        raise DataError(f"no images found under {folder} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
 def embed_image_files(
     model: nn.Module,
     paths: Sequence[str | Path],
@@ -126,6 +135,8 @@ def embed_image_files(
         (N, E) embeddings of the readable images, their N paths in order, and the skipped files with
         their reasons.
     """
+    if len(paths) == 0:
+        raise DataError("no image files to embed")
     kept: list[Path] = []
     skipped: list[Skipped] = []
     chunks: list[Tensor] = []
@@ -149,7 +160,5 @@ def embed_image_files(
         chunks.append(embed_images(model, [batch], device=device))
     if not chunks:
         reasons = ", ".join(f"{s.path} ({s.reason})" for s in skipped[:5])
-        raise DataError(
-            f"none of the {len(paths)} images could be read" + (f": {reasons}" if reasons else "")
-        )
+        raise DataError(f"none of the {len(paths)} images could be read: {reasons}")
     return torch.cat(chunks), kept, skipped

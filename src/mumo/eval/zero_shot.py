@@ -1,4 +1,5 @@
-"""Zero-shot classification (Radford et al., 2021, section 3.1): class names become text classifiers.
+"""Zero-shot classification (Radford et al., 2021, section 3.1): class names become text classifiers, and
+free-text labels become probabilities (:func:`zero_shot_probs`).
 
 Notation: N images, C classes, K templates, E embedding width.
 
@@ -58,6 +59,47 @@ def build_classifier(
     embeds = embed_texts(model, tokenizer, texts, batch_size=batch_size, device=device)
     embeds = F.normalize(embeds, dim=-1).view(len(class_names), len(templates), -1)  # (C, K, E)
     return F.normalize(embeds.mean(dim=1), dim=-1).T.contiguous()  # (E, C)
+
+
+def zero_shot_probs(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    image_embeds: Tensor,
+    labels: Sequence[str],
+    templates: Sequence[str] = ("{}",),
+    batch_size: int = 256,
+) -> Tensor:
+    """Probabilities over free-text labels: the one zero-shot of the CLI, the server and evaluation.
+
+    ``softmax_c(scale * cos(image, w_c))`` with ``w_c`` from :func:`build_classifier` and ``scale`` the
+    model's own inverse temperature (``scale_and_bias()``, what it was trained with: 100 for OpenCLIP's
+    ViT-B-32, about 14.3 for a fresh model), not a fixed 100. A logit bias (SigLIP) shifts every label
+    alike and cancels in the softmax.
+
+    Args:
+        model: a dual encoder with ``encode_text`` and ``scale_and_bias`` (:class:`mumo.CLIP`, a
+            contrastive :class:`mumo.models.Captioner`, ...).
+        tokenizer: the model's tokenizer.
+        image_embeds: (N, E) image embeddings (e.g. :func:`mumo.eval.embed_images`); normalised here.
+        labels: C label texts. With the default template ``"{}"`` they are used as typed ("a red circle");
+            give templates such as ``("a photo of a {}.",)`` for bare class names, several to ensemble.
+        templates: K format strings, each with one ``{}``.
+        batch_size: texts per forward pass.
+
+    Returns:
+        (N, C) float32 probabilities, each row summing to 1, on ``image_embeds``' device.
+    """
+    if not hasattr(model, "scale_and_bias"):
+        raise ConfigError(
+            f"{type(model).__name__} has no temperature (scale_and_bias); zero-shot needs a dual encoder"
+        )
+    if image_embeds.ndim != 2:
+        raise DataError(f"expected image_embeds (N, E), got {tuple(image_embeds.shape)}")
+    classifier = build_classifier(model, tokenizer, labels, templates, batch_size=batch_size)  # (E, C)
+    with torch.no_grad():
+        scale = model.scale_and_bias()[0].detach().float().to(image_embeds.device)
+    images = F.normalize(image_embeds.float(), dim=-1)  # (N, E)
+    return (scale * images @ classifier.to(images.device)).softmax(dim=-1)  # (N, C)
 
 
 def _check(image_embeds: Tensor, classifier: Tensor, labels: Tensor) -> None:

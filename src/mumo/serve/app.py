@@ -181,7 +181,8 @@ def create_app(
 
     @app.post("/zero-shot")
     def zero_shot(image: UploadFile = File(...), labels: str = Form(...)) -> dict:  # noqa: B008
-        """Probabilities of the given labels (one per line, or comma-separated) for one image."""
+        """Probabilities of the given labels (one per line, or comma-separated) for one image: the labels
+        as typed, scored at the model's own temperature, the same numbers as `mumo zero-shot`."""
         names = [clean_text(x.strip(), limits.max_text_chars) for x in labels.replace(",", "\n").splitlines()]
         names = [x for x in names if x]
         if not 1 <= len(names) <= limits.max_labels:

@@ -1,8 +1,9 @@
 """Batched inference for the server: many request threads, one model thread.
 
-Requests (embed texts, embed images, caption images) are queued; one worker thread owns the model and takes
-up to ``max_batch`` queued items of one kind at a time (optionally waiting ``max_wait_ms`` for more), so
-concurrent requests share forward passes instead of fighting over the CPU's cores.
+Requests (embed texts, embed images, caption images, zero-shot labels) are queued; one worker thread owns
+the model and takes up to ``max_batch`` queued items of one kind at a time (optionally waiting
+``max_wait_ms`` for more), so concurrent requests share forward passes instead of fighting over the CPU's
+cores.
 
     engine = Engine(model, tokenizer)
     vectors = engine.embed_texts(["a red circle"])     # (1, E), from any thread
@@ -26,8 +27,8 @@ from mumo.errors import DataError
 
 @dataclass
 class _Job:
-    kind: str  # "text", "image" or "caption"
-    items: list[Any]  # texts, or (3, H, W) image tensors
+    kind: str  # "text", "image", "caption" or "zero_shot"
+    items: list[Any]  # texts, (3, H, W) image tensors, or (image, labels, templates) for zero-shot
     future: Future = field(default_factory=Future)
 
 
@@ -85,14 +86,15 @@ class Engine:
         self._need(self.can_caption, "caption images")
         return self._submit("caption", list(images))
 
-    def zero_shot(self, image: Tensor, labels: list[str], template: str = "a photo of a {}.") -> list[float]:
-        """Probabilities over ``labels`` for one normalised (3, H, W) image: softmax of the model's scaled
-        cosine similarity between the image and each label's prompt."""
-        image_embed = self.embed_images(image[None])
-        text_embeds = self.embed_texts([template.format(label) for label in labels])
-        scale = getattr(self.model, "logit_scale", None)
-        scale = scale.detach().exp().clamp(max=100.0) if scale is not None else torch.tensor(100.0)
-        return torch.softmax(scale * image_embed @ text_embeds.T, dim=-1)[0].tolist()
+    def zero_shot(
+        self, image: Tensor, labels: list[str], templates: tuple[str, ...] = ("{}",)
+    ) -> list[float]:
+        """Probabilities over ``labels`` for one normalised (3, H, W) image, exactly as the CLI and the
+        evaluation compute them (:func:`mumo.eval.zero_shot_probs`: labels as typed by default, the model's
+        own temperature). It runs whole in the worker, so the model is only ever used by that thread;
+        concurrent requests share the image forward pass."""
+        self._need(self.can_embed, "classify images zero-shot")
+        return self._submit("zero_shot", [(image, list(labels), tuple(templates))])[0]
 
     def close(self) -> None:
         """Stop the worker once the queued work is done."""
@@ -157,11 +159,18 @@ class Engine:
     def _forward(self, kind: str, items: list[Any]) -> list[Any]:
         """One forward pass over a batch of one kind: the evaluation's own embedding and captioning."""
         from mumo.eval.embed import embed_images, embed_texts, model_device
+        from mumo.eval.zero_shot import zero_shot_probs
         from mumo.generation import caption_images
 
         self.batches += 1
         if kind == "text":
             return list(embed_texts(self.model, self.tokenizer, items, batch_size=len(items)).cpu())
+        if kind == "zero_shot":  # one image pass for the batch, then each request's own labels
+            embeds = embed_images(self.model, torch.stack([x[0] for x in items]), batch_size=len(items))
+            return [
+                zero_shot_probs(self.model, self.tokenizer, embeds[i : i + 1], labels, templates)[0].tolist()
+                for i, (_, labels, templates) in enumerate(items)
+            ]
         images = torch.stack(items)
         if kind == "image":
             return list(embed_images(self.model, images, batch_size=len(items)).cpu())

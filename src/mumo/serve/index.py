@@ -246,12 +246,11 @@ def update_index(
     Returns:
         ``{"count", "embedded", "kept", "removed", "skipped": [{"path", "reason"}], "kind"}``.
     """
-    from mumo.data.pairs import list_images
     from mumo.data.transforms import eval_transform
-    from mumo.eval.embed import embed_images
+    from mumo.eval.embed import embed_images, images_under
 
     root, out = Path(images_dir).resolve(), Path(out)
-    files = list_images(root)
+    files = images_under(root)  # an empty folder is refused here, before out/ is created
     out.mkdir(parents=True, exist_ok=True)
     pending = out / "pending"
     meta_path = out / "index.json"
