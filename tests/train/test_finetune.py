@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 import mumo
 from mumo.data.tokenizer import Tokenizer
-from mumo.errors import ConfigError
+from mumo.errors import CheckpointError, ConfigError
 from mumo.layers.lora import lora_layers
 from mumo.models import ImageClassifier
 from mumo.train import TrainConfig, Trainer, load_recipe, train
@@ -204,6 +204,14 @@ def test_lora_finetuning_saves_a_plain_merged_model_and_the_adapter_alone(pretra
     images = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(images), merged.eval()(images), rtol=1e-4, atol=1e-4)
+    # the folder's checksums cover the adapter too: a damaged one is refused, not loaded as another
+    weights = tmp_path / "final" / "adapter.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    start = ImageClassifier.from_clip(mumo.load_pretrained(pretrained), merged.class_names, head="random")
+    with pytest.raises(CheckpointError, match="adapter.safetensors does not match its checksum"):
+        load_adapter(start, tmp_path / "final")
 
 
 def test_a_lora_run_resumes_from_its_checkpoint_to_the_same_weights(pretrained, tmp_path):

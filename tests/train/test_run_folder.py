@@ -131,3 +131,8 @@ def test_resuming_a_finished_run_neither_trains_nor_evaluates_again(tmp_path, mo
     assert calls == [] and again == json.loads(json.dumps(first))
     after = load_file(str(tmp_path / "final" / "model.safetensors"))
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_an_init_from_that_does_not_exist_says_so(tmp_path):
+    with pytest.raises(TrainingError, match=r"init_from=.*missing is not a folder; give a model or a run"):
+        Trainer(_config(tmp_path, f"init_from={tmp_path / 'missing'}"), progress=False)

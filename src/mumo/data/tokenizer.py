@@ -60,11 +60,12 @@ def assemble_batch(
     bos_id: int,
     eot_id: int,
     pad_id: int,
-    log: bool = True,
+    warn: bool = True,
 ) -> TokenBatch:
     """Frame each text's ids as ``<bos> ids <eot>``, cut to ``context_length`` keeping the end token,
-    right-pad, and count the texts cut (in ``truncated``); ``log``: also warn here, for every batch with a
-    cut (a caller that keeps a running count warns once instead, see :func:`log_cuts`)."""
+    right-pad, and count the texts cut (in ``truncated``). ``warn``: log this batch's cuts; a tokenizer
+    passes it for its first cut only and counts the rest (``total_truncated``): a training run encodes
+    every batch, and the same line each batch would bury the rest of the log."""
     if context_length < 3:
         raise TokenizerError(f"context_length must be at least 3 (<bos> x <eot>), got {context_length}")
     if padding not in ("max_length", "longest"):
@@ -77,29 +78,17 @@ def assemble_batch(
     ids = ids.reshape(len(rows), width)  # (B, T), also when B == 0
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
     mask = (torch.arange(width) < lengths[:, None]).long()  # (B, T)
-    batch = TokenBatch(input_ids=ids, attention_mask=mask, truncated=truncated)
-    if log:
-        log_cuts(batch, texts, context_length)
-    return batch
-
-
-def log_cuts(batch: TokenBatch, texts: Sequence[str], context_length: int, once: bool = False) -> None:
-    """Warn that texts of ``batch`` were cut, with their count and the first of them; nothing when none were.
-
-    ``once``: this is the caller's only warning (its first batch with a cut); the message says that later
-    cuts are counted, not logged, so a training run does not repeat it every batch.
-    """
-    count = batch.num_truncated
-    if not count:
-        return
-    logger.warning(
-        "%d of %d texts were longer than %d tokens and were cut (end token kept); first: %.60r%s",
-        count,
-        len(texts),
-        context_length,
-        texts[int(batch.truncated.nonzero()[0])],
-        "; later cuts by this tokenizer are counted (total_truncated), not logged again" if once else "",
-    )
+    count = int(truncated.sum())
+    if warn and count:
+        logger.warning(
+            "%d of %d texts were longer than %d tokens and were cut (end token kept); first: %.60r; later "
+            "cuts by this tokenizer are counted (total_truncated), not logged again",
+            count,
+            len(rows),
+            context_length,
+            texts[int(truncated.nonzero()[0])],
+        )
+    return TokenBatch(input_ids=ids, attention_mask=mask, truncated=truncated)
 
 
 class Tokenizer:
@@ -206,13 +195,9 @@ class Tokenizer:
             texts = [texts]
         n = context_length or self.context_length
         encoded = self._tok.encode_batch(list(texts), add_special_tokens=False)
-        batch = assemble_batch(
-            [e.ids for e in encoded], texts, n, padding, self.bos_id, self.eot_id, self.pad_id, log=False
-        )
-        # One warning per tokenizer, at its first cut: a training run encodes every batch with it, and the
-        # same line each batch buries the rest of the log. total_truncated keeps the count.
-        if self.total_truncated == 0:
-            log_cuts(batch, texts, n, once=True)
+        ids = [e.ids for e in encoded]
+        first = self.total_truncated == 0
+        batch = assemble_batch(ids, texts, n, padding, self.bos_id, self.eot_id, self.pad_id, warn=first)
         self.total_truncated += batch.num_truncated
         return batch
 

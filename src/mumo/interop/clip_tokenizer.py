@@ -270,9 +270,9 @@ class ClipTokenizer:
         # encode_batch_fast (tokenizers >= 0.20) skips the character offsets we do not use.
         encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
         encoded = encode(pieces, is_pretokenized=True, add_special_tokens=False)
-        batch = assemble_batch(
-            [e.ids for e in encoded], texts, n, padding, self.bos_id, self.eot_id, self.pad_id
-        )
+        ids = [e.ids for e in encoded]
+        first = self.total_truncated == 0  # one warning per tokenizer, as mumo's own
+        batch = assemble_batch(ids, texts, n, padding, self.bos_id, self.eot_id, self.pad_id, warn=first)
         self.total_truncated += batch.num_truncated
         return batch
 

@@ -18,21 +18,28 @@ Towers are found by what they can say about themselves: every module with ``num_
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from mumo._io import atomic_write, atomic_write_json
+from mumo._io import (
+    MANIFEST_NAME,
+    atomic_write,
+    atomic_write_json,
+    read_json,
+    verify_manifest,
+    write_manifest,
+)
 from mumo.errors import CheckpointError, ConfigError
 from mumo.eval.embed import embed_images
 from mumo.eval.linear_probe import DEFAULT_L2_GRID, sweep_l2
 from mumo.layers.lora import apply_lora, lora_layers
+from mumo.models._pretrained import read_safetensors
 from mumo.models.classifier import ImageClassifier
 from mumo.models.text import TextTransformer
 from mumo.train.config import FinetuneConfig
@@ -168,6 +175,7 @@ def save_adapter(model: nn.Module, directory: str | Path, config: FinetuneConfig
         "trained": sorted(state),
     }
     atomic_write_json(directory / ADAPTER_CONFIG, meta)
+    write_manifest(directory)  # beside a saved model: its checksums now cover the adapter too
     return directory
 
 
@@ -178,9 +186,13 @@ def load_adapter(model: nn.Module, directory: str | Path) -> nn.Module:
     for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
         if not (directory / name).is_file():
             raise CheckpointError(f"{directory} has no {name}; is it a LoRA run's final/ folder?")
-    meta = json.loads((directory / ADAPTER_CONFIG).read_text())
+    if (directory / MANIFEST_NAME).is_file():
+        verify_manifest(directory)
+    meta = read_json(directory / ADAPTER_CONFIG)
+    if not isinstance(meta, dict) or not {"lora_targets", "lora_rank", "lora_alpha"} <= meta.keys():
+        raise CheckpointError(f"{directory / ADAPTER_CONFIG} does not describe a LoRA adapter")
     apply_lora(model, meta["lora_targets"], meta["lora_rank"], meta["lora_alpha"])
-    state = load_file(str(directory / ADAPTER_WEIGHTS))
+    state = read_safetensors(directory / ADAPTER_WEIGHTS)
     own = model.state_dict()
     bad = sorted(k for k in state if k not in own or own[k].shape != state[k].shape)
     if bad:

@@ -148,6 +148,8 @@ class Trainer:
         self.out_dir = Path(c.out_dir)
         if c.device.startswith("cuda") and not torch.cuda.is_available():
             raise TrainingError(f"device={c.device}, but torch sees no CUDA GPU here; train with device=cpu")
+        if c.init_from is not None and not Path(c.init_from).is_dir():
+            raise TrainingError(f"init_from={c.init_from} is not a folder; give a model or a run folder")
         if c.threads:
             torch.set_num_threads(c.threads)
         self.dist = init_distributed(c.device)
