@@ -46,6 +46,7 @@ def save_pretrained(
     merge_lora: bool = True,
     state_dict: dict[str, torch.Tensor] | None = None,
     weights: bool = True,
+    manifest: bool = True,
 ) -> Path:
     """Write ``model`` (and ``tokenizer``) to ``directory``, created if needed; returns the path.
 
@@ -53,7 +54,8 @@ def save_pretrained(
     checkpoints pass False to keep the adapters apart, exactly as they train. ``state_dict`` gives the
     weights to write instead of the model's own (a sharded model's, gathered); ``weights=False`` writes
     the config and tokenizer alone (a sharded checkpoint keeps its weights elsewhere). A ``manifest.json``
-    of the files written, with their checksums, is written last; :func:`load_pretrained` checks it."""
+    of the files written, with their checksums, is written last; :func:`load_pretrained` checks it
+    (``manifest=False``: the caller seals the folder itself, as a training checkpoint does)."""
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_dict"):
         raise CheckpointError(f"{type(model).__name__} has no mumo config; only mumo models can be saved")
@@ -71,7 +73,8 @@ def save_pretrained(
         written.append(TOKENIZER_NAME)
     meta = {**config.to_dict(), "mumo_version": mumo.__version__}
     atomic_write_json(directory / CONFIG_NAME, meta)
-    write_manifest(directory, written)
+    if manifest:
+        write_manifest(directory, written)
     return directory
 
 
@@ -81,8 +84,11 @@ def model_folder(path: str | Path) -> Path:
     return path / "final" if (path / "final").is_dir() else path
 
 
-def load_pretrained(directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model saved in ``directory`` and load its weights strictly (every key must match).
+def load_pretrained(
+    directory: str | Path, map_location: str | torch.device = "cpu", verify: bool = True
+) -> nn.Module:
+    """Rebuild the model saved in ``directory`` and load its weights strictly (every key must match);
+    ``verify``: check the folder's manifest first, when it has one (False: the caller just did).
 
     Raises:
         CheckpointError: a file is missing, fails the folder's manifest (truncated or altered), is not
@@ -93,7 +99,7 @@ def load_pretrained(directory: str | Path, map_location: str | torch.device = "c
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (directory / name).is_file():
             raise CheckpointError(f"{directory} has no {name}; is it a folder written by save_pretrained?")
-    if (directory / MANIFEST_NAME).is_file():
+    if verify and (directory / MANIFEST_NAME).is_file():
         verify_manifest(directory)
     model = build_model(read_config(directory / CONFIG_NAME))
     state = read_safetensors(directory / WEIGHTS_NAME, device=str(map_location))

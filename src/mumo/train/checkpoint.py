@@ -84,7 +84,7 @@ def save_checkpoint(
     for stale in root.glob(".tmp-*"):  # left by a save that was killed mid-way
         shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    save_pretrained(model, tmp, tokenizer=tokenizer, merge_lora=False)
+    save_pretrained(model, tmp, tokenizer=tokenizer, merge_lora=False, manifest=False)  # _seal checksums all
     tensors, optim_meta = _optimizer_to_files(optimizer)
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
@@ -98,7 +98,6 @@ def save_checkpoint(
 
 def _seal(tmp: Path, final: Path, keep: int) -> Path:
     """Checksum every file of ``tmp`` into its manifest, fsync, rename it to ``final``; prune old ones."""
-    # save_pretrained sealed the model files alone; the checkpoint's manifest replaces it over every file
     write_manifest(tmp)
     for p in [*tmp.rglob("*"), tmp]:
         fsync(p)
@@ -161,7 +160,7 @@ def save_sharded_checkpoint(
     model_state, optim_state = get_state_dict(task, optimizer)
     dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / SHARDED))
     if is_main:
-        save_pretrained(task.model, tmp, tokenizer=tokenizer, weights=False)
+        save_pretrained(task.model, tmp, tokenizer=tokenizer, weights=False, manifest=False)
         meta = {"step": step, "sharded": True, "scheduler": scheduler.state_dict(), **(extra or {})}
         (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2))
         _seal(tmp, final, keep)
@@ -257,7 +256,7 @@ def load_checkpoint(
     if is_sharded(path):  # an FSDP run's: gather its shards into one process
         return _load_sharded_into_model(path, model, map_location)
     if model is None:
-        model = load_pretrained(path, map_location=map_location)
+        model = load_pretrained(path, map_location=map_location, verify=False)  # verified above
     else:
         weights = path / "model.safetensors"
         load_state_dict_strict(model, load_file(str(weights), device=map_location), str(weights))
