@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -27,7 +26,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from mumo._io import atomic_write, atomic_write_json
+from mumo._io import atomic_write_json
 from mumo.data.pairs import SkipReport
 from mumo.data.sampler import ResumableBatchSampler
 from mumo.data.tokenizer import Tokenizer
@@ -40,7 +39,6 @@ from mumo.train.checkpoint import (
     STATE_JSON,
     is_sharded,
     latest_valid_checkpoint,
-    list_checkpoints,
     load_checkpoint,
     load_sharded_checkpoint,
     save_checkpoint,
@@ -57,6 +55,7 @@ from mumo.train.distributed import (
 )
 from mumo.train.finetune import apply_finetune, fit_probe_head, inference_only_modules, save_adapter
 from mumo.train.optim import build_optimizer, build_scheduler
+from mumo.train.run_folder import MetricsLog, check_unchanged, claim_out_dir
 from mumo.train.tasks import build_task, load_task_state, task_state
 
 # Where each architecture keeps the vocabulary size and the image size the data decides.
@@ -68,47 +67,6 @@ _DATA_FIELDS = {
 }
 
 logger = logging.getLogger(__name__)
-
-
-class _MetricsLog:
-    """metrics.jsonl (always) and TensorBoard (when asked); on resume, lines past the checkpoint go."""
-
-    def __init__(self, out_dir: Path, resume_step: int, tensorboard: bool) -> None:
-        self.path = out_dir / "metrics.jsonl"
-        if self.path.exists():
-            kept = [row for row in _metric_rows(self.path) if json.loads(row)["step"] <= resume_step]
-            atomic_write(self.path, lambda p: p.write_text("".join(row + "\n" for row in kept)))
-        self.tb = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter  # optional: imported only when used
-
-            self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step + 1)
-
-    def write(self, step: int, values: dict[str, float]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **values}) + "\n")
-        if self.tb is not None:
-            for k, v in values.items():
-                self.tb.add_scalar(k, v, step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def _metric_rows(path: Path) -> list[str]:
-    """The lines of a metrics.jsonl that parse; a line a crash cut short (the last, mid-write) is dropped."""
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            row = None
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
-            rows.append(line)
-        elif line.strip():
-            logger.warning("%s: dropped a damaged line (a crash mid-write?): %.80s", path, line)
-    return rows
 
 
 class Trainer:
@@ -154,7 +112,7 @@ class Trainer:
             torch.set_num_threads(c.threads)
         self.dist = init_distributed(c.device)
         if not resume:  # every rank checks before any writes; rank 0 alone deletes
-            _claim(self.out_dir, overwrite, self.dist.is_main)
+            claim_out_dir(self.out_dir, overwrite, self.dist.is_main)
             barrier(self.dist)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(c.seed + self.dist.rank)
@@ -169,7 +127,7 @@ class Trainer:
 
         checkpoint = latest_valid_checkpoint(self.out_dir) if resume else None
         if checkpoint is not None:  # before anything is built from the config
-            _check_unchanged(c, json.loads((checkpoint / STATE_JSON).read_text()).get("config"), checkpoint)
+            check_unchanged(c, json.loads((checkpoint / STATE_JSON).read_text()).get("config"), checkpoint)
         text_tower = None
         if c.text_tower is not None:  # a pretrained BERT brings its own vocabulary
             from mumo.interop.hf_bert import load_hf_bert
@@ -412,7 +370,7 @@ class Trainer:
         if self.finished:
             logger.warning("%s finished at step %d; nothing to train or evaluate", self.out_dir, self.step)
             return json.loads((self.out_dir / "metrics.json").read_text())
-        log = _MetricsLog(self.out_dir, self.step, c.tensorboard) if main else None
+        log = MetricsLog(self.out_dir, self.step, c.tensorboard) if main else None
         run_start, first_step = time.perf_counter(), self.step
         loader = self._loader()
         batches = iter(loader)
@@ -488,82 +446,6 @@ class Trainer:
                 write_report(self.out_dir)
         barrier(self.dist)
         return results
-
-
-# What a run writes into its folder: all of it goes when --overwrite replaces the run.
-RUN_OUTPUTS = (
-    "checkpoints",
-    "final",
-    "tensorboard",
-    "metrics.jsonl",
-    "metrics.json",
-    "train_config.json",
-    "report.html",
-    "report.md",
-    "curves.png",
-    "similarity.png",
-    "confusion.png",
-    "eval_figures.safetensors",
-    "eval_figures.json",
-    "eval_captions.safetensors",
-)
-# Settings a resumed run may change: where and how often it reports, not what it computes.
-RESUMABLE_CHANGES = frozenset(
-    {"out_dir", "log_every", "checkpoint_every", "keep_checkpoints", "evaluate", "tensorboard", "report",
-     "threads"}
-)  # fmt: skip
-
-
-def _claim(out_dir: Path, overwrite: bool, delete: bool = True) -> None:
-    """Make ``out_dir`` the folder of a new run: refuse one that holds another run, or, with ``overwrite``,
-    delete that run's outputs (when ``delete``: only what a run writes, never anything else of the folder)."""
-    held = list_checkpoints(out_dir) or ([out_dir / "final"] if (out_dir / "final").is_dir() else [])
-    if not held:
-        return
-    if not overwrite:
-        names = ", ".join(p.name for p in held[-2:])
-        raise TrainingError(
-            f"{out_dir} already holds a run ({names}); continue it with --resume, choose another out_dir, or "
-            "pass --overwrite to replace it"
-        )
-    if not delete:
-        return
-    logger.warning("--overwrite: deleting the run in %s", out_dir)
-    for name in RUN_OUTPUTS:
-        path = out_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in config.items():
-        if isinstance(v, dict) and k != "model_overrides" and k != "loss_weights":
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _check_unchanged(config: TrainConfig, saved: dict[str, Any] | None, checkpoint: Path) -> None:
-    """Refuse to resume ``checkpoint`` with settings that would make the run another one than it recorded.
-    (A setting the checkpoint does not know, from a newer mumo, is taken as unchanged.)"""
-    if not isinstance(saved, dict):
-        return
-    now, then = _flat(config.to_dict()), _flat(saved)
-    changed = [
-        f"{k} {then[k]!r} -> {v!r}"
-        for k, v in now.items()
-        if k in then and then[k] != v and k.split(".")[0] not in RESUMABLE_CHANGES
-    ]
-    if changed:
-        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
-        raise TrainingError(
-            f"{checkpoint} was written by a run with other settings ({', '.join(changed[:4])}{more}); resume "
-            f"with its settings, or start a new run from its weights with init_from={checkpoint}"
-        )
 
 
 def _init_from(model: torch.nn.Module, folder: str) -> None:
