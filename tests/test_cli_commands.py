@@ -222,6 +222,7 @@ def test_interpolate_mixes_the_weights_of_two_checkpoints(run_dir, tmp_path):
     assert (out / "tokenizer.json").is_file()
 
 
+@pytest.mark.learned
 def test_probe_on_digits_reports_a_test_accuracy(run_dir, tmp_path):
     out = tmp_path / "probe.json"
     result = invoke("probe", str(run_dir), "--out", str(out))

@@ -79,6 +79,7 @@ def _config(**kw):
     return GenerationConfig(**{"max_new_tokens": 10, "stop_ids": (STOP,), **kw})
 
 
+@pytest.mark.learned
 def test_the_trained_toy_model_continues_and_stops(gpt):
     out = generate(gpt, PROMPTS, config=_config())
     tokens = out.tokens()

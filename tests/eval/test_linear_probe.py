@@ -17,6 +17,7 @@ def _blobs(n: int, generator: torch.Generator, spread: float = 0.3):
     return x * 50.0 + 1000.0, labels
 
 
+@pytest.mark.learned
 def test_probe_recovers_a_separable_toy_problem():
     g = torch.Generator().manual_seed(0)
     result = linear_probe(_blobs(300, g), _blobs(200, g))

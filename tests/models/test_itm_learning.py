@@ -23,18 +23,25 @@ def matching_task(image_size, k=4, per_class=4, t=8):
     return torch.cat([images, images]), input_ids, torch.ones_like(input_ids), labels
 
 
+@pytest.mark.learned
 @pytest.mark.parametrize("name", ["fusion_vit_tiny", "single_stream_tiny"])
 def test_itm_loss_falls_on_a_synthetic_matching_task(name):
-    # The loss sits at ln 2 until the symmetry between the pairs breaks; with seed 0, 60 steps at 3e-3 end
-    # near 0.02 for both models (the single stream also for seeds 1-3; the fusion model is slower to start).
+    # The loss sits at ln 2 until the symmetry between the pairs breaks, after a number of steps that the
+    # seed decides (the kernels' rounding shifts it a little): so train until the mean of the last 5 losses
+    # is below half the first, within a budget far above what that takes. At 1e-3, over seeds 0-39, on the
+    # default (AVX-512) and on AVX2 kernels: the fusion model 50-146 steps (seed 0: 146, the slowest), the
+    # single stream 31-75 (seed 0: 36). At 3e-3 most seeds were faster, but the tail was long (1 of 40 not
+    # in 600 steps) and a fixed 60 steps failed for 2 of seeds 0-3 of the fusion model.
     model = mumo.create_model(name, seed=0)
     images, ids, mask, labels = matching_task(32)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(60):
+    for _ in range(400):
         loss = F.cross_entropy(model(images, ids, mask), labels)  # forward returns the ITM logits
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        if len(losses) >= 5 and sum(losses[-5:]) / 5 < 0.5 * losses[0]:
+            break
     assert sum(losses[-5:]) / 5 < 0.5 * losses[0], losses

@@ -59,6 +59,7 @@ def test_soft_sharing_fusion_model_reads_its_own_tied_text_tower():
     assert math.isclose(model.regularizers()["tie"].item(), expected, rel_tol=1e-4)
 
 
+@pytest.mark.learned
 def test_uncertainty_weights_learn_the_inverse_loss_scale():
     # With fixed losses L_i the optimum of 0.5 exp(-s) L + 0.5 s is s = log L, i.e. weight 0.5 / L.
     weighting = UncertaintyWeighting(["big", "small"], fixed={"tie": 3.0})

@@ -45,7 +45,12 @@ def _chromium() -> str:
 def demo(tmp_path_factory, free_port):
     """Train a small CoCa for a minute on one-object scenes (captions start with a <script> tag), index the
     circles among 600 test scenes, start `mumo serve` on loopback; yields (base URL, gallery folder,
-    {file: colour}). A minute of training tells colours apart reliably, shapes not yet: hence circles."""
+    {file: colour}). A minute of training tells colours apart, shapes not yet: hence circles.
+
+    Every third scene is captioned as a search is worded, by colour and shape alone ("a red circle"). With
+    full captions only (size and position always named, 300 steps), a query naming neither was ranked by
+    size and position as much as by colour: "a yellow circle" put 1 yellow circle among its top 5 (of 18 in
+    the gallery), top-1 right or wrong by the kernels' rounding (issue 16)."""
     import mumo
     from mumo.serve.index import update_index
     from mumo.train import load_recipe, train
@@ -54,9 +59,11 @@ def demo(tmp_path_factory, free_port):
     one_object = ShapesConfig(image_size=32, max_objects=1)
     data = write_shapes(root / "train", 3000, config=one_object)
     with open(data / "pairs.jsonl", "w") as f:
-        for line in (data / "captions.jsonl").read_text().splitlines():
+        for i, line in enumerate((data / "captions.jsonl").read_text().splitlines()):
             record = json.loads(line)
-            f.write(json.dumps({"image": record["image"], "caption": SCRIPT + record["caption"]}) + "\n")
+            o = record["objects"][0]
+            caption = f"a {o['colour']} {o['shape']}" if i % 3 == 0 else record["caption"]
+            f.write(json.dumps({"image": record["image"], "caption": SCRIPT + caption}) + "\n")
     overrides = [
         "model=coca_conv_mini_64",
         "objectives=[itc, lm]",
@@ -123,6 +130,7 @@ def demo(tmp_path_factory, free_port):
 
 
 @pytest.mark.slow
+@pytest.mark.learned
 def test_the_page_searches_labels_and_captions_safely(demo):
     from playwright.sync_api import sync_playwright
 
@@ -138,7 +146,11 @@ def test_the_page_searches_labels_and_captions_safely(demo):
             f"document.getElementById('about').textContent.includes('{len(truth)} images')"
         )
 
-        # a text query puts the right images first
+        # a text query puts the right images first: of the 12 results the page shows, most of the top 5 and
+        # half of all 12 have the colour asked for. Chance: the 5 colours of circles (cyan circles are held
+        # out) are about equally common, so 1 of 5 and 2.4 of 12. Measured over training seeds 0-2 and a
+        # second data seed, on the default (AVX-512) and AVX2 kernels, 1 and 2 threads: 5 of 5 and 11 or 12
+        # of 12 for every colour (without the query-worded captions: 1 of 5 and 1 of 12 for yellow).
         colours = sorted(set(truth.values()))
         assert len(colours) >= 4
         for colour in colours:
@@ -146,8 +158,9 @@ def test_the_page_searches_labels_and_captions_safely(demo):
             with page.expect_response(lambda r: "/search?" in r.url):
                 page.click("#search-form button")
             page.wait_for_selector("figure.hit img")
-            first = page.locator("figure.hit figcaption").first.text_content().split()[-1]
-            assert truth[first] == colour, (colour, first, truth[first])
+            shown = [truth[c.split()[-1]] for c in page.locator("figure.hit figcaption").all_text_contents()]
+            assert len(shown) == 12, shown
+            assert shown[:5].count(colour) >= 3 and shown.count(colour) >= 6, (colour, shown)
             image = page.locator("figure.hit img").first
             image.evaluate("img => img.decode()")
             assert image.evaluate("img => img.naturalWidth") == 32  # the indexed file itself

@@ -53,11 +53,16 @@ VARIANTS = {
 }
 
 
+# variants with ViT towers, whose contrastive loss stays at chance over the 12 steps (see below)
+AT_CHANCE_ITC = {"coca", "fusion_hard", "fusion_soft", "fusion_uncertainty"}
+
+
 def _trainer(tmp_path, overrides, steps=12):
     config = load_recipe(None, [*TINY, *overrides, f"out_dir={tmp_path}", f"max_steps={steps}"])
     return Trainer(config, progress=False)
 
 
+@pytest.mark.learned
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_every_variant_learns_a_batch_and_round_trips_its_checkpoint(tmp_path, variant):
     t = _trainer(tmp_path, VARIANTS[variant])
@@ -71,9 +76,21 @@ def test_every_variant_learns_a_batch_and_round_trips_its_checkpoint(tmp_path, v
         loss.backward()
         t.optimizer.step()
         totals.append({k: v.item() for k, v in losses.items()})
+    # Measured after 12 steps (seeds 0-3; default and AVX2 kernels agree to 3 decimals): lm and mlm fall to
+    # 0.70-0.80 of their start; itm from about ln 2 to the entropy of its label mix (0.637 = 0.92 ln 2 with
+    # 1 match in 3 pairs, 0.562 with 1 in 4); itc of the CNN towers (dual, negclip) to 0.66-0.84. So each
+    # must fall by 5 %. The ViT towers' itc sits at chance (ln 16 = 2.773) for 20-50 steps: coca's falls
+    # from 3.1-3.5, fusion_hard's 3.11 -> 3.00, fusion_soft's and fusion_uncertainty's 2.775 -> 2.772 (a
+    # start above chance by Jensen, an end at chance), and longer runs do not widen that (it spikes to 5.4
+    # at step 24): it must not rise, which a rate or sign error in its gradient would break.
     for name in totals[0]:
-        if name != "tie":  # the soft-sharing penalty starts at 0 and can only grow
-            assert totals[-1][name] < totals[0][name], (name, totals[0][name], totals[-1][name])
+        start, end = totals[0][name], totals[-1][name]
+        if name == "tie":  # the soft-sharing penalty starts at 0 and can only grow
+            continue
+        if name == "itc" and variant in AT_CHANCE_ITC:
+            assert end < start + 0.05, (name, start, end)
+        else:
+            assert end < 0.95 * start, (name, start, end)
     if variant == "fusion_soft":
         assert totals[0]["tie"] == 0.0 < totals[-1]["tie"]
 
@@ -159,6 +176,7 @@ def test_objectives_a_model_cannot_serve_are_refused(model, objectives, message)
         MultiTask(mumo.create_model(model, seed=0), objectives)
 
 
+@pytest.mark.learned
 def test_a_gpt_trained_on_a_text_file_starts_a_captioner(tmp_path):
     lines = [f"a {c} {s} on the left" for c in ("red", "blue", "green") for s in ("star", "circle")] * 40
     corpus = tmp_path / "corpus.txt"

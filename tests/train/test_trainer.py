@@ -29,6 +29,7 @@ TINY = [
 ]
 
 
+@pytest.mark.learned
 def test_short_run_loss_falls_and_writes_everything(tmp_path):
     # a CNN on one-object scenes learns within 40 steps (a ViT needs far more to start)
     overrides = [*TINY, "model=clip_conv_tiny", "data.max_objects=1", "optim.lr=3e-3", "max_steps=40"]
