@@ -89,9 +89,8 @@ def test_update_embeds_only_new_and_changed_files(model_dir, images, tmp_path):
     )
 
 
-def test_an_interrupted_build_resumes_where_it_stopped(model_dir, images, tmp_path):
-    model, _ = _load(model_dir)
-    out = tmp_path / "idx"
+def _interrupted_build(model, model_dir, images, out):
+    """An index build stopped (Ctrl-C) after its first 16 images: committed to pending/ in 2 parts."""
 
     def stop_after_16(done, total):
         if done >= 16:
@@ -99,7 +98,13 @@ def test_an_interrupted_build_resumes_where_it_stopped(model_dir, images, tmp_pa
 
     with pytest.raises(KeyboardInterrupt):
         update_index(model, model_dir, images, out, batch_size=4, commit_every=8, progress=stop_after_16)
-    assert len(list((out / "pending").glob("part-*.npy"))) == 2  # 16 images committed, in 2 parts
+    assert len(list((out / "pending").glob("part-*.npy"))) == 2
+
+
+def test_an_interrupted_build_resumes_where_it_stopped(model_dir, images, tmp_path):
+    model, _ = _load(model_dir)
+    out = tmp_path / "idx"
+    _interrupted_build(model, model_dir, images, out)
     calls = []
     original = model.encode_image
     model.encode_image = lambda x, **kw: calls.append(len(x)) or original(x, **kw)
@@ -182,14 +187,7 @@ def _other_model(tmp_path, tokenizer):
 def test_an_interrupted_build_is_not_resumed_with_another_model(model_dir, images, tmp_path, caplog):
     model, tokenizer = _load(model_dir)
     out = tmp_path / "idx"
-
-    def stop_after_16(done, total):
-        if done >= 16:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        update_index(model, model_dir, images, out, batch_size=4, commit_every=8, progress=stop_after_16)
-    assert len(list((out / "pending").glob("part-*.npy"))) == 2  # 16 rows of the first model wait there
+    _interrupted_build(model, model_dir, images, out)  # 16 rows of the first model wait in pending/
     other, other_dir = _other_model(tmp_path, tokenizer)
     with caplog.at_level("WARNING", logger="mumo.serve.index"):
         result = update_index(other, other_dir, images, out, batch_size=4, commit_every=8)
