@@ -595,6 +595,7 @@ def serve(
 
     from mumo.models._pretrained import model_folder
     from mumo.serve.app import Limits, create_app
+    from mumo.serve.budget import return_large_blocks_to_the_os
     from mumo.serve.engine import Engine
     from mumo.serve.index import ImageIndex, check_model
 
@@ -608,6 +609,7 @@ def serve(
             f"[yellow]listening on {host}: anyone who can reach it can use this server (under the names "
             "127.0.0.1, localhost, ::1, the --host address and those given with --allow-host)"
         )
+    return_large_blocks_to_the_os()  # decoded uploads' memory goes back as the pixel budget frees it
     engine = Engine(model, tokenizer, max_batch=max_batch)
     limits = Limits(max_body_bytes=int(max_body_mb * 2**20))
     console.print(f"serving {type(model).__name__} on http://{host}:{port}/ (API docs: /docs)")

@@ -20,8 +20,11 @@ import mumo
 from mumo.data.tokenizer import Tokenizer
 
 CLIENTS = 50
-PEAK_BOUND = 2 * 2**30  # bytes of peak RSS (VmHWM), torch included; measured: 1.27 GiB
-GROWTH_BOUND = 640 * 2**20  # bytes the uploads add; the budget predicts 2 x 40 M x 4 = 305 MiB; measured 350
+PEAK_BOUND = 2 * 2**30  # bytes of peak RSS (VmHWM), torch included; measured: 1.03-1.05 GiB
+# Bytes the uploads add to the peak: the budget's 2 x 40 M pixels x 4 bytes = 305 MiB; measured ~340 MiB
+# (350-850 MiB before the server gave large blocks back to the OS; without the budget 8 such uploads alone
+# added 2.1 GiB).
+GROWTH_BOUND = 640 * 2**20
 
 
 def _status_kib(pid: int, field: str) -> int:

@@ -14,6 +14,9 @@ of waiting for ever, so memory stays bounded by the budget, not by the number of
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -55,3 +58,19 @@ class PixelBudget:
             with self._changed:
                 self.used -= pixels
                 self._changed.notify_all()
+
+
+def return_large_blocks_to_the_os(threshold: int = 2**20) -> bool:
+    """Make glibc's malloc give every block of ``threshold`` bytes or more its own mapping, freed to the OS
+    on release; returns whether it could (glibc only). For a process that decodes large images in many
+    threads: by default glibc raises that threshold after the first large frees, and later decodes land in
+    per-thread heaps that never shrink, so peak memory grows with the threads that ever decoded rather than
+    with the budget (measured: 50 uploads of 40 M pixels added 350-850 MiB instead of ~340)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_mmap_threshold = -3  # glibc's mallopt parameter; setting it also stops the dynamic adjustment
+        return bool(libc.mallopt(m_mmap_threshold, threshold))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
