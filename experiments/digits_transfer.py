@@ -28,9 +28,8 @@ RECIPES = Path(__file__).resolve().parents[1] / "configs" / "finetune"
 
 def finetune(recipe: str, out: Path, overrides: list[str]) -> dict:
     config = load_recipe(RECIPES / f"{recipe}.yaml", [f"out_dir={out}", *overrides])
-    if not (out / "metrics.json").is_file():  # finished runs are reused, so the script can be resumed
-        Trainer(config, progress=False).fit()
-    return json.loads((out / "metrics.json").read_text())
+    # resumed: an interrupted run continues, a finished one returns its metrics (the script can be rerun)
+    return Trainer(config, resume=True, progress=False).fit()
 
 
 def mean_range(values: list[float]) -> str:
