@@ -19,9 +19,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m mumo demo --overwrite  # a second `make demo` replaces the first
 
+# Every test but the end-to-end recipe runs (2.5 minutes of the demo recipe), which CI runs once, on AVX2
+# kernels, with the other tests of learned behaviour (test-learned-avx2): the suite stays under 10 minutes.
 test: $(VENV)/.installed-dev
 	$(PY) -m ruff check src tests benchmarks experiments
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not recipe"
 
 # The tests of learned behaviour again, on the kernels of a CPU without AVX-512: results must not hang on
 # the last bits a machine's kernels round differently. ATen's own kernels, oneDNN's (convolutions) and MKL's
