@@ -147,7 +147,7 @@ def test_load_reports_mismatched_weights(tmp_path):
     (tmp_path / "manifest.json").unlink()
     with pytest.raises(CheckpointError, match=r"\d+ unexpected \(text.transformer.blocks.1"):
         mumo.load_pretrained(tmp_path)
-    with pytest.raises(CheckpointError, match="no config.json"):
+    with pytest.raises(CheckpointError, match="nowhere does not exist"):
         mumo.load_pretrained(tmp_path / "nowhere")
 
 

@@ -165,3 +165,11 @@ def test_a_folder_of_symlinks_loads(folder, tmp_path):
     for f in folder.iterdir():
         (linked / f.name).symlink_to(f)
     assert load_pretrained(linked).config == load_pretrained(folder).config
+
+
+def test_a_missing_folder_or_a_file_says_what_it_is(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="missing does not exist; give a model folder or a run folder"):
+        mumo.load_pretrained(tmp_path / "missing")
+    with pytest.raises(CheckpointError, match="weights.bin is a file; give a model folder or a run folder"):
+        mumo.load_pretrained(tmp_path / "weights.bin")

@@ -96,6 +96,9 @@ def load_pretrained(
         ConfigError: ``config.json`` is not JSON, not an object, or names no known ``model_type``.
     """
     directory = Path(directory)
+    if not directory.is_dir():
+        what = "is a file" if directory.exists() else "does not exist"
+        raise CheckpointError(f"{directory} {what}; give a model folder or a run folder")
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (directory / name).is_file():
             raise CheckpointError(f"{directory} has no {name}; is it a folder written by save_pretrained?")
