@@ -7,6 +7,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+import mumo  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
@@ -23,3 +25,23 @@ def free_port() -> Callable[[], int]:
             return s.getsockname()[1]
 
     return pick
+
+
+# A tiny dual encoder and tokenizer, shared by the tests of evaluation and inference.
+CAPTIONS = [
+    "a photo of a red circle",
+    "a blue square on the left of a green triangle",
+    "there is a yellow star",
+    "an image of a cat",
+    "a dog next to a tree",
+] * 4
+
+
+@pytest.fixture(scope="module")
+def tiny_clip() -> mumo.CLIP:
+    return mumo.create_model("clip_vit_tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> mumo.Tokenizer:
+    return mumo.Tokenizer.train(CAPTIONS, vocab_size=300, context_length=16)

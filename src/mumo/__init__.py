@@ -3,19 +3,18 @@
 The public API is what this module re-exports; the CLI and the server only call it.
 """
 
-__version__ = "0.1.0"
-
-from mumo.data.tokenizer import TokenBatch, Tokenizer  # noqa: E402
-from mumo.errors import (  # noqa: E402
+from mumo.data.tokenizer import TokenBatch, Tokenizer
+from mumo.errors import (
     CheckpointError,
     ConfigError,
     DataError,
+    MissingExtraError,
     MumoError,
     TokenizerError,
     UnknownModelError,
 )
-from mumo.losses import ClipLoss, SigLipLoss, clip_loss, info_nce, siglip_loss  # noqa: E402
-from mumo.models import (  # noqa: E402
+from mumo.losses import ClipLoss, SigLipLoss, clip_loss, info_nce, siglip_loss
+from mumo.models import (
     CLIP,
     CLIPConfig,
     CLIPOutput,
@@ -27,6 +26,7 @@ from mumo.models import (  # noqa: E402
     load_pretrained,
     save_pretrained,
 )
+from mumo.version import __version__
 
 __all__ = [
     "CLIP",
@@ -36,6 +36,7 @@ __all__ = [
     "ClipLoss",
     "ConfigError",
     "DataError",
+    "MissingExtraError",
     "MumoError",
     "SigLipLoss",
     "TextConfig",

@@ -33,3 +33,9 @@ class TrainingError(MumoError):
 
 class ExportError(MumoError):
     """A model cannot be exported (e.g. to ONNX), or the exported graph does not match PyTorch."""
+
+
+class MissingExtraError(MumoError, ImportError):
+    """An optional dependency is not installed; the message names its extra (``pip install 'mumo[serve]'``).
+
+    Also an :class:`ImportError`, so code that probes for a package keeps working."""

@@ -433,7 +433,7 @@ def test_paraphrases_are_never_in_training_texts_or_prompts() -> None:
     import re
 
     from mumo.data.shapes import COLOURS, PARAPHRASES, SHAPES, generate_scene, hard_negatives, questions
-    from mumo.eval.zero_shot import ZERO_SHOT_TEMPLATES
+    from mumo.inference import ZERO_SHOT_TEMPLATES
 
     assert PARAPHRASES == {
         "red": "crimson",

@@ -5,7 +5,7 @@ import torch
 
 import mumo
 from mumo.data.tokenizer import Tokenizer
-from mumo.eval.zero_shot import build_classifier
+from mumo.inference import build_classifier
 from mumo.models import ImageClassifier
 
 NAMES = ("red circle", "blue square", "green star")

@@ -14,7 +14,7 @@ import mumo
 from mumo.data.shapes import ShapesConfig, write_shapes
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import DataError
-from mumo.eval.embed import embed_texts
+from mumo.inference import embed_texts
 from mumo.serve.index import ImageIndex, build_faiss, update_index, weights_checksum
 
 

@@ -239,8 +239,8 @@ def test_labelled_data_needs_a_pretrained_model_and_the_cls_objective():
 
 
 def test_a_probe_head_gives_the_probes_logits():
-    from mumo.eval.embed import embed_images
     from mumo.eval.linear_probe import fit_logistic_regression
+    from mumo.inference import embed_images
     from mumo.train.finetune import fit_probe_head
 
     clip = mumo.create_model("clip_conv_tiny", seed=0)

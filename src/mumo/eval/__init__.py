@@ -1,15 +1,18 @@
-"""Evaluation: pure metrics on embeddings, and thin wrappers that embed with a model first."""
+"""Evaluation: metrics on embeddings and model outputs (embedding itself is :mod:`mumo.inference`)."""
 
+# Moved to mumo.inference; re-exported here for one release.
+from mumo.data.pairs import list_images  # noqa: E402
 from mumo.eval.compositional import compositional_probe, compositional_probe_from_texts
-from mumo.eval.embed import embed_image_files, embed_images, embed_texts, images_under, list_images
 from mumo.eval.linear_probe import LogisticRegression, ProbeResult, fit_logistic_regression, linear_probe
 from mumo.eval.retrieval import match_ranks, retrieval_metrics
-from mumo.eval.zero_shot import (
+from mumo.eval.zero_shot import class_ranks, confusion_matrix, zero_shot_accuracy
+from mumo.inference import (  # noqa: E402
     ZERO_SHOT_TEMPLATES,
     build_classifier,
-    class_ranks,
-    confusion_matrix,
-    zero_shot_accuracy,
+    embed_image_files,
+    embed_images,
+    embed_texts,
+    images_under,
     zero_shot_probs,
 )
 

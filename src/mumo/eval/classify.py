@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mumo.data.collate import LabelCollate
-from mumo.eval.embed import eval_mode, model_device
+from mumo.inference import eval_mode, model_device
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import DataError
-from mumo.eval.embed import embed_texts
+from mumo.inference import embed_texts
 
 
 def compositional_probe(
@@ -113,7 +113,7 @@ def compositional_probe_from_texts(
     """:func:`compositional_probe` from caption strings: embeds them, then scores.
 
     Args:
-        model: a dual encoder (see :func:`mumo.eval.embed_texts`).
+        model: a dual encoder (see :func:`mumo.inference.embed_texts`).
         tokenizer: the model's tokenizer.
         image_embeds: (N, E) embeddings of the N images.
         positives: N true captions.

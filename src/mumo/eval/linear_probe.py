@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mumo.errors import ConfigError
-from mumo.eval.embed import embed_images
+from mumo.inference import embed_images
 
 # Penalties swept on the validation split: CLIP sweeps sklearn's C over 1e-6 … 1e6; with our objective
 # (mean cross-entropy + l2 * ||W||^2) these cover the same range for a few thousand samples.

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import DataError
 from mumo.eval.compositional import compositional_probe_scores
-from mumo.eval.embed import eval_mode, model_device
 from mumo.eval.retrieval import recall_from_ranks
+from mumo.inference import eval_mode, model_device
 from mumo.models.text import trim_padding
 
 

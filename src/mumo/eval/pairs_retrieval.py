@@ -18,8 +18,8 @@ from PIL import Image
 from torch import Tensor, nn
 
 from mumo.data.pairs import PairsDataset, Skipped
-from mumo.eval.embed import embed_image_files, embed_texts
 from mumo.eval.retrieval import retrieval_metrics
+from mumo.inference import embed_image_files, embed_texts
 
 
 def group_by_image(paths: Sequence[str | Path]) -> dict[Path, list[int]]:

@@ -30,10 +30,10 @@ from mumo.data.tokenizer import Tokenizer
 from mumo.data.transforms import normalize
 from mumo.errors import DataError
 from mumo.eval.compositional import compositional_probe_from_texts
-from mumo.eval.embed import embed_images, embed_texts
 from mumo.eval.matching import PairScorer, itm_compositional, itm_retrieval, itm_zero_shot
 from mumo.eval.retrieval import retrieval_metrics
-from mumo.eval.zero_shot import ZERO_SHOT_TEMPLATES, build_classifier, zero_shot_accuracy
+from mumo.eval.zero_shot import zero_shot_accuracy
+from mumo.inference import ZERO_SHOT_TEMPLATES, build_classifier, embed_images, embed_texts
 
 FIGURES = "eval_figures"  # <run>/eval_figures.safetensors + .json
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from mumo.data.transforms import CLIP_MEAN, CLIP_STD
 from mumo.errors import ExportError
-from mumo.eval.embed import eval_mode  # BatchNorm running statistics; each module's mode restored
+from mumo.inference import eval_mode  # BatchNorm running statistics; each module's mode restored
 from mumo.layers import padding_mask
 from mumo.models.clip import CLIP
 

@@ -16,7 +16,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-import mumo
 from mumo._config import Config
 from mumo._io import (
     MANIFEST_NAME,
@@ -29,6 +28,7 @@ from mumo._io import (
 from mumo.errors import CheckpointError, ConfigError
 from mumo.layers.lora import merged_state_dict
 from mumo.models._registry import build_model, config_from_dict
+from mumo.version import __version__
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -71,7 +71,7 @@ def save_pretrained(
     if tokenizer is not None:
         atomic_write(directory / TOKENIZER_NAME, tokenizer.save)
         written.append(TOKENIZER_NAME)
-    meta = {**config.to_dict(), "mumo_version": mumo.__version__}
+    meta = {**config.to_dict(), "mumo_version": __version__}
     atomic_write_json(directory / CONFIG_NAME, meta)
     if manifest:
         write_manifest(directory, written)

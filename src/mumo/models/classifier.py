@@ -93,7 +93,7 @@ class ImageClassifier(WrapsCLIP, nn.Module):
         if head == "zero_shot":
             if tokenizer is None:
                 raise ValueError("a zero-shot head needs the model's tokenizer to embed the class prompts")
-            from mumo.eval.zero_shot import build_classifier  # eval builds on models, not the reverse
+            from mumo.inference import build_classifier  # eval builds on models, not the reverse
 
             with torch.no_grad():
                 weights = build_classifier(clip, tokenizer, list(class_names), templates)  # (E, C)

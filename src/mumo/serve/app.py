@@ -121,11 +121,11 @@ def create_app(
         allowed_hosts: names this server answers to besides 127.0.0.1, localhost and ::1 (in the Host
             header, any port; and in the Origin of a POST): the address it listens on, a proxy's name.
     """
-    import mumo
     from mumo.data.transforms import eval_transform
+    from mumo.version import __version__
 
     limits = limits or Limits()
-    app = FastAPI(title="mumo", version=mumo.__version__, description="Vision-language models over HTTP.")
+    app = FastAPI(title="mumo", version=__version__, description="Vision-language models over HTTP.")
     transform = eval_transform(engine.image_size) if engine.image_size else None
     budget = PixelBudget(limits.max_pixels_in_flight, limits.pixel_wait_s)
     # decode large uploads at >= 2x the model's input size: the transform's resize then still antialiases

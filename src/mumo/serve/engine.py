@@ -90,8 +90,8 @@ class Engine:
         self, image: Tensor, labels: list[str], templates: tuple[str, ...] = ("{}",)
     ) -> list[float]:
         """Probabilities over ``labels`` for one normalised (3, H, W) image, exactly as the CLI and the
-        evaluation compute them (:func:`mumo.eval.zero_shot_probs`: labels as typed by default, the model's
-        own temperature). It runs whole in the worker, so the model is only ever used by that thread;
+        evaluation compute them (:func:`mumo.inference.zero_shot_probs`: labels as typed by default, the
+        model's own temperature). It runs whole in the worker, so the model is only ever used by that thread;
         concurrent requests share the image forward pass."""
         self._need(self.can_embed, "classify images zero-shot")
         return self._submit("zero_shot", [(image, list(labels), tuple(templates))])[0]
@@ -158,9 +158,8 @@ class Engine:
 
     def _forward(self, kind: str, items: list[Any]) -> list[Any]:
         """One forward pass over a batch of one kind: the evaluation's own embedding and captioning."""
-        from mumo.eval.embed import embed_images, embed_texts, model_device
-        from mumo.eval.zero_shot import zero_shot_probs
         from mumo.generation import caption_images
+        from mumo.inference import embed_images, embed_texts, model_device, zero_shot_probs
 
         self.batches += 1
         if kind == "text":

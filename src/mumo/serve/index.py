@@ -216,7 +216,7 @@ class ImageIndex:
 
     def search(self, model: nn.Module, tokenizer: Any, queries: list[str], k: int = 10) -> list[list[Hit]]:
         """The ``k`` best images for each text query, embedded by ``model`` (the index's own model)."""
-        from mumo.eval.embed import embed_texts
+        from mumo.inference import embed_texts
 
         return self.search_vectors(embed_texts(model, tokenizer, queries), k)
 
@@ -247,7 +247,7 @@ def update_index(
         ``{"count", "embedded", "kept", "removed", "skipped": [{"path", "reason"}], "kind"}``.
     """
     from mumo.data.transforms import eval_transform
-    from mumo.eval.embed import embed_images, images_under
+    from mumo.inference import embed_images, images_under
 
     root, out = Path(images_dir).resolve(), Path(out)
     files = images_under(root)  # an empty folder is refused here, before out/ is created

@@ -36,8 +36,8 @@ from mumo._io import (
     write_manifest,
 )
 from mumo.errors import CheckpointError, ConfigError
-from mumo.eval.embed import embed_images
 from mumo.eval.linear_probe import DEFAULT_L2_GRID, sweep_l2
+from mumo.inference import embed_images
 from mumo.layers.lora import apply_lora, lora_layers
 from mumo.models._pretrained import read_safetensors
 from mumo.models.classifier import ImageClassifier

@@ -441,7 +441,7 @@ class Trainer:
         if main:
             atomic_write_json(self.out_dir / "metrics.json", results)
             if c.report:
-                from mumo.report import write_report
+                from mumo.run.report import write_report
 
                 write_report(self.out_dir)
         barrier(self.dist)

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from mumo.compare import compare, format_table
 from mumo.errors import ConfigError
+from mumo.run.compare import compare, format_table
 
 COMMON = """
 batch_size: 16

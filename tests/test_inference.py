@@ -1,6 +1,6 @@
 import torch
 
-from mumo.eval import embed_images, embed_texts
+from mumo.inference import embed_images, embed_texts
 
 
 def test_embed_images_matches_the_model_and_restores_each_modules_mode(tiny_clip):

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from mumo.report import write_report
+from mumo.run.report import write_report
 from mumo.train import load_recipe, train
 
 TINY = [
