@@ -23,7 +23,6 @@ data_app = typer.Typer(no_args_is_help=True, help="Generate or convert data sets
 app.add_typer(data_app, name="data")
 console = Console()
 
-DEMO_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
 def _num_params(name: str) -> int:
@@ -670,12 +669,11 @@ def demo(
     """Generate the built-in data, train configs/demo.yaml, evaluate, and write report.html / report.md."""
     from mumo.data.shapes import ShapesConfig, write_shapes
     from mumo.report import write_report
+    from mumo.run.recipes import recipe_path
     from mumo.train import load_recipe
     from mumo.train import train as run
 
-    if not DEMO_RECIPE.is_file():
-        raise DataError(f"the demo recipe {DEMO_RECIPE} is missing; run from a source checkout of mumo")
-    config = load_recipe(DEMO_RECIPE, [f"out_dir={out}", *(overrides or [])])
+    config = load_recipe(recipe_path("demo"), [f"out_dir={out}", *(overrides or [])])
     start = time.perf_counter()
     shapes = ShapesConfig(image_size=config.data.image_size, seed=config.data.seed)
     sample = write_shapes(out / "data_sample", 64, split="test", config=shapes)

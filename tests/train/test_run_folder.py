@@ -126,7 +126,7 @@ def test_resuming_a_finished_run_neither_trains_nor_evaluates_again(tmp_path, mo
     first = train(_config(tmp_path), progress=False)
     before = load_file(str(tmp_path / "final" / "model.safetensors"))
     calls = []
-    monkeypatch.setattr("mumo.train.data.evaluate_run", lambda *a, **k: calls.append(1) or {})
+    monkeypatch.setattr("mumo.run.evaluate.evaluate_run", lambda *a, **k: calls.append(1) or {})
     again = train(_config(tmp_path), resume=True, progress=False)
     assert calls == [] and again == json.loads(json.dumps(first))
     after = load_file(str(tmp_path / "final" / "model.safetensors"))

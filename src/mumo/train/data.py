@@ -9,8 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
 from torch.utils.data import Dataset
 
 from mumo.data.collate import ImageTextCollate, LabelCollate
@@ -108,64 +106,6 @@ def negative_captions(config: TrainConfig) -> Callable[[dict[str, Any]], list[st
         return [negatives[kinds[(sample["index"] + j) % len(kinds)]] for j in range(min(k, len(kinds)))]
 
     return pick
-
-
-def evaluate_run(
-    model: nn.Module,
-    tokenizer: Tokenizer,
-    config: TrainConfig,
-    out_dir: str | Path,
-    dataset: Dataset | None = None,
-) -> dict:
-    """End-of-run evaluation: the shapes test splits (retrieval and probes for models with embeddings,
-    captions or VQA answers for captioners; figure data saved next to the run), or the perplexity of the
-    held-out windows of the run's text corpus (``dataset``, the bound training :class:`TextCorpus`)."""
-    from mumo.models import Captioner
-
-    data = config.data
-    if data.kind in LABELLED_KINDS:
-        from mumo.eval.classify import classifier_accuracy
-
-        return {
-            f"{split}_accuracy": classifier_accuracy(model, *labelled_split(data, split))
-            for split in ("val", "test")
-        }
-    if data.kind == "text":
-        from mumo.eval.captioning import perplexity
-
-        if not isinstance(dataset, TextCorpus):
-            raise TypeError("evaluating a text run needs its bound TextCorpus as dataset")
-        held_out = dataset.held_out()
-        return {"perplexity": perplexity(model, held_out)} if len(held_out) else {}
-    if data.kind != "shapes":
-        return {}
-    cfg, metrics = shapes_config(data), {}
-    if isinstance(model, Captioner):
-        from mumo.eval.captioning import evaluate_captions, evaluate_vqa
-
-        if data.questions:
-            return {"vqa": evaluate_vqa(model, tokenizer, cfg, split="test", size=data.test_size)}
-        metrics["captioning"] = evaluate_captions(model, tokenizer, cfg, split="test", size=data.test_size)
-        _save_caption_images(out_dir, cfg, len(metrics["captioning"].get("examples", [])))
-        if not model.config.contrastive:
-            return metrics
-    from mumo.eval.shapes_suite import evaluate_shapes
-
-    result = evaluate_shapes(model, tokenizer, cfg, split="test", size=data.test_size)
-    result.save(out_dir)
-    return {**result.metrics, **metrics}
-
-
-def _save_caption_images(out_dir: str | Path, cfg: ShapesConfig, n: int) -> None:
-    """The test images whose generated captions the metrics list as examples, for the report."""
-    from safetensors.torch import save_file
-
-    from mumo.eval.captioning import CAPTION_IMAGES
-
-    if n:
-        dataset = ShapesDataset("test", n, cfg)
-        images = torch.stack([dataset[i]["image"] for i in range(n)])
-        save_file({"images": images.contiguous()}, str(Path(out_dir) / CAPTION_IMAGES))
 
 
 def build_collate(config: TrainConfig, dataset: Dataset, tokenizer: Tokenizer, mean: Any, std: Any) -> Any:

@@ -433,7 +433,7 @@ class Trainer:
         if skipped:
             results["skipped_images"] = [{"path": x.path, "reason": x.reason} for x in skipped]
         if c.evaluate and main:
-            from mumo.train.data import evaluate_run
+            from mumo.run.evaluate import evaluate_run
 
             # a sharded model runs only with every rank; rank 0 evaluates the whole one it saved
             model = load_pretrained(final).to(self.device) if self.sharded else self.model

@@ -1,0 +1,66 @@
+"""End-of-run evaluation, by ``data.kind``: the shapes test splits (retrieval and probes for models with
+embeddings, captions or VQA answers for captioners), accuracy of a classifier on its labelled splits, or the
+perplexity of a text corpus's held-out windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from torch.utils.data import Dataset
+
+from mumo.data.shapes import ShapesConfig, ShapesDataset
+from mumo.data.text import TextCorpus
+from mumo.data.tokenizer import Tokenizer
+from mumo.eval.captioning import CAPTION_IMAGES, evaluate_captions, evaluate_vqa, perplexity
+from mumo.eval.classify import classifier_accuracy
+from mumo.eval.shapes_suite import evaluate_shapes
+from mumo.models import Captioner
+from mumo.train.config import LABELLED_KINDS, TrainConfig
+from mumo.train.data import labelled_split, shapes_config
+
+
+def evaluate_run(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    config: TrainConfig,
+    out_dir: str | Path,
+    dataset: Dataset | None = None,
+) -> dict:
+    """End-of-run evaluation: the shapes test splits (retrieval and probes for models with embeddings,
+    captions or VQA answers for captioners; figure data saved next to the run), or the perplexity of the
+    held-out windows of the run's text corpus (``dataset``, the bound training :class:`TextCorpus`)."""
+    data = config.data
+    if data.kind in LABELLED_KINDS:
+        return {
+            f"{split}_accuracy": classifier_accuracy(model, *labelled_split(data, split))
+            for split in ("val", "test")
+        }
+    if data.kind == "text":
+        if not isinstance(dataset, TextCorpus):
+            raise TypeError("evaluating a text run needs its bound TextCorpus as dataset")
+        held_out = dataset.held_out()
+        return {"perplexity": perplexity(model, held_out)} if len(held_out) else {}
+    if data.kind != "shapes":
+        return {}
+    cfg, metrics = shapes_config(data), {}
+    if isinstance(model, Captioner):
+        if data.questions:
+            return {"vqa": evaluate_vqa(model, tokenizer, cfg, split="test", size=data.test_size)}
+        metrics["captioning"] = evaluate_captions(model, tokenizer, cfg, split="test", size=data.test_size)
+        _save_caption_images(out_dir, cfg, len(metrics["captioning"].get("examples", [])))
+        if not model.config.contrastive:
+            return metrics
+    result = evaluate_shapes(model, tokenizer, cfg, split="test", size=data.test_size)
+    result.save(out_dir)
+    return {**result.metrics, **metrics}
+
+
+def _save_caption_images(out_dir: str | Path, cfg: ShapesConfig, n: int) -> None:
+    """The test images whose generated captions the metrics list as examples, for the report."""
+    if n:
+        dataset = ShapesDataset("test", n, cfg)
+        images = torch.stack([dataset[i]["image"] for i in range(n)])
+        save_file({"images": images.contiguous()}, str(Path(out_dir) / CAPTION_IMAGES))
