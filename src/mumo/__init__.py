@@ -13,6 +13,7 @@ from mumo.errors import (
     TokenizerError,
     UnknownModelError,
 )
+from mumo.inference import load
 from mumo.losses import ClipLoss, SigLipLoss, clip_loss, info_nce, siglip_loss
 from mumo.models import (
     CLIP,
@@ -51,6 +52,7 @@ __all__ = [
     "get_model_config",
     "info_nce",
     "list_models",
+    "load",
     "load_pretrained",
     "save_pretrained",
     "siglip_loss",

@@ -17,9 +17,24 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from mumo.data.clip_tokenizer import ClipTokenizer
 from mumo.data.pairs import IMAGE_SUFFIXES, Skipped, list_images, load_rgb
-from mumo.data.tokenizer import Tokenizer
+from mumo.data.tokenizer import Tokenizer, load_tokenizer
 from mumo.errors import ConfigError, DataError
+from mumo.models._pretrained import load_pretrained, model_folder
+
+
+def load(path: str | Path) -> tuple[nn.Module, Tokenizer | ClipTokenizer]:
+    """A model, in eval mode, and its tokenizer (cut to the model's context length) from a model folder, a
+    run folder (its ``final/``) or a training checkpoint: where every command using a trained model starts.
+
+    Example:
+        >>> model, tokenizer = mumo.load("runs/demo")
+        >>> embed_texts(model, tokenizer, ["a red circle"]).shape  # (1, E)
+    """
+    folder = model_folder(path)
+    model = load_pretrained(folder).eval()
+    return model, load_tokenizer(folder, context_length=model.context_length)
 
 
 @contextmanager

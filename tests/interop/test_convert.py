@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 
 import mumo
 from mumo.cli import app
+from mumo.data.tokenizer import load_tokenizer
 from mumo.interop import ClipTokenizer
-from mumo.interop.convert import load_any, load_tokenizer
+from mumo.interop.convert import load_any
 
 open_clip = pytest.importorskip("open_clip")
 pytest.importorskip("onnxruntime")

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import Tokenizer as _HFTokenizer
@@ -18,6 +19,9 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 from torch import Tensor
 
 from mumo.errors import TokenizerError
+
+if TYPE_CHECKING:
+    from mumo.data.clip_tokenizer import ClipTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -210,3 +214,13 @@ class Tokenizer:
         if isinstance(ids, Tensor):
             ids = ids.tolist()
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+
+def load_tokenizer(folder: str | Path, context_length: int = 77) -> Tokenizer | ClipTokenizer:
+    """The tokenizer saved in a model folder: mumo's own BPE, or the CLIP BPE of an imported model."""
+    from mumo.data.clip_tokenizer import ClipTokenizer  # it builds on this module's TokenBatch
+
+    try:
+        return Tokenizer.load(folder, context_length=context_length)
+    except TokenizerError:
+        return ClipTokenizer.load(folder, context_length=context_length)

@@ -1,6 +1,6 @@
 """Interoperability with other runtimes and formats."""
 
-from mumo.interop.clip_tokenizer import ClipTokenizer
+from mumo.data.clip_tokenizer import ClipTokenizer
 from mumo.interop.export import check_onnx, export_onnx
 from mumo.interop.hf_bert import load_hf_bert
 

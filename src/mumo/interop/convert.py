@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from mumo._io import read_json
-from mumo.data.tokenizer import Tokenizer
-from mumo.errors import ConfigError, TokenizerError
-from mumo.interop.clip_tokenizer import ClipTokenizer
+from mumo.data.clip_tokenizer import ClipTokenizer
+from mumo.data.tokenizer import Tokenizer, load_tokenizer
+from mumo.errors import ConfigError
 from mumo.interop.export import export_onnx
 from mumo.interop.hf_clip import load_hf_clip, save_hf_clip
 from mumo.interop.open_clip import load_open_clip
@@ -52,14 +52,6 @@ _WRITES = {
     },
     "onnx": {"image_encoder.onnx", "text_encoder.onnx", "onnx_config.json"},
 }
-
-
-def load_tokenizer(folder: str | Path, context_length: int = 77) -> Tokenizer | ClipTokenizer:
-    """The tokenizer saved in a model folder: mumo's own BPE, or the CLIP BPE of an imported model."""
-    try:
-        return Tokenizer.load(folder, context_length=context_length)
-    except TokenizerError:
-        return ClipTokenizer.load(folder, context_length=context_length)
 
 
 def folder_formats(folder: str | Path) -> set[str]:
