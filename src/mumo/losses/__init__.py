@@ -11,8 +11,13 @@ from mumo.losses.contrastive import (
 )
 from mumo.losses.language import causal_lm_loss, mask_tokens, masked_lm_loss
 from mumo.losses.matching import itm_loss, itm_pair_indices, mine_hard_negatives, random_negatives
+from mumo.losses.weighting import FixedWeighting, UncertaintyWeighting, build_weighting, tie_penalty
 
 __all__ = [
+    "FixedWeighting",
+    "UncertaintyWeighting",
+    "build_weighting",
+    "tie_penalty",
     "ClipLoss",
     "SigLipLoss",
     "clip_loss",

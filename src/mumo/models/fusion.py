@@ -18,7 +18,7 @@ full image-text interaction; ALBEF aligns the towers with ITC before fusing, hen
 Parameter sharing between the contrastive and the fusion side (``text_sharing``): 'hard' (ALBEF) feeds the
 fusion blocks from the CLIP text tower itself; 'soft' gives the fusion side its own copy of the text tower,
 started equal and tied to the CLIP one by ``tie_strength * ||theta_clip - theta_fusion||^2`` (see
-:mod:`mumo.models.multitask`).
+:mod:`mumo.losses.weighting`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from mumo._config import Config, check
 from mumo.layers import Transformer, build_norm, padding_mask
 from mumo.models._registry import register_architecture, register_model
 from mumo.models.clip import CLIP, CLIPConfig, WrapsCLIP, clip_conv_mini_64, clip_vit_tiny
-from mumo.models.multitask import tie_penalty
+from mumo.losses.weighting import tie_penalty
 from mumo.models.text import TextTransformer
 
 

@@ -7,7 +7,7 @@ import torch
 
 import mumo
 from mumo.errors import ConfigError
-from mumo.models.multitask import FixedWeighting, UncertaintyWeighting, build_weighting, tie_penalty
+from mumo.losses.weighting import FixedWeighting, UncertaintyWeighting, build_weighting, tie_penalty
 from mumo.models.text import TextConfig, TextTransformer
 
 
