@@ -19,9 +19,14 @@ from torch import Tensor, nn
 
 from mumo._config import Config, check
 from mumo.models._registry import register_architecture, register_model
-from mumo.models.text import TextConfig, build_text_tower
+from mumo.models.bert import BertEncoder
+from mumo.models.text import TextConfig, TextTransformer
 from mumo.models.vision import VisionConfig, build_vision_tower
 
+
+def build_text_tower(config: TextConfig) -> nn.Module:
+    """The text encoder ``config.arch`` names: :class:`TextTransformer`, or BERT (:mod:`mumo.models.bert`)."""
+    return BertEncoder(config) if config.arch == "bert" else TextTransformer(config)
 
 @dataclass
 class CLIPConfig(Config):

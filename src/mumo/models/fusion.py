@@ -33,9 +33,9 @@ from torch import Tensor, nn
 
 from mumo._config import Config, check
 from mumo.layers import Transformer, build_norm, padding_mask
+from mumo.losses.weighting import tie_penalty
 from mumo.models._registry import register_architecture, register_model
 from mumo.models.clip import CLIP, CLIPConfig, WrapsCLIP, clip_conv_mini_64, clip_vit_tiny
-from mumo.losses.weighting import tie_penalty
 from mumo.models.text import TextTransformer
 
 

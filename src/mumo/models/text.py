@@ -190,12 +190,3 @@ class TextTransformer(StackDepth, nn.Module):
             last = full_mask.shape[1] - 1 - full_mask.flip(1).to(torch.long).argmax(dim=1)
             select = last  # position of the last real token in each row
         return self.norm(self.transformer(x, mask=mask, is_causal=c.causal, select=select, rope=rope))[:, 0]
-
-
-def build_text_tower(config: TextConfig) -> nn.Module:
-    """The text encoder ``config.arch`` names: :class:`TextTransformer`, or BERT (:mod:`mumo.models.bert`)."""
-    if config.arch == "bert":
-        from mumo.models.bert import BertEncoder  # bert builds on this module
-
-        return BertEncoder(config)
-    return TextTransformer(config)
