@@ -17,9 +17,11 @@ import mumo
 from mumo.data.tokenizer import Tokenizer
 from mumo.eval.classify import labelled_tensors
 from mumo.eval.linear_probe import probe_images
-from mumo.eval.wise_ft import target_and_zero_shot, wise_ft_sweep, zero_shot_start
+from mumo.eval.wise_ft import target_and_zero_shot, wise_ft_sweep
 from mumo.models._pretrained import model_folder
-from mumo.train import Trainer, load_recipe
+from mumo.run.heads import zero_shot_start
+from mumo.run.train import fit, trainer
+from mumo.train import load_recipe
 from mumo.train.config import DataConfig
 from mumo.train.data import labelled_split
 
@@ -29,7 +31,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "configs" / "finetune"
 def finetune(recipe: str, out: Path, overrides: list[str]) -> dict:
     config = load_recipe(RECIPES / f"{recipe}.yaml", [f"out_dir={out}", *overrides])
     # resumed: an interrupted run continues, a finished one returns its metrics (the script can be rerun)
-    return Trainer(config, resume=True, progress=False).fit()
+    return fit(trainer(config, resume=True, progress=False))
 
 
 def mean_range(values: list[float]) -> str:

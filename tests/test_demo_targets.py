@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mumo.train import load_recipe, train
+from mumo.run.train import train
+from mumo.train import load_recipe
 
 RECIPE = Path(__file__).parents[1] / "configs" / "demo.yaml"
 

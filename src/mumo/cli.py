@@ -193,16 +193,17 @@ def _fit(
     config: mumo.train.TrainConfig, resume: bool, overwrite: bool, show_trainable: bool = False
 ) -> None:
     """Run a training config to the end, printing where it resumed, what trains, and the final metrics."""
-    from mumo.train import Trainer
+    from mumo.run.train import fit
+    from mumo.run.train import trainer as build_trainer
 
-    trainer = Trainer(config, resume=resume, overwrite=overwrite)
+    trainer = build_trainer(config, resume=resume, overwrite=overwrite)
     if resume:
         where = f"step {trainer.step}" if trainer.step else "the start (no valid checkpoint found)"
         console.print(f"resuming {config.out_dir} from {where}")
     if show_trainable:
         n, total = trainer.finetune["trainable_params"], trainer.finetune["total_params"]
         console.print(f"training {n:,} of {total:,} parameters ({100 * n / total:.2f} %)")
-    results = trainer.fit()
+    results = fit(trainer)
     if trainer.dist.is_main:  # under torchrun, rank 0 saved and evaluated
         _print_eval(results.get("eval", {}))
         console.print(f"model saved to {results['final']}")
@@ -670,8 +671,8 @@ def demo(
     from mumo.data.shapes import ShapesConfig, write_shapes
     from mumo.report import write_report
     from mumo.run.recipes import recipe_path
+    from mumo.run.train import train as run
     from mumo.train import load_recipe
-    from mumo.train import train as run
 
     config = load_recipe(recipe_path("demo"), [f"out_dir={out}", *(overrides or [])])
     start = time.perf_counter()
@@ -753,9 +754,10 @@ def interpolate(
     """Weight-space ensemble (WiSE-FT): (1 - alpha) * PRETRAINED + alpha * FINETUNED, with FINETUNED's
     tokenizer. A fine-tuned classifier mixes with its zero-shot start (PRETRAINED plus the head its class
     prompts give). With --sweep, print target accuracy and built-in zero-shot accuracy per alpha."""
-    from mumo.eval.wise_ft import target_and_zero_shot, wise_ft_sweep, zero_shot_start
+    from mumo.eval.wise_ft import target_and_zero_shot, wise_ft_sweep
     from mumo.models import CLIP, ImageClassifier
     from mumo.models.interpolate import interpolate_models
+    from mumo.run.heads import zero_shot_start
 
     if (out is None) == (sweep is None):
         raise ConfigError("give either --out DIR (one mix at --alpha) or --sweep ALPHAS (an evaluation)")

@@ -5,8 +5,9 @@ import torch
 import mumo
 from mumo.data.tokenizer import Tokenizer
 from mumo.eval.classify import classifier_accuracy, labelled_tensors
-from mumo.eval.wise_ft import wise_ft_sweep, zero_shot_start
+from mumo.eval.wise_ft import wise_ft_sweep
 from mumo.models import ImageClassifier
+from mumo.run.heads import zero_shot_head, zero_shot_start
 
 NAMES = ("zero", "one")
 
@@ -15,7 +16,9 @@ def _pair():
     clip = mumo.create_model("clip_conv_tiny", seed=0, **{"text.vocab_size": 300}).eval()
     tokenizer = Tokenizer.train(["a photo of a zero.", "a photo of a one."] * 10, 300)
     tokenizer.context_length = clip.context_length
-    tuned = ImageClassifier.from_clip(clip, NAMES, tokenizer)
+    tuned = ImageClassifier.from_clip(
+        clip, NAMES, zero_shot_head(clip, tokenizer, NAMES, ("a photo of a {}.",))
+    )
     with torch.no_grad():
         for p in tuned.parameters():
             p.add_(0.05 * torch.randn_like(p))

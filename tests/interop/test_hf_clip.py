@@ -80,7 +80,8 @@ def test_round_trip_mumo_hf_mumo_is_exact(tmp_path):
 
 
 def test_a_mumo_trained_vit_exports_and_runs_in_transformers(tmp_path):
-    from mumo.train import load_recipe, train
+    from mumo.run.train import train
+    from mumo.train import load_recipe
 
     overrides = [
         "model=clip_vit_tiny",

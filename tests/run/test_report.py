@@ -7,7 +7,8 @@ import re
 import pytest
 
 from mumo.run.report import write_report
-from mumo.train import load_recipe, train
+from mumo.run.train import train
+from mumo.train import load_recipe
 
 TINY = [
     "batch_size=16",

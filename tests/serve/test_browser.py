@@ -52,8 +52,9 @@ def demo(tmp_path_factory, free_port):
     size and position as much as by colour: "a yellow circle" put 1 yellow circle among its top 5 (of 18 in
     the gallery), top-1 right or wrong by the kernels' rounding (issue 16)."""
     import mumo
+    from mumo.run.train import train
     from mumo.serve.index import update_index
-    from mumo.train import load_recipe, train
+    from mumo.train import load_recipe
 
     root = tmp_path_factory.mktemp("demo")
     one_object = ShapesConfig(image_size=32, max_objects=1)

@@ -15,7 +15,8 @@ import mumo
 from mumo.data.shapes import ShapesConfig, write_captions, write_shapes
 from mumo.data.shards import shard_source, write_shards
 from mumo.data.tokenizer import Tokenizer
-from mumo.train import load_recipe, train
+from mumo.run.train import train
+from mumo.train import load_recipe
 
 COMMON = [
     "batch_size=8",

@@ -16,7 +16,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 import mumo
 from mumo.layers.batch_norm import sync_batch_norm
-from mumo.train import Trainer, load_recipe
+from mumo.run.train import trainer as run_trainer
+from mumo.train import load_recipe
 from mumo.train.distributed import DistInfo, average_gradients
 from mumo.train.tasks import MultiTask
 
@@ -304,7 +305,7 @@ def test_the_demo_recipe_over_two_processes_equals_one_process(tmp_path):
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     one = tmp_path / "one"
-    trainer = Trainer(load_recipe(DEMO, [*DEMO_SHORT, f"out_dir={one}", "batch_size=32"]), progress=False)
+    trainer = run_trainer(load_recipe(DEMO, [*DEMO_SHORT, f"out_dir={one}", "batch_size=32"]), progress=False)
     assert sync_batch_norm(trainer.model) == 4  # the same parameters: the optimizer keeps them
     trainer.fit()
     _assert_same_weights(one, two, buffers=True)

@@ -13,7 +13,9 @@ from mumo.data.tokenizer import Tokenizer
 from mumo.errors import CheckpointError, ConfigError
 from mumo.layers.lora import lora_layers
 from mumo.models import ImageClassifier
-from mumo.train import TrainConfig, Trainer, load_recipe, train
+from mumo.run.train import train
+from mumo.run.train import trainer as run_trainer
+from mumo.train import TrainConfig, load_recipe
 from mumo.train.config import FinetuneConfig
 from mumo.train.finetune import (
     apply_finetune,
@@ -199,7 +201,7 @@ def test_lora_finetuning_saves_a_plain_merged_model_and_the_adapter_alone(pretra
         "head.bias",
     }
     # the pretrained model plus the adapter alone computes what the merged model does
-    start = ImageClassifier.from_clip(mumo.load_pretrained(pretrained), merged.class_names, head="random")
+    start = ImageClassifier.from_clip(mumo.load_pretrained(pretrained), merged.class_names)
     rebuilt = load_adapter(start, tmp_path / "final").eval()
     images = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
@@ -209,7 +211,7 @@ def test_lora_finetuning_saves_a_plain_merged_model_and_the_adapter_alone(pretra
     data = bytearray(weights.read_bytes())
     data[-5] ^= 0xFF
     weights.write_bytes(bytes(data))
-    start = ImageClassifier.from_clip(mumo.load_pretrained(pretrained), merged.class_names, head="random")
+    start = ImageClassifier.from_clip(mumo.load_pretrained(pretrained), merged.class_names)
     with pytest.raises(CheckpointError, match="adapter.safetensors does not match its checksum"):
         load_adapter(start, tmp_path / "final")
 
@@ -222,7 +224,7 @@ def test_a_lora_run_resumes_from_its_checkpoint_to_the_same_weights(pretrained, 
     shutil.rmtree(resumed / "final")
     shutil.rmtree(resumed / "checkpoints" / "step_000006")
     config = TrainConfig.from_dict(json.loads((resumed / "train_config.json").read_text()))
-    assert Trainer(config, resume=True, progress=False).step == 3
+    assert run_trainer(config, resume=True, progress=False).step == 3
     train(config, resume=True, progress=False)
     a = load_file(str(straight / "final" / "model.safetensors"))
     b = load_file(str(resumed / "final" / "model.safetensors"))
@@ -236,24 +238,6 @@ def test_labelled_data_needs_a_pretrained_model_and_the_cls_objective():
         load_recipe(None, ["data.kind=digits", "objectives=[cls]"])
     with pytest.raises(ConfigError, match="cls objective"):
         load_recipe(None, ["data.kind=digits", "init_from=x"])
-
-
-def test_a_probe_head_gives_the_probes_logits():
-    from mumo.eval.linear_probe import fit_logistic_regression
-    from mumo.inference import embed_images
-    from mumo.train.finetune import fit_probe_head
-
-    clip = mumo.create_model("clip_conv_tiny", seed=0)
-    model = ImageClassifier.from_clip(clip, ("a", "b", "c"), head="random").eval()
-    g = torch.Generator().manual_seed(0)
-    train = (torch.randn(30, 3, 32, 32, generator=g), torch.arange(30) % 3)
-    val = (torch.randn(12, 3, 32, 32, generator=g), torch.arange(12) % 3)
-    chosen = fit_probe_head(model, train, val, l2_grid=(1e-3, 1e-1))
-    assert chosen["l2"] in (1e-3, 1e-1) and 0.0 <= chosen["val_accuracy"] <= 1.0
-    probe = fit_logistic_regression(embed_images(model, train[0]).double(), train[1], 3, chosen["l2"])
-    with torch.no_grad():
-        got = model(val[0]).double()
-    torch.testing.assert_close(got, probe.logits(embed_images(model, val[0])), rtol=1e-4, atol=1e-4)
 
 
 def test_a_max_steps_0_run_saves_and_evaluates_its_starting_model(pretrained, tmp_path):

@@ -5,7 +5,8 @@ import torch
 
 import mumo
 from mumo.errors import ConfigError
-from mumo.train import Trainer, load_recipe
+from mumo.run.train import trainer as run_trainer
+from mumo.train import load_recipe
 from mumo.train.grad_cache import grad_cache_backward
 from mumo.train.tasks import MultiTask
 
@@ -99,9 +100,9 @@ def test_grad_cache_through_the_trainer_matches_plain_training(tmp_path):
         "tensorboard=false",
         "threads=1",
     ]
-    plain = Trainer(load_recipe(None, [*common, f"out_dir={tmp_path / 'a'}"]), progress=False)
+    plain = run_trainer(load_recipe(None, [*common, f"out_dir={tmp_path / 'a'}"]), progress=False)
     plain.fit()
-    cached = Trainer(
+    cached = run_trainer(
         load_recipe(None, [*common, f"out_dir={tmp_path / 'b'}", "grad_cache_chunk=4"]), progress=False
     )
     cached.fit()

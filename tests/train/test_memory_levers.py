@@ -8,7 +8,8 @@ import torch
 
 import mumo
 from mumo.layers.block import set_grad_checkpointing
-from mumo.train import Trainer, load_recipe
+from mumo.run.train import trainer as run_trainer
+from mumo.train import load_recipe
 from mumo.train.tasks import MultiTask
 
 
@@ -56,7 +57,7 @@ def test_mixed_precision_runs_train_in_fp32_weights(tmp_path, precision):
     config = load_recipe(
         None, [*TINY, f"precision={precision}", "grad_checkpointing=true", f"out_dir={tmp_path}"]
     )
-    trainer = Trainer(config, progress=False)
+    trainer = run_trainer(config, progress=False)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.fit()
     state = trainer.model.state_dict()

@@ -11,7 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from mumo.errors import TrainingError
-from mumo.train import Trainer, load_recipe, train
+from mumo.run.train import train
+from mumo.run.train import trainer as run_trainer
+from mumo.train import load_recipe
 from mumo.train.checkpoint import latest_valid_checkpoint, list_checkpoints, run_id
 
 TINY = [
@@ -43,7 +45,7 @@ def _steps(out):
 def test_a_new_run_refuses_a_folder_that_holds_another_run(tmp_path):
     train(_config(tmp_path, "evaluate=false"), progress=False)
     with pytest.raises(TrainingError, match="already holds a run .*--resume.*another out_dir.*--overwrite"):
-        Trainer(_config(tmp_path, "seed=1"), progress=False)
+        run_trainer(_config(tmp_path, "seed=1"), progress=False)
     assert _steps(tmp_path) == ["step_000002", "step_000004"]  # untouched
 
 
@@ -92,12 +94,12 @@ def test_a_restart_after_every_checkpoint_is_damaged_keeps_its_own_checkpoints(t
         shutil.copytree(other / "checkpoints" / old, run / "checkpoints" / new)
         weights = run / "checkpoints" / new / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:100])  # truncated
-    trainer = Trainer(_config(run, "evaluate=false", "keep_checkpoints=1"), resume=True, progress=False)
+    trainer = run_trainer(_config(run, "evaluate=false", "keep_checkpoints=1"), resume=True, progress=False)
     assert trainer.step == 0
     trainer.fit()
     assert _steps(run) == ["step_000004", "step_000050", "step_000060"]  # its own newest, and the others
     assert latest_valid_checkpoint(run).name == "step_000004"
-    again = Trainer(_config(run, "evaluate=false", "keep_checkpoints=1"), resume=True, progress=False)
+    again = run_trainer(_config(run, "evaluate=false", "keep_checkpoints=1"), resume=True, progress=False)
     assert again.step == 4 and again.run_id == trainer.run_id  # a later --resume continues this run
 
 
@@ -114,9 +116,11 @@ def test_a_resume_with_changed_settings_is_refused_by_name(tmp_path):
     train(_config(tmp_path, "evaluate=false"), progress=False)
     shutil.rmtree(tmp_path / "checkpoints" / "step_000004")
     with pytest.raises(TrainingError, match=r"other settings \(optim.lr 0.001 -> 0.002, max_steps 4 -> 8\)"):
-        Trainer(_config(tmp_path, "evaluate=false", "max_steps=8", "optim.lr=2e-3"), resume=True)
+        run_trainer(_config(tmp_path, "evaluate=false", "max_steps=8", "optim.lr=2e-3"), resume=True)
     # how it reports is not what it computes: these may change, and the record says what ran
-    resumed = Trainer(_config(tmp_path, "evaluate=false", "log_every=3", "keep_checkpoints=5"), resume=True)
+    resumed = run_trainer(
+        _config(tmp_path, "evaluate=false", "log_every=3", "keep_checkpoints=5"), resume=True
+    )
     assert resumed.step == 2
     recorded = json.loads((tmp_path / "train_config.json").read_text())
     assert recorded["max_steps"] == 4 and recorded["log_every"] == 3
@@ -126,7 +130,7 @@ def test_resuming_a_finished_run_neither_trains_nor_evaluates_again(tmp_path, mo
     first = train(_config(tmp_path), progress=False)
     before = load_file(str(tmp_path / "final" / "model.safetensors"))
     calls = []
-    monkeypatch.setattr("mumo.run.evaluate.evaluate_run", lambda *a, **k: calls.append(1) or {})
+    monkeypatch.setattr("mumo.run.train.evaluate_run", lambda *a, **k: calls.append(1) or {})
     again = train(_config(tmp_path), resume=True, progress=False)
     assert calls == [] and again == json.loads(json.dumps(first))
     after = load_file(str(tmp_path / "final" / "model.safetensors"))
@@ -135,4 +139,4 @@ def test_resuming_a_finished_run_neither_trains_nor_evaluates_again(tmp_path, mo
 
 def test_an_init_from_that_does_not_exist_says_so(tmp_path):
     with pytest.raises(TrainingError, match=r"init_from=.*missing is not a folder; give a model or a run"):
-        Trainer(_config(tmp_path, f"init_from={tmp_path / 'missing'}"), progress=False)
+        run_trainer(_config(tmp_path, f"init_from={tmp_path / 'missing'}"), progress=False)

@@ -10,7 +10,9 @@ from safetensors.torch import load_file
 
 from mumo.data.shards import pairs_from_shapes, write_shards
 from mumo.errors import TrainingError
-from mumo.train import Trainer, load_recipe, train
+from mumo.run.train import train
+from mumo.run.train import trainer as run_trainer
+from mumo.train import load_recipe
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,7 @@ def test_a_resumed_shard_run_ends_with_the_uninterrupted_weights(shards, tmp_pat
         assert torch.equal(a[k], b[k]), k
 
     with pytest.raises(TrainingError, match=r"other settings \(data.num_workers 2 -> 0, max_steps 5 -> 6\)"):
-        Trainer(
+        run_trainer(
             _config(shards, resumed_dir, "data.num_workers=0", "max_steps=6"), resume=True, progress=False
         )
 

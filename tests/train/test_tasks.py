@@ -9,7 +9,8 @@ import torch
 
 import mumo
 from mumo.errors import ConfigError
-from mumo.train import MultiTask, Trainer, load_recipe
+from mumo.run.train import trainer as run_trainer
+from mumo.train import MultiTask, load_recipe
 from mumo.train.checkpoint import latest_valid_checkpoint, load_checkpoint
 from mumo.train.tasks import build_task
 
@@ -59,7 +60,7 @@ AT_CHANCE_ITC = {"coca", "fusion_hard", "fusion_soft", "fusion_uncertainty"}
 
 def _trainer(tmp_path, overrides, steps=12):
     config = load_recipe(None, [*TINY, *overrides, f"out_dir={tmp_path}", f"max_steps={steps}"])
-    return Trainer(config, progress=False)
+    return run_trainer(config, progress=False)
 
 
 @pytest.mark.learned
@@ -116,7 +117,7 @@ def test_learned_loss_weights_are_checkpointed_and_resumed(tmp_path):
     first.fit()
     uninterrupted = first.task.weighting.log_vars.detach().clone()
     shutil.rmtree(tmp_path / "checkpoints" / "step_000006")  # as if killed after the step-3 checkpoint
-    resumed = Trainer(
+    resumed = run_trainer(
         load_recipe(None, [*TINY, *overrides, f"out_dir={tmp_path}", "max_steps=6"]),
         resume=True,
         progress=False,
@@ -192,7 +193,7 @@ def test_a_gpt_trained_on_a_text_file_starts_a_captioner(tmp_path):
     overrides += ["data.val_size=3", "data.tokenizer_vocab_size=300"]
     config = load_recipe("configs/gpt_text.yaml", overrides)
     assert config.data.path == str(corpus) and config.data.kind == "text"
-    results = Trainer(config, progress=False).fit()
+    results = run_trainer(config, progress=False).fit()
     losses = [json.loads(x)["loss/lm"] for x in (gpt_dir / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < losses[0]
     assert 1.0 < results["eval"]["perplexity"] < 300

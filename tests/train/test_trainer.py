@@ -12,7 +12,9 @@ from safetensors.torch import load_file
 
 import mumo
 from mumo.errors import ConfigError
-from mumo.train import TrainConfig, Trainer, load_recipe, train
+from mumo.run.train import train
+from mumo.run.train import trainer as run_trainer
+from mumo.train import TrainConfig, load_recipe
 
 TINY = [
     "model=clip_vit_tiny",
@@ -56,7 +58,7 @@ def test_short_run_loss_falls_and_writes_everything(tmp_path):
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     # Two micro-batches of 8 make the same step as one batch of 16 (the contrastive loss is per
     # micro-batch, so compare against a model fed the same micro-batches: the sum of their gradients).
-    a = Trainer(
+    a = run_trainer(
         load_recipe(
             None,
             [
@@ -71,7 +73,7 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
         ),
         progress=False,
     )
-    b = Trainer(
+    b = run_trainer(
         load_recipe(
             None,
             [
@@ -206,7 +208,7 @@ def test_corrupt_images_are_skipped_counted_and_reported_per_epoch(tmp_path, cap
 def test_siglip_run_and_its_config_error(tmp_path):
     base = [*TINY, "model=clip_conv_tiny", "loss=siglip", "max_steps=3", "evaluate=false"]
     with pytest.raises(mumo.ConfigError, match="init_logit_bias"):
-        Trainer(load_recipe(None, [*base, f"out_dir={tmp_path / 'a'}"]), progress=False)
+        run_trainer(load_recipe(None, [*base, f"out_dir={tmp_path / 'a'}"]), progress=False)
     config = load_recipe(None, [*base, f"out_dir={tmp_path / 'b'}", "model_overrides.init_logit_bias=-10"])
     assert train(config, progress=False)["steps"] == 3
 
@@ -216,7 +218,7 @@ def test_negclip_batches_carry_hard_negative_captions(tmp_path):
     from mumo.data.shapes import captions, hard_negatives
 
     overrides = [*TINY, f"out_dir={tmp_path}", "max_steps=2", "hard_negatives=2", "evaluate=false"]
-    t = Trainer(load_recipe(None, overrides), progress=False)
+    t = run_trainer(load_recipe(None, overrides), progress=False)
     batch = next(iter(t._loader()))
     first = t.dataset[next(iter(ResumableBatchSampler(len(t.dataset), 16, seed=0)))[0]]
     expected = t.tokenizer.encode(t.collate.negatives(first)).input_ids
@@ -235,4 +237,4 @@ def test_device_cuda_without_a_gpu_is_one_clear_error(tmp_path):
     from mumo.errors import TrainingError
 
     with pytest.raises(TrainingError, match="device=cuda, but torch sees no CUDA GPU here; train with"):
-        Trainer(load_recipe(None, [*TINY, "device=cuda", f"out_dir={tmp_path}"]), progress=False)
+        run_trainer(load_recipe(None, [*TINY, "device=cuda", f"out_dir={tmp_path}"]), progress=False)

@@ -13,16 +13,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mumo.eval.classify import predict
-from mumo.models.classifier import ImageClassifier
-from mumo.models.clip import CLIP
 from mumo.models.interpolate import interpolate_models
-
-
-def zero_shot_start(pretrained: CLIP, finetuned: ImageClassifier, tokenizer: Any) -> ImageClassifier:
-    """The classifier ``finetuned`` started from: ``pretrained`` with the zero-shot head of the same class
-    names and prompts (both are in the fine-tuned model's config)."""
-    c = finetuned.config
-    return ImageClassifier.from_clip(pretrained, c.class_names, tokenizer, c.templates, head="zero_shot")
 
 
 def wise_ft_sweep(
@@ -35,7 +26,7 @@ def wise_ft_sweep(
     """``evaluate`` the weight mix ``(1 - alpha) * start + alpha * finetuned`` at each alpha.
 
     Args:
-        start, finetuned: two models of one architecture (see :func:`zero_shot_start`).
+        start, finetuned: two models of one architecture (e.g. :func:`mumo.run.heads.zero_shot_start`).
         alphas: mixing weights in [0, 1].
         evaluate: model -> named scores (e.g. target accuracy and zero-shot accuracy).
         progress: called with (alpha, scores) after each evaluation.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,8 @@ from mumo.models.vision import VisionConfig, build_vision_tower
 @dataclass
 class CaptionerConfig(Config):
     model_type: Literal["captioner"] = "captioner"  # architecture tag stored in config.json
+    # where the data decides sizes: the vocabulary (the tokenizer's) and the image size (data.image_size)
+    data_fields: ClassVar[tuple[str, str]] = ("text.vocab_size", "vision.image_size")
     vision: VisionConfig | None = field(default_factory=VisionConfig)  # image tower; null: text-only GPT
     text: TextConfig = field(default_factory=TextConfig)  # unimodal layers; vocab and context of the decoder
     decoder_depth: int = 6  # multimodal blocks: causal self-attention + cross-attention to the image + MLP

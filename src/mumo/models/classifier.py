@@ -3,11 +3,12 @@ normalised image embedding (the fine-tuning setup of WiSE-FT, Wortsman et al., 2
 
 images (B, 3, H, W) -> clip.encode_image -> (B, E), unit norm -> head -> * head_scale -> (B, C) logits
 
-Zero-shot start: ``head.weight`` = the class text embeddings (C, E), ``head.bias = 0`` and ``head_scale`` =
-the model's inverse temperature, so before any training the classifier's logits are exactly zero-shot
-classification's, and fine-tuning starts from what pretraining already knows rather than from a random head
-that first has to undo noise. The scale is a fixed buffer, not folded into the weights: unit-norm rows move
-at the optimizer's step size, where rows scaled by ~50 would barely move.
+Zero-shot start (:func:`mumo.run.heads.zero_shot_head`): ``head.weight`` = the class text embeddings
+(C, E), ``head.bias = 0`` and ``head_scale`` = the model's inverse temperature, so before any training the
+classifier's logits are exactly zero-shot classification's, and fine-tuning starts from what pretraining
+already knows rather than from a random head that first has to undo noise. The scale is a fixed buffer, not
+folded into the weights: unit-norm rows move at the optimizer's step size, where rows scaled by ~50 would
+barely move.
 
 The whole CLIP stays inside, text tower included (the classification loss never reaches it): a fine-tuned
 classifier can still do zero-shot classification and retrieval, and weight-space ensembling can mix it with
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -62,20 +63,21 @@ class ImageClassifier(WrapsCLIP, nn.Module):
         cls,
         clip: CLIP,
         class_names: Sequence[str],
-        tokenizer: Any = None,
+        head_weight: Tensor | None = None,
+        head_bias: Tensor | None = None,
         templates: Sequence[str] = CLASSIFIER_TEMPLATES,
-        head: Literal["zero_shot", "random"] = "zero_shot",
         seed: int = 0,
     ) -> ImageClassifier:
-        """A classifier holding a copy of ``clip``'s weights.
+        """A classifier holding a copy of ``clip``'s weights and the head it is handed.
 
         Args:
             clip: the pretrained dual encoder (left untouched).
             class_names: C names, in label order.
-            tokenizer: ``clip``'s tokenizer; needed for the zero-shot head.
-            templates: prompts with one ``{}`` for the class name, averaged per class (zero-shot head).
-            head: 'zero_shot' (text embeddings of the prompts) or 'random' (random unit rows, seeded by
-                ``seed``); either way scaled by the model's inverse temperature.
+            head_weight: (C, E) head rows, applied to the unit-norm image embedding before ``head_scale`` (the
+                model's inverse temperature): the class prompts' text embeddings for a zero-shot head, or a
+                linear probe's (see :mod:`mumo.run.heads`). None: random unit rows, seeded by ``seed``.
+            head_bias: (C,) head bias; zero when None.
+            templates: the prompts of the zero-shot head, recorded in the config (``{}`` = class name).
         """
         if not isinstance(clip, CLIP):
             raise TypeError(f"a classifier is made from a CLIP dual encoder, got {type(clip).__name__}")
@@ -86,20 +88,16 @@ class ImageClassifier(WrapsCLIP, nn.Module):
             torch.manual_seed(seed)
             model = cls(config).to(next(clip.parameters()).device)
         model.clip.load_state_dict(clip.state_dict())
+        shape = tuple(model.head.weight.shape)
+        if head_weight is not None and tuple(head_weight.shape) != shape:
+            raise ValueError(f"head_weight must be (C, E) = {shape}, got {tuple(head_weight.shape)}")
+        if head_bias is not None and tuple(head_bias.shape) != shape[:1]:
+            raise ValueError(f"head_bias must be (C,) = {shape[:1]}, got {tuple(head_bias.shape)}")
         with torch.no_grad():
             model.head_scale.fill_(clip.scale_and_bias()[0].item())
-            model.head.weight.copy_(F.normalize(model.head.weight, dim=-1))
-            model.head.bias.zero_()
-        if head == "zero_shot":
-            if tokenizer is None:
-                raise ValueError("a zero-shot head needs the model's tokenizer to embed the class prompts")
-            from mumo.inference import build_classifier  # eval builds on models, not the reverse
-
-            with torch.no_grad():
-                weights = build_classifier(clip, tokenizer, list(class_names), templates)  # (E, C)
-                model.head.weight.copy_(weights.T)
-        elif head != "random":
-            raise ValueError(f"head must be 'zero_shot' or 'random', got {head!r}")
+            weight = F.normalize(model.head.weight, dim=-1) if head_weight is None else head_weight
+            model.head.weight.copy_(weight)
+            model.head.bias.copy_(head_bias if head_bias is not None else torch.zeros(shape[0]))
         return model
 
     @property

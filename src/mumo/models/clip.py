@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,8 @@ def build_text_tower(config: TextConfig) -> nn.Module:
 @dataclass
 class CLIPConfig(Config):
     model_type: Literal["clip"] = "clip"  # architecture tag stored in config.json
+    # where the data decides sizes: the vocabulary (the tokenizer's) and the image size (data.image_size)
+    data_fields: ClassVar[tuple[str, str]] = ("text.vocab_size", "vision.image_size")
     embed_dim: int = 512  # width of the joint embedding space
     vision: VisionConfig = field(default_factory=VisionConfig)  # image tower
     text: TextConfig = field(default_factory=TextConfig)  # text tower

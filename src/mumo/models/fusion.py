@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +42,8 @@ from mumo.models.text import TextTransformer
 @dataclass
 class FusionConfig(Config):
     model_type: Literal["fusion"] = "fusion"  # architecture tag stored in config.json
+    # where the data decides sizes: the vocabulary (the tokenizer's) and the image size (data.image_size)
+    data_fields: ClassVar[tuple[str, str]] = ("clip.text.vocab_size", "clip.vision.image_size")
     clip: CLIPConfig = field(default_factory=CLIPConfig)  # the towers and the ITC projections
     fusion_depth: int = 2  # fusion blocks (self-attention + cross-attention to image tokens + MLP)
     num_heads: int = 8  # attention heads of the fusion blocks; must divide the text width

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,8 @@ TEXT_TYPE, IMAGE_TYPE = 0, 1  # rows of the modality embedding (ViLT's token typ
 @dataclass
 class SingleStreamConfig(Config):
     model_type: Literal["single_stream"] = "single_stream"  # architecture tag stored in config.json
+    # where the data decides sizes: the vocabulary (the tokenizer's) and the image size (data.image_size)
+    data_fields: ClassVar[tuple[str, str]] = ("vocab_size", "image_size")
     image_size: int = 224  # input height and width in pixels
     patch_size: int = 32  # patch side in pixels (ViLT-B/32)
     in_chans: int = 3  # input channels

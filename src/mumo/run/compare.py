@@ -119,7 +119,9 @@ def compare(
     Returns:
         One row per (variant, scoring), as written to ``compare.json``.
     """
-    from mumo.train import Trainer, load_recipe
+    from mumo.run.train import fit
+    from mumo.run.train import trainer as build_trainer
+    from mumo.train import load_recipe
     from mumo.train.data import shapes_config
 
     out_dir = Path(out_dir)
@@ -137,8 +139,8 @@ def compare(
         config = load_recipe(recipe, [*overrides, f"out_dir={run_dir}", "evaluate=false"])
         if config.data.kind != "shapes":
             raise ConfigError(f"{recipe}: compare runs on the built-in data (data.kind=shapes)")
-        trainer = Trainer(config, resume=True, progress=progress)
-        trainer.fit()
+        trainer = build_trainer(config, resume=True, progress=progress)
+        fit(trainer)
         model, tokenizer = trainer.model.eval(), trainer.tokenizer
         shapes = shapes_config(config.data)
         test_set = ShapesDataset("test", retrieval_size, shapes)

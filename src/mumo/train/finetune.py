@@ -19,11 +19,9 @@ Towers are found by what they can say about themselves: every module with ``num_
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
@@ -36,11 +34,8 @@ from mumo._io import (
     write_manifest,
 )
 from mumo.errors import CheckpointError, ConfigError
-from mumo.eval.linear_probe import DEFAULT_L2_GRID, sweep_l2
-from mumo.inference import embed_images
 from mumo.layers.lora import apply_lora, lora_layers
 from mumo.models._pretrained import read_safetensors
-from mumo.models.classifier import ImageClassifier
 from mumo.models.text import TextTransformer
 from mumo.train.config import FinetuneConfig
 
@@ -199,28 +194,3 @@ def load_adapter(model: nn.Module, directory: str | Path) -> nn.Module:
         raise CheckpointError(f"adapter {directory} does not fit the model: {bad[:4]}")
     model.load_state_dict(state, strict=False)
     return model
-
-
-def fit_probe_head(
-    model: ImageClassifier,
-    train: tuple[Tensor, Tensor],
-    val: tuple[Tensor, Tensor],
-    l2_grid: Sequence[float] = DEFAULT_L2_GRID,
-) -> dict[str, float]:
-    """Set a classifier's head to a logistic-regression probe of its frozen image embeddings (LP-FT's first
-    stage): the penalty is chosen on ``val``, the head fit on ``train`` alone, both (images (N, 3, H, W)
-    normalised, labels (N,)). The probe's standardisation is folded into the head's weight and bias, so the
-    classifier's logits equal the probe's.
-
-    Returns:
-        The chosen ``l2`` and the probe's ``val_accuracy``.
-    """
-    features = [(embed_images(model, images).double(), labels) for images, labels in (train, val)]
-    best, scores, probe = sweep_l2(*features, len(model.class_names), l2_grid)
-    weight = probe.weight / probe.std  # (C, E): logits = x @ weight.T + bias, for raw embeddings x
-    bias = probe.bias - weight @ probe.mean
-    with torch.no_grad():
-        scale = model.head_scale.double()
-        model.head.weight.copy_(weight / scale)
-        model.head.bias.copy_(bias / scale)
-    return {"l2": best, "val_accuracy": scores[best]}

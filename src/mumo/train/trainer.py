@@ -1,9 +1,10 @@
 """The training loop: one loop for every Task, resumable to the bit.
 
-setup (data, tokenizer, model, task, optimizer, schedule; or all of it from the newest valid checkpoint)
--> for each optimizer step: ``grad_accum`` micro-batches -> the task's losses -> ``task.combine`` (fixed or
-learned weights) -> backward -> clip -> AdamW -> schedule; log; checkpoint every ``checkpoint_every`` steps
--> final checkpoint, model folder ``final/``, evaluation, ``metrics.json``.
+It is handed its pieces (:class:`~mumo.train.setup.TrainPieces`: data, tokenizer, model, task, optimizer,
+schedule, already restored on resume) and runs: for each optimizer step ``grad_accum`` micro-batches -> the
+task's losses -> ``task.combine`` (fixed or learned weights) -> backward -> clip -> AdamW -> schedule; log;
+checkpoint every ``checkpoint_every`` steps -> final checkpoint, model folder ``final/``, the evaluation it
+is handed, ``metrics.json``. ``mumo.run.train`` chains it with evaluation and the report.
 
 Determinism: weights come from ``seed``; batch ``g`` of the run is fixed by (seed, g) through
 :class:`~mumo.data.sampler.ResumableBatchSampler`; scenes of the built-in data depend only on their index;
@@ -17,224 +18,90 @@ import json
 import logging
 import math
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
 
 from mumo._io import atomic_write_json
 from mumo.data.pairs import SkipReport
 from mumo.data.sampler import ResumableBatchSampler
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import TrainingError
-from mumo.layers.batch_norm import sync_batch_norm
-from mumo.layers.block import set_grad_checkpointing
-from mumo.models import create_model, get_model_config, load_pretrained, save_pretrained
-from mumo.models._pretrained import model_folder
-from mumo.train.checkpoint import (
-    STATE_JSON,
-    is_sharded,
-    latest_valid_checkpoint,
-    load_checkpoint,
-    load_sharded_checkpoint,
-    save_checkpoint,
-    save_sharded_checkpoint,
-)
-from mumo.train.config import LABELLED_KINDS, TrainConfig
-from mumo.train.distributed import (
-    average_gradients,
-    barrier,
-    broadcast_parameters,
-    fully_shard_task,
-    gather_lists,
-    init_distributed,
-)
-from mumo.train.finetune import apply_finetune, fit_probe_head, inference_only_modules, save_adapter
-from mumo.train.optim import build_optimizer, build_scheduler
-from mumo.train.run_folder import MetricsLog, check_unchanged, claim_out_dir
-from mumo.train.tasks import build_task, load_task_state, task_state
-
-# Where each architecture keeps the vocabulary size and the image size the data decides.
-_DATA_FIELDS = {
-    "clip": ("text.vocab_size", "vision.image_size"),
-    "fusion": ("clip.text.vocab_size", "clip.vision.image_size"),
-    "single_stream": ("vocab_size", "image_size"),
-    "captioner": ("text.vocab_size", "vision.image_size"),
-}
+from mumo.models import load_pretrained, save_pretrained
+from mumo.train.checkpoint import save_checkpoint, save_sharded_checkpoint
+from mumo.train.config import TrainConfig
+from mumo.train.distributed import average_gradients, barrier, gather_lists
+from mumo.train.finetune import save_adapter
+from mumo.train.run_folder import MetricsLog
+from mumo.train.setup import ClassifierBuilder, DataBuilder, TrainPieces, data_layout, setup
+from mumo.train.tasks import task_state
 
 logger = logging.getLogger(__name__)
 
+# (model, tokenizer, config, out_dir, training set) -> metrics of the trained model
+Evaluate = Callable[[nn.Module, Tokenizer, TrainConfig, Path, Any], dict]
+
 
 class Trainer:
-    """Runs a :class:`TrainConfig` end to end.
+    """The loop over a run's pieces (see the module docstring).
 
-    A folder holds one run. A new run (``resume`` False) refuses a folder that holds another's checkpoints
-    or model unless ``overwrite`` deletes them; a resumed run continues the newest valid checkpoint with
-    the settings it was started with (a changed setting that would alter the run is refused by name), and
-    one that had already finished returns its metrics without training or evaluating again. Every
-    checkpoint names its run (``run_id``), so pruning never touches another run's.
-
-    The run owns torch's global generator (random crops, dropout and LoRA's initialisation draw from it): it
-    is seeded from ``seed`` (and the rank), saved in every checkpoint and restored on resume, so two runs of
-    one config end with the same weights, bit for bit, on CPU.
+    A folder holds one run: :func:`~mumo.train.setup.setup` refuses a folder that holds another's run (unless
+    ``overwrite``) and restores a resumed one; a resumed run that had finished returns its metrics without
+    training or evaluating again. Every checkpoint names its run (``run_id``), so pruning never touches
+    another run's. The run owns torch's global generator: it is saved in every checkpoint and restored on
+    resume, so two runs of one config end with the same weights, bit for bit, on CPU.
 
     Args:
-        config: the run.
-        resume: continue from the newest valid checkpoint in ``config.out_dir`` (a fresh start if none).
+        pieces: what :func:`~mumo.train.setup.setup` built.
         progress: show a progress bar.
-        build_data: ``(config) -> (train dataset, tokenizer texts, image mean, image std)``; defaults to
-            :func:`mumo.train.data.build_train_data`.
-        overwrite: a new run may replace the run ``config.out_dir`` holds (its checkpoints and outputs are
-            deleted first).
+        evaluate: the end-of-run evaluation (rank 0, on the saved model) when ``config.evaluate``; none
+            when None (``mumo.run.train`` hands in :func:`mumo.run.evaluate.evaluate_run`).
     """
 
-    def __init__(
-        self,
-        config: TrainConfig,
-        resume: bool = False,
-        progress: bool = True,
-        build_data: Callable[[TrainConfig], tuple[Dataset, list[str], Any, Any]] | None = None,
-        overwrite: bool = False,
-    ) -> None:
-        from mumo.train.data import build_collate, build_train_data
-
-        self.config = c = config
-        self.out_dir = Path(c.out_dir)
-        if c.device.startswith("cuda") and not torch.cuda.is_available():
-            raise TrainingError(f"device={c.device}, but torch sees no CUDA GPU here; train with device=cpu")
-        if c.init_from is not None and not Path(c.init_from).is_dir():
-            raise TrainingError(f"init_from={c.init_from} is not a folder; give a model or a run folder")
-        if c.threads:
-            torch.set_num_threads(c.threads)
-        self.dist = init_distributed(c.device)
-        if not resume:  # every rank checks before any writes; rank 0 alone deletes
-            claim_out_dir(self.out_dir, overwrite, self.dist.is_main)
-            barrier(self.dist)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(c.seed + self.dist.rank)
-        self.run_id = uuid.uuid4().hex  # a resumed run takes its checkpoint's (rank 0's is the one written)
-        self.finished = False
-        device = c.device
-        if self.dist.world_size > 1 and device == "cuda":
-            device = f"cuda:{self.dist.local_rank}"
-        self.device = torch.device(device)
+    def __init__(self, pieces: TrainPieces, progress: bool = True, evaluate: Evaluate | None = None) -> None:
+        p = self.pieces = pieces
+        self.config, self.dist, self.device = p.config, p.dist, p.device
+        self.dataset, self.collate, self.tokenizer = p.dataset, p.collate, p.tokenizer
+        self.model, self.task, self.forward = p.model, p.task, p.forward
+        self.optimizer, self.scheduler, self.scaler = p.optimizer, p.scheduler, p.scaler
+        self.sharded, self.replicated, self.inference_only = p.sharded, p.replicated, p.inference_only
+        self.finetune, self.run_id = p.finetune, p.run_id
+        self.out_dir = Path(p.config.out_dir)
         self.progress = progress and self.dist.is_main
-        self.dataset, tokenizer_texts, mean, std = (build_data or build_train_data)(c)
-
-        checkpoint = latest_valid_checkpoint(self.out_dir) if resume else None
-        if checkpoint is not None:  # before anything is built from the config
-            check_unchanged(c, json.loads((checkpoint / STATE_JSON).read_text()).get("config"), checkpoint)
-        text_tower = None
-        if c.text_tower is not None:  # a pretrained BERT brings its own vocabulary
-            from mumo.interop.hf_bert import load_hf_bert
-
-            text_tower, tokenizer = load_hf_bert(c.text_tower)
-        elif checkpoint is not None:
-            tokenizer = Tokenizer.load(checkpoint)
-        elif c.init_from is not None:  # the weights we start from only make sense with their vocabulary
-            tokenizer = Tokenizer.load(model_folder(c.init_from))
-        else:
-            tokenizer = Tokenizer.train(tokenizer_texts, vocab_size=c.data.tokenizer_vocab_size)
-        if c.data.kind in LABELLED_KINDS:
-            self.model = _classifier(c, tokenizer, self.dataset.class_names).to(self.device)
-        else:
-            base = get_model_config(c.model, **c.model_overrides)
-            vocab_field, image_field = _DATA_FIELDS.get(base.model_type, _DATA_FIELDS["clip"])
-            overrides = {**c.model_overrides, vocab_field: tokenizer.vocab_size}
-            if text_tower is not None:
-                if base.model_type != "clip":
-                    raise TrainingError(f"text_tower replaces a CLIP's text tower; {c.model} is not a CLIP")
-                overrides["text"] = text_tower.config.to_dict()
-            if c.data.image_size and getattr(base, "vision", True) is not None:  # a text-only GPT has none
-                overrides[image_field] = c.data.image_size
-            self.model = create_model(c.model, seed=c.seed, **overrides).to(self.device)
-            if c.init_from is not None and checkpoint is None:
-                _init_from(self.model, c.init_from)
-            if text_tower is not None:
-                self.model.text.load_state_dict(text_tower.state_dict())
-        # Across processes batch norm normalises by the global batch, as one process would (GradCache's
-        # chunks see their own statistics anyway, and their forward passes differ in number between ranks).
-        if self.dist.world_size > 1 and not c.grad_cache_chunk:
-            sync_batch_norm(self.model)
-        # Before the optimizer and the checkpoint: both must see the final set of (trainable) parameters.
-        self.finetune = apply_finetune(self.model, c.finetune)
-        self.inference_only = inference_only_modules(self.model, c.finetune.freeze_norm_stats)
-        if c.grad_checkpointing and not set_grad_checkpointing(self.model):
-            logger.warning("grad_checkpointing: %s has no Transformer blocks to checkpoint", c.model)
-        # fp16 needs its loss scaled so that small gradients do not flush to zero; bf16 has fp32's range.
-        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[c.precision]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=c.precision == "fp16")
-        logger.info(
-            "training %d of %d parameters (%.2f %%)",
-            self.finetune["trainable_params"],
-            self.finetune["total_params"],
-            100 * self.finetune["trainable_params"] / self.finetune["total_params"],
+        self.evaluate = evaluate
+        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        self.autocast_dtype = dtypes[p.config.precision]
+        self.step = p.state.get("step", 0)
+        self.finished = (
+            p.checkpoint is not None
+            and self.step >= p.config.max_steps
+            and (self.out_dir / "metrics.json").is_file()
+            and (self.out_dir / "final").is_dir()
         )
-        tokenizer.context_length = self.model.context_length
-        if hasattr(self.dataset, "bind"):  # a text corpus is tokenized once the tokenizer exists
-            self.dataset.bind(tokenizer, self.model.context_length)
-        self.tokenizer = tokenizer
-        self.task = build_task(self.model, c, tokenizer, self.dist.rank, self.dist.world_size).to(self.device)
-        # Across processes, DDP averages the gradients of every rank's share of the global batch; FSDP2
-        # reduce-scatters them into each rank's shard. GradCache runs one backward per chunk outside any
-        # wrapped forward, so it averages the gradients itself (average_gradients), as it does for the
-        # parameters FSDP leaves whole; both start every rank from rank 0's weights, as DDP would.
-        self.forward = self.task
-        self.sharded = self.dist.world_size > 1 and c.strategy == "fsdp"
-        self.replicated: list[torch.nn.Parameter] = []  # parameters whose gradients are averaged here
-        if self.dist.world_size > 1 and (c.grad_cache_chunk or self.sharded):
-            broadcast_parameters(self.task, self.dist)
-            self.replicated = fully_shard_task(self.task) if self.sharded else list(self.task.parameters())
-        elif self.dist.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward = DistributedDataParallel(self.task, device_ids=ids)
-        # The task, not just the model: learned loss weights are trained too.
-        self.optimizer = build_optimizer(self.task, c.optim)
-        self.scheduler = build_scheduler(self.optimizer, c.optim, c.max_steps)
-        self.step = 0
-        if checkpoint is not None and self.sharded != is_sharded(checkpoint):
-            written = "strategy=fsdp across processes" if is_sharded(checkpoint) else "whole weights"
-            raise TrainingError(
-                f"{checkpoint} was written by a run with {written}; resume it the same way, or start a new "
-                "run from its weights with init_from"
-            )
-        if checkpoint is not None and self.sharded:
-            state = load_sharded_checkpoint(checkpoint, self.task, self.optimizer, self.scheduler)
-        elif checkpoint is not None:
-            _, _, state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
-        if checkpoint is not None:
-            load_task_state(self.task, state.get("task_state", {}))
-            if state.get("grad_scaler"):
-                self.scaler.load_state_dict(state["grad_scaler"])
-            self.step = state["step"]
-            self.run_id = state.get("run_id")
-            self.finished = (
-                self.step >= c.max_steps
-                and (self.out_dir / "metrics.json").is_file()
-                and (self.out_dir / "final").is_dir()
-            )
-            layout, now = state.get("data_layout", {}), self._data_layout()
-            if c.data.kind == "shards" and layout and layout != now:
-                raise TrainingError(
-                    f"{checkpoint} was written by a run reading shards with {layout}; resume with the same "
-                    f"processes and data.num_workers (now {now}), or start a new run from it with init_from"
-                )
-            logger.info("resuming %s at step %d", checkpoint, self.step)
-        self.collate = build_collate(c, self.dataset, tokenizer, mean, std)
         self.epoch_skips = SkipReport()  # reported, then cleared, at each epoch's end
         self.all_skips = SkipReport()
         if self.dist.is_main:  # one writer per run folder
-            atomic_write_json(self.out_dir / "train_config.json", c.to_dict())
+            atomic_write_json(self.out_dir / "train_config.json", p.config.to_dict())
 
-    def _data_layout(self) -> dict[str, int]:
-        """Shards cut each epoch by ranks x loader workers: a resume must read with the same layout."""
-        return {"world_size": self.dist.world_size, "num_workers": self.config.data.num_workers}
+    @classmethod
+    def from_config(
+        cls,
+        config: TrainConfig,
+        resume: bool = False,
+        progress: bool = True,
+        overwrite: bool = False,
+        build_data: DataBuilder | None = None,
+        build_classifier: ClassifierBuilder | None = None,
+        evaluate: Evaluate | None = None,
+    ) -> Trainer:
+        """:func:`~mumo.train.setup.setup` then the loop over its pieces (arguments as theirs)."""
+        pieces = setup(config, resume, overwrite, build_data, build_classifier)
+        return cls(pieces, progress=progress, evaluate=evaluate)
 
     def _loader(self) -> DataLoader:
         """Batches from micro-batch ``step * grad_accum`` on: this rank's share of each global batch."""
@@ -332,7 +199,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "task_state": task_state(self.task),
             "grad_scaler": self.scaler.state_dict(),  # {} unless fp16
-            "data_layout": self._data_layout(),
+            "data_layout": data_layout(self.config, self.dist),
             "run_id": self.run_id,
         }
         keep = self.config.keep_checkpoints
@@ -432,85 +299,11 @@ class Trainer:
         skipped = gather_lists(self.all_skips.skipped, self.dist)  # every rank's, in rank order
         if skipped:
             results["skipped_images"] = [{"path": x.path, "reason": x.reason} for x in skipped]
-        if c.evaluate and main:
-            from mumo.run.evaluate import evaluate_run
-
+        if c.evaluate and self.evaluate is not None and main:
             # a sharded model runs only with every rank; rank 0 evaluates the whole one it saved
             model = load_pretrained(final).to(self.device) if self.sharded else self.model
-            results["eval"] = evaluate_run(model, self.tokenizer, c, self.out_dir, self.dataset)
-        if main:
+            results["eval"] = self.evaluate(model, self.tokenizer, c, self.out_dir, self.dataset)
+        if main:  # last: a run with metrics.json is finished, and a resume returns them
             atomic_write_json(self.out_dir / "metrics.json", results)
-            if c.report:
-                from mumo.run.report import write_report
-
-                write_report(self.out_dir)
         barrier(self.dist)
         return results
-
-
-def _init_from(model: torch.nn.Module, folder: str) -> None:
-    """Start ``model`` from the weights of a model folder that match by name and shape (e.g. a text-only
-    GPT's for a captioner); the rest keep their fresh initialisation, and both lists are logged."""
-    from safetensors.torch import load_file
-
-    from mumo.models._pretrained import load_state_dict_matching
-
-    path = model_folder(folder)
-    weights = path / "model.safetensors"
-    if not weights.is_file():
-        raise TrainingError(f"init_from={folder}: no model.safetensors there; give a model or run folder")
-    fresh, unused = load_state_dict_matching(model, load_file(str(weights)), str(weights))
-    logger.warning(
-        "initialised from %s: %d tensors loaded, %d fresh (%s), %d unused (%s)",
-        path,
-        len(model.state_dict()) - len(fresh),
-        len(fresh),
-        ", ".join(sorted({k.split(".")[0] for k in fresh})) or "none",
-        len(unused),
-        ", ".join(sorted({k.split(".")[0] for k in unused})) or "none",
-    )
-
-
-def _classifier(config: TrainConfig, tokenizer: Tokenizer, class_names: tuple[str, ...]) -> torch.nn.Module:
-    """The classifier a labelled-data run trains: made from the dual encoder ``init_from`` names (head per
-    ``finetune.head``), or that classifier itself when ``init_from`` is one with the same classes."""
-    from mumo.models import CLIP, ImageClassifier, load_pretrained
-
-    path = model_folder(config.init_from)
-    pretrained = load_pretrained(path)
-    if getattr(pretrained, "image_size", None) not in (None, config.data.image_size):
-        raise TrainingError(
-            f"init_from={config.init_from} takes {pretrained.image_size}-px images; "
-            f"set data.image_size={pretrained.image_size}"
-        )
-    if isinstance(pretrained, ImageClassifier):
-        if pretrained.class_names != tuple(class_names):
-            raise TrainingError(
-                f"init_from={config.init_from} classifies {list(pretrained.class_names)}, "
-                f"the data has {list(class_names)}"
-            )
-        return pretrained
-    if not isinstance(pretrained, CLIP):
-        raise TrainingError(
-            f"init_from={config.init_from} is a {type(pretrained).__name__}; fine-tuning on labelled images "
-            "starts from a CLIP dual encoder"
-        )
-    f = config.finetune
-    tokenizer.context_length = pretrained.context_length
-    head = "random" if f.head == "linear_probe" else f.head
-    model = ImageClassifier.from_clip(pretrained, class_names, tokenizer, f.templates, head, seed=config.seed)
-    if f.head == "linear_probe":
-        from mumo.eval.classify import labelled_tensors
-        from mumo.train.data import labelled_split
-
-        splits = [labelled_tensors(*labelled_split(config.data, s, augment=False)) for s in ("train", "val")]
-        probe = fit_probe_head(model, *splits)
-        logger.info("head from a linear probe: l2 %g, val accuracy %.3f", probe["l2"], probe["val_accuracy"])
-    return model
-
-
-def train(
-    config: TrainConfig, resume: bool = False, progress: bool = True, overwrite: bool = False
-) -> dict[str, Any]:
-    """Run ``config`` (see :class:`Trainer`); returns the final metrics."""
-    return Trainer(config, resume=resume, progress=progress, overwrite=overwrite).fit()
