@@ -12,6 +12,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
+# The dev extra is every optional extra (serve, shards, onnx, minilm) plus the test tools and setuptools
+# (the wheel test builds offline): the suite tests every feature.
 $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mumo._extras import require
 from mumo.data.transforms import CLIP_MEAN, CLIP_STD
 from mumo.errors import ExportError
 from mumo.inference import eval_mode  # BatchNorm running statistics; each module's mode restored
@@ -140,12 +141,10 @@ def check_onnx(model: CLIP, paths: dict[str, Path], atol: float = ATOL, seed: in
         The max absolute difference per encoder, e.g. ``{"image": 2e-7, "text": 3e-7}``.
 
     Raises:
-        ExportError: onnxruntime is missing, or a difference exceeds ``atol``.
+        MissingExtraError: onnxruntime is not installed (``pip install 'mumo[onnx]'``).
+        ExportError: a difference exceeds ``atol``.
     """
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise ExportError("checking an ONNX export needs onnxruntime: pip install 'mumo[onnx]'") from e
+    ort = require("onnxruntime", "onnx", "checking an ONNX export")
     c = model.config
     gen = torch.Generator().manual_seed(seed)
     opts = ort.SessionOptions()
@@ -196,6 +195,7 @@ def export_onnx(
         ``{"image": …/image_encoder.onnx, "text": …/text_encoder.onnx, "config": …/onnx_config.json}``.
 
     Raises:
+        MissingExtraError: onnx, or with ``check`` onnxruntime, is missing (``pip install 'mumo[onnx]'``).
         ExportError: the opset is out of range, the export failed, or ``check`` found a mismatch above 1e-4.
 
     Example:
@@ -210,6 +210,10 @@ def export_onnx(
             f"opset {opset} is not supported: use {_MIN_OPSET} to {_MAX_OPSET} (default {DEFAULT_OPSET}); "
             f"attention needs >= {_MIN_OPSET}, and the TorchScript exporter stops at {_MAX_OPSET}"
         )
+    # torch's exporter writes the graph with the onnx package; both are asked for before any file is written
+    require("onnx", "onnx", "ONNX export")
+    if check:
+        require("onnxruntime", "onnx", "checking an ONNX export")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"image": out / _IMAGE_FILE, "text": out / _TEXT_FILE, "config": out / _CONFIG_FILE}

@@ -22,14 +22,12 @@ import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
+from types import ModuleType
 from typing import Any
 
-from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mumo._extras import require
 from mumo.data.pairs import MAX_PIXELS, TooManyPixels, decode_image
 from mumo.errors import ConfigError, DataError
 from mumo.serve.budget import BudgetFull, PixelBudget
@@ -37,11 +35,15 @@ from mumo.serve.engine import Engine
 from mumo.serve.guards import BodyLimit, HostGuard
 from mumo.serve.index import ImageIndex
 
+# fastapi (with its pydantic and starlette), python-multipart and uvicorn come with the [serve] extra: they
+# are imported where a server is built or run, so this module imports without them and a missing one is
+# the one-line MissingExtraError naming the extra, not a traceback.
+_PURPOSE = "mumo serve"
 
-class Texts(BaseModel):
-    """The body of POST /embed/text."""
 
-    texts: list[str]
+def _fastapi() -> ModuleType:
+    """fastapi, or the one-line :class:`~mumo.errors.MissingExtraError` naming ``mumo[serve]``."""
+    return require("fastapi", "serve", _PURPOSE)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ def decode_upload(
         min_side: the image may come out smaller while its shorter side stays at least this (see
             :func:`mumo.data.pairs.decode_image`): large uploads cost less memory and time.
     """
+    HTTPException = _fastapi().HTTPException  # imported here: only a server, with fastapi, calls this
     if not data:
         raise HTTPException(422, "the image is empty")
     try:
@@ -101,7 +104,7 @@ def decode_upload(
 def clean_text(text: str, limit: int) -> str:
     """A text safe for the tokenizer: lone surrogates (valid JSON, invalid Unicode) become U+FFFD."""
     if len(text) > limit:
-        raise HTTPException(422, f"a text has {len(text):,} characters; the limit is {limit:,}")
+        raise _fastapi().HTTPException(422, f"a text has {len(text):,} characters; the limit is {limit:,}")
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
@@ -121,8 +124,21 @@ def create_app(
         allowed_hosts: names this server answers to besides 127.0.0.1, localhost and ::1 (in the Host
             header, any port; and in the Origin of a POST): the address it listens on, a proxy's name.
     """
+    _fastapi()  # a missing extra is one line naming it, before anything below imports fastapi
+    # FastAPI checks for python-multipart only when a route takes a form, with a RuntimeError of many lines
+    require("python_multipart", "serve", f"{_PURPOSE} (image uploads)")
+    from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+    from pydantic import BaseModel
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
     from mumo.data.transforms import eval_transform
     from mumo.version import __version__
+
+    class Texts(BaseModel):
+        """The body of POST /embed/text."""
+
+        texts: list[str]
 
     limits = limits or Limits()
     app = FastAPI(title="mumo", version=__version__, description="Vision-language models over HTTP.")
@@ -219,3 +235,13 @@ def create_app(
 
     # the host guard outside: a stranger's request is refused before its body is read
     return HostGuard(BodyLimit(app, limits.max_body_bytes), allowed_hosts)
+
+
+def run_server(asgi: Any, host: str, port: int) -> None:
+    """Serve ``asgi`` (from :func:`create_app`) with uvicorn on ``host:port`` until interrupted.
+
+    Raises:
+        MissingExtraError: uvicorn is not installed (``pip install 'mumo[serve]'``).
+    """
+    uvicorn = require("uvicorn", "serve", _PURPOSE)
+    uvicorn.run(asgi, host=host, port=port, log_level="warning")

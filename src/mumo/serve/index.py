@@ -25,12 +25,14 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from mumo._extras import require
 from mumo._io import atomic_write, atomic_write_json, sha256_file
 from mumo.data.pairs import IMAGE_SUFFIXES, Skipped, load_rgb
 from mumo.errors import DataError
@@ -39,6 +41,12 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "mumo-index/1"
 IVF_THRESHOLD = 50_000  # below: exact search; above: IVF, a few % of the exact search's time per query
+
+
+def _faiss() -> ModuleType:
+    """faiss (the [serve] extra, package faiss-cpu), or the one-line MissingExtraError naming it; imported
+    when an index is built or read, so the rest of mumo never needs it."""
+    return require("faiss", "serve", "the image index (mumo index / search / serve)")
 
 
 @dataclass(frozen=True)
@@ -136,8 +144,7 @@ def build_faiss(vectors: np.ndarray, ivf_threshold: int = IVF_THRESHOLD, nprobe:
     """A FAISS inner-product index over (N, E) unit vectors: exact (``IndexFlatIP``) for N below
     ``ivf_threshold``, else ``IndexIVFFlat`` with about 4 sqrt(N) lists (trained on the vectors themselves)
     searching ``nprobe`` of them."""
-    import faiss
-
+    faiss = _faiss()
     n, dim = vectors.shape
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if n < ivf_threshold:
@@ -162,8 +169,7 @@ class ImageIndex:
     """
 
     def __init__(self, root: str | Path) -> None:
-        import faiss
-
+        faiss = _faiss()
         self.root = Path(root)
         if not (self.root / "index.json").is_file():
             raise DataError(f"{self.root} is not an index (no index.json); build one with `mumo index`")
@@ -249,6 +255,7 @@ def update_index(
     from mumo.data.transforms import eval_transform
     from mumo.inference import embed_images, images_under
 
+    faiss = _faiss()  # before any image is embedded: a missing extra should not cost the embedding first
     root, out = Path(images_dir).resolve(), Path(out)
     files = images_under(root)  # an empty folder is refused here, before out/ is created
     out.mkdir(parents=True, exist_ok=True)
@@ -319,8 +326,6 @@ def update_index(
     array = np.stack([have[e["path"]][1] for e in order]).astype(np.float32)
     _write_rows(out / "vectors.npy", out / "manifest.jsonl", array, order)
     index = build_faiss(array, ivf_threshold)
-    import faiss
-
     atomic_write(out / "index.faiss", lambda p: faiss.write_index(index, str(p)))
     kind = "flat" if array.shape[0] < ivf_threshold else "ivf"
     atomic_write_json(
