@@ -78,3 +78,26 @@ def test_seed_makes_init_deterministic_without_touching_global_rng(name):
     assert torch.equal(torch.get_rng_state(), state)
     for (na, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(pa, pb), na
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("clip_vit_tiny", {"embed"}),
+        ("fusion_vit_tiny", {"embed", "match"}),
+        ("single_stream_tiny", {"match"}),
+        ("captioner_conv_tiny", {"generate", "caption"}),
+    ],
+)
+def test_models_say_what_they_can_do(name, expected):
+    from mumo.models import capabilities
+
+    assert capabilities(mumo.create_model(name, seed=0)) == expected
+
+
+def test_a_coca_embeds_and_a_gpt_only_generates():
+    from mumo.models import capabilities
+
+    assert capabilities(mumo.create_model("coca_vit_tiny", seed=0)) == {"generate", "caption", "embed"}
+    assert capabilities(mumo.create_model("gpt_tiny", seed=0)) == {"generate"}
+    assert capabilities(torch.nn.Linear(2, 2)) == frozenset()

@@ -3,6 +3,7 @@
 from mumo.models._pretrained import load_pretrained, save_pretrained
 from mumo.models._registry import (
     build_model,
+    capabilities,
     create_model,
     get_model_config,
     list_models,
@@ -38,6 +39,7 @@ __all__ = [
     "VisionTransformer",
     "build_model",
     "build_vision_tower",
+    "capabilities",
     "create_model",
     "get_model_config",
     "list_models",

@@ -41,6 +41,18 @@ def register_architecture(model_type: str, config_cls: type[Config], model_cls: 
     _ARCHITECTURES[model_type] = (config_cls, model_cls)
 
 
+def capabilities(model: nn.Module) -> frozenset[str]:
+    """What a model can do, as it declares it (``capabilities`` on its class), so that callers ask instead of
+    testing its class:
+
+        embed     encode_image / encode_text and a temperature (``scale_and_bias``): zero-shot, retrieval
+        match     an image-text matching head (``itm_logits``)
+        generate  text from a prompt (``generate``); caption: from an image too
+        classify  class logits of images
+    """
+    return frozenset(getattr(model, "capabilities", ()))
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Sorted names of registered models matching a shell-style ``pattern`` (``'clip_vit_*'``)."""
     return sorted(n for n in _NAMED_CONFIGS if fnmatch.fnmatch(n, pattern))

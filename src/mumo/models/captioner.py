@@ -118,6 +118,16 @@ class CaptionerOutput:
 class Captioner(nn.Module):
     """An autoregressive decoder over text that cross-attends to image tokens; see the module docstring."""
 
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """See :func:`mumo.models.capabilities`: text always; captions with an image tower; embeddings when
+        contrastive (CoCa)."""
+        return frozenset(
+            {"generate"}
+            | ({"caption"} if self.visual is not None else set())
+            | ({"embed"} if self.config.contrastive else set())
+        )
+
     def __init__(self, config: CaptionerConfig) -> None:
         super().__init__()
         self.config = c = config

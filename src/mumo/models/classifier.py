@@ -51,6 +51,8 @@ class ImageClassifierConfig(Config):
 class ImageClassifier(WrapsCLIP, nn.Module):
     """CLIP's image path plus a linear head; see the module docstring."""
 
+    capabilities = frozenset({"embed", "classify"})  # see mumo.models.capabilities
+
     def __init__(self, config: ImageClassifierConfig) -> None:
         super().__init__()
         self.config = config

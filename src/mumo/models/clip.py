@@ -73,6 +73,8 @@ class CLIPOutput:
 class CLIP(nn.Module):
     """Dual encoder with projections into a shared space and a learnable temperature."""
 
+    capabilities = frozenset({"embed"})  # see mumo.models.capabilities
+
     def __init__(self, config: CLIPConfig) -> None:
         super().__init__()
         self.config = c = config

@@ -65,6 +65,8 @@ class FusionConfig(Config):
 class FusionModel(WrapsCLIP, nn.Module):
     """A :class:`CLIP` for ITC plus cross-attention fusion blocks on its text tokens for ITM and MLM."""
 
+    capabilities = frozenset({"embed", "match"})  # see mumo.models.capabilities
+
     def __init__(self, config: FusionConfig) -> None:
         super().__init__()
         self.config = c = config

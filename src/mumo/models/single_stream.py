@@ -72,6 +72,8 @@ class SingleStreamConfig(Config):
 class SingleStream(nn.Module):
     """Early-fusion encoder: embeddings of both modalities -> one Transformer -> ITM and MLM heads."""
 
+    capabilities = frozenset({"match"})  # see mumo.models.capabilities
+
     def __init__(self, config: SingleStreamConfig) -> None:
         super().__init__()
         self.config = c = config

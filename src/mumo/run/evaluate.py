@@ -17,7 +17,7 @@ from mumo.data.tokenizer import Tokenizer
 from mumo.eval.captioning import CAPTION_IMAGES, evaluate_captions, evaluate_vqa, perplexity
 from mumo.eval.classify import classifier_accuracy
 from mumo.eval.shapes_suite import evaluate_shapes
-from mumo.models import Captioner
+from mumo.models import capabilities
 from mumo.train.config import LABELLED_KINDS, TrainConfig
 from mumo.train.data import labelled_split, shapes_config
 
@@ -46,12 +46,12 @@ def evaluate_run(
     if data.kind != "shapes":
         return {}
     cfg, metrics = shapes_config(data), {}
-    if isinstance(model, Captioner):
+    if "caption" in capabilities(model):
         if data.questions:
             return {"vqa": evaluate_vqa(model, tokenizer, cfg, split="test", size=data.test_size)}
         metrics["captioning"] = evaluate_captions(model, tokenizer, cfg, split="test", size=data.test_size)
         _save_caption_images(out_dir, cfg, len(metrics["captioning"].get("examples", [])))
-        if not model.config.contrastive:
+        if "embed" not in capabilities(model):
             return metrics
     result = evaluate_shapes(model, tokenizer, cfg, split="test", size=data.test_size)
     result.save(out_dir)

@@ -75,14 +75,15 @@ def classifier_model(config: TrainConfig, tokenizer: Any, class_names: Sequence[
             f"init_from={config.init_from} takes {pretrained.image_size}-px images; "
             f"set data.image_size={pretrained.image_size}"
         )
-    if isinstance(pretrained, ImageClassifier):
+    kind = pretrained.config.model_type  # a classifier to fine-tune further, or the CLIP to make one from
+    if kind == "image_classifier":
         if pretrained.class_names != tuple(class_names):
             raise TrainingError(
                 f"init_from={config.init_from} classifies {list(pretrained.class_names)}, "
                 f"the data has {list(class_names)}"
             )
         return pretrained
-    if not isinstance(pretrained, CLIP):
+    if kind != "clip":
         raise TrainingError(
             f"init_from={config.init_from} is a {type(pretrained).__name__}; fine-tuning on labelled images "
             "starts from a CLIP dual encoder"

@@ -54,14 +54,13 @@ class Engine:
         generation: Any = None,
     ) -> None:
         from mumo.generation import GenerationConfig
-        from mumo.models import Captioner
+        from mumo.models import capabilities
 
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.generation = generation or GenerationConfig()
-        captioner = isinstance(model, Captioner)
-        self.can_caption = captioner and model.visual is not None
-        self.can_embed = hasattr(model, "encode_text") and (not captioner or model.config.contrastive)
+        can = capabilities(model)
+        self.can_caption, self.can_embed = "caption" in can, "embed" in can
         self.image_size = getattr(model, "image_size", None)
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._held: deque[_Job] = deque()  # taken from the queue, but of another kind than the batch
