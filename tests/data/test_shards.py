@@ -189,7 +189,7 @@ def test_reading_without_webdataset_is_one_line_naming_the_extra(shards, monkeyp
 def test_mumo_data_imports_without_webdataset():
     code = (
         "import sys; sys.modules['webdataset'] = None\n"
-        "import mumo.data, mumo.data.shards, mumo.data.shard_writer\n"
+        "import mumo.data, mumo.data.shards, mumo.data.shard_writer, mumo.data.sources\n"
         "print('ok')"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -7,9 +7,11 @@ config (:class:`mumo.train.config.TrainConfig`) holds one as its ``data`` field.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from mumo._config import Config, check
+from mumo.errors import DataError
 
 LABELLED_KINDS = ("digits", "imagefolder")  # data of labelled images: a classifier is fine-tuned on them
 PATH_KINDS = ("pairs", "shards", "text", "imagefolder")  # kinds read from data.path
@@ -50,3 +52,13 @@ class DataConfig(Config):
         )
         check(self.shuffle_block >= 1, "data.shuffle_block must be >= 1 (1: no shuffling within shards)")
         check(self.num_workers >= 0, "data.num_workers must be >= 0")
+
+
+def labelled_data_config(data: str, image_size: int, seed: int = 0) -> DataConfig:
+    """The data config of labelled images named on a command line (``--data``): 'digits', or the root of
+    class folders (``ROOT/<class>/<image>``)."""
+    if data == "digits":
+        return DataConfig(kind="digits", image_size=image_size, seed=seed)
+    if not Path(data).is_dir():
+        raise DataError(f"--data {data!r} is neither 'digits' nor a folder of class folders (ROOT/<class>/…)")
+    return DataConfig(kind="imagefolder", path=data, image_size=image_size, seed=seed)
