@@ -19,6 +19,8 @@ PATH_KINDS = ("pairs", "shards", "text", "imagefolder")  # kinds read from data.
 
 @dataclass
 class DataConfig(Config):
+    """The ``data`` section of a recipe: which kind of data a run reads, and how much of it."""
+
     # built-in set, CSV/JSONL + images, WebDataset shards, a text file; labelled images: scikit-learn's
     # digits, class folders
     kind: Literal["shapes", "pairs", "shards", "text", "digits", "imagefolder"] = "shapes"
