@@ -23,7 +23,8 @@ from benchmarks._common import rotate, setup
 from mumo.data.pairs import PairsDataset
 from mumo.data.sampler import ResumableBatchSampler
 from mumo.data.shapes import ShapesConfig, write_shapes
-from mumo.data.shards import ShardStream, pairs_from_annotations, write_shards
+from mumo.data.shard_writer import pairs_from_annotations, write_shards
+from mumo.data.shards import ShardStream
 from mumo.data.transforms import train_transform
 
 

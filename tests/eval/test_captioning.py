@@ -6,13 +6,19 @@ import pytest
 import torch
 
 import mumo
-from mumo.data.shapes import QUESTION_KINDS, ShapesConfig, captions, generate_scene, hard_negatives
+from mumo.data.shapes import (
+    QUESTION_KINDS,
+    ShapesConfig,
+    captions,
+    generate_scene,
+    hard_negatives,
+    parse_caption,
+)
 from mumo.eval.captioning import (
     attribute_accuracy,
     caption_metrics,
     evaluate_captions,
     evaluate_vqa,
-    parse_caption,
     simple_tokenize,
 )
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 import mumo
 from mumo.data.shapes import ShapesConfig, write_captions, write_shapes
-from mumo.data.shards import shard_source, write_shards
+from mumo.data.shard_writer import shard_source, write_shards
 from mumo.data.tokenizer import Tokenizer
 from mumo.run.train import train
 from mumo.train import load_recipe

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mumo.data.shards import pairs_from_shapes, write_shards
+from mumo.data.shard_writer import pairs_from_shapes, write_shards
 from mumo.errors import TrainingError
 from mumo.run.train import train
 from mumo.run.train import trainer as run_trainer

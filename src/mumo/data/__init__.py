@@ -1,5 +1,6 @@
-"""Data: tokenizer (this issue), data sets and transforms (next ones)."""
+"""Data: the tokenizer, the built-in shapes set, the data config and the data sets a run reads."""
 
+from mumo.data.config import LABELLED_KINDS, DataConfig
 from mumo.data.shapes import (
     COLOURS,
     SHAPES,
@@ -23,10 +24,12 @@ from mumo.data.tokenizer import SPECIAL_TOKENS, TokenBatch, Tokenizer
 
 __all__ = [
     "COLOURS",
+    "LABELLED_KINDS",
     "SHAPES",
     "SIZES",
     "SPLITS",
     "SPECIAL_TOKENS",
+    "DataConfig",
     "Scene",
     "ShapeObject",
     "ShapesConfig",

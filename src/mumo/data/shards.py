@@ -5,9 +5,10 @@ processes and loader workers, each sample exactly once per epoch, resumable at a
     DIR/shard-000001.tar   …
     DIR/shards.json        {"format": "mumo-shards/1", "shards": [{"name": …, "samples": n}, …], …}
 
-That is the layout ``img2dataset`` writes and OpenCLIP reads (one sample = the files sharing a key); the
-``webdataset`` library reads and writes the tar members. ``shards.json`` holds each shard's sample count;
-a folder of shards written by another tool is counted once when it has none.
+That is the layout ``img2dataset`` writes and OpenCLIP reads (one sample = the files sharing a key);
+:mod:`mumo.data.shard_writer` writes it, and the ``webdataset`` library (the ``shards`` extra:
+``pip install 'mumo[shards]'``) reads the tar members. ``shards.json`` holds each shard's sample count; a
+folder of shards written by another tool is counted once when it has none.
 
 How an epoch is read. With ``R`` ranks of ``W`` loader workers there are ``R * W`` readers. Epoch ``e``
 orders the shards by a permutation drawn from ``(seed, e)`` and cuts that sample stream into ``R * W``
@@ -27,12 +28,9 @@ not by the worker that happens to read it.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import os
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +41,8 @@ from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 from torchvision.transforms.v2 import functional as TF
 
-from mumo._io import atomic_write_json
-from mumo.data.pairs import IMAGE_SUFFIXES, Skipped, SkipReport, decode_rgb, list_images, load_rgb
+from mumo._extras import require
+from mumo.data.pairs import IMAGE_SUFFIXES, Skipped, decode_rgb
 from mumo.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -53,154 +51,7 @@ INDEX = "shards.json"
 FORMAT = "mumo-shards/1"
 IMAGE_EXTENSIONS = tuple(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)  # tar members: key.<ext>
 CAPTION_EXTENSIONS = ("txt", "caption")
-
-
-@dataclass(frozen=True)
-class ShardPair:
-    """One sample to write: its ``key``, the encoded image (``ext`` names its format), the caption and
-    whatever else should travel with it (``meta``, stored as the sample's ``.json``)."""
-
-    key: str
-    image: bytes
-    ext: str
-    caption: str
-    meta: dict[str, Any]
-
-
-# --------------------------------------------------------------------------------------------- writing
-
-
-def write_shards(
-    pairs: Iterable[ShardPair | Skipped],
-    out_dir: str | Path,
-    shard_size: int,
-    progress: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
-    """Write ``pairs`` into ``out_dir/shard-NNNNNN.tar`` files of ``shard_size`` samples each, then the
-    index ``shards.json``.
-
-    Each shard is written under a temporary name and renamed when complete, and the index goes last, so an
-    interrupted conversion never leaves a shard that looks whole. :class:`Skipped` items (unreadable
-    sources) are not written; they are counted and listed in the returned summary.
-
-    Returns:
-        ``{"shards": n, "samples": n, "skipped": [{"path", "reason"}, …]}``.
-    """
-    import webdataset as wds
-
-    if shard_size < 1:
-        raise DataError(f"shard size must be >= 1, got {shard_size}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if any(out.glob("*.tar")):
-        raise DataError(f"{out} already holds .tar files; write the shards to a new folder")
-    shards: list[dict[str, Any]] = []
-    skipped = SkipReport()
-    writer, tmp, count = None, None, 0
-
-    def close() -> None:
-        nonlocal writer, count
-        if writer is None:
-            return
-        writer.close()
-        name = f"shard-{len(shards):06d}.tar"
-        os.replace(tmp, out / name)
-        shards.append({"name": name, "samples": count})
-        writer, count = None, 0
-
-    for pair in pairs:
-        if isinstance(pair, Skipped):
-            skipped.add([pair])
-            continue
-        if writer is None:
-            tmp = out / f".shard-{len(shards):06d}.tar.tmp"
-            writer = wds.TarWriter(str(tmp))
-        writer.write({"__key__": pair.key, pair.ext: pair.image, "txt": pair.caption, "json": pair.meta})
-        count += 1
-        if progress is not None:
-            progress(1)
-        if count == shard_size:
-            close()
-    close()
-    if not shards:
-        raise DataError("no readable samples to write: " + skipped.summary(max_listed=20))
-    total = sum(s["samples"] for s in shards)
-    atomic_write_json(out / INDEX, {"format": FORMAT, "samples": total, "shards": shards})
-    return {
-        "shards": len(shards),
-        "samples": total,
-        "skipped": [{"path": s.path, "reason": s.reason} for s in skipped.skipped],
-    }
-
-
-def _encoded(path: Path) -> tuple[bytes, str] | str:
-    """The file's bytes and extension when it decodes as an image (checked, not trusted), or the reason."""
-    image = load_rgb(path)
-    if isinstance(image, str):
-        return image
-    ext = path.suffix.lower().lstrip(".")
-    return path.read_bytes(), "jpg" if ext == "jpeg" else ext
-
-
-def pairs_from_annotations(annotations: str | Path, image_root: str | Path | None = None) -> Iterator:
-    """:class:`ShardPair` items (or :class:`Skipped`) from a CSV / TSV / JSONL file, as
-    :class:`~mumo.data.pairs.PairsDataset` reads it; the image files are copied byte for byte."""
-    from mumo.data.pairs import PairsDataset
-
-    data = PairsDataset(annotations, image_root)
-    for i, (name, caption) in enumerate(zip(data.image_paths, data.captions, strict=True)):
-        path = data.image_root / name
-        encoded = _encoded(path)
-        if isinstance(encoded, str):
-            yield Skipped(str(path), encoded, i)
-        else:
-            yield ShardPair(f"{i:09d}", encoded[0], encoded[1], caption, {"source": name})
-
-
-def pairs_from_folder(folder: str | Path) -> Iterator:
-    """:class:`ShardPair` items from a folder of images with same-named ``.txt`` captions beside them
-    (``a/b.jpg`` + ``a/b.txt``, as img2dataset's ``files`` output), in sorted path order."""
-    root = Path(folder)
-    images = list_images(root)
-    if not images:
-        raise DataError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    for i, path in enumerate(images):
-        text = path.with_suffix(".txt")
-        if not text.is_file():
-            yield Skipped(str(path), f"no caption file {text.name}", i)
-            continue
-        encoded = _encoded(path)
-        if isinstance(encoded, str):
-            yield Skipped(str(path), encoded, i)
-        else:
-            caption = text.read_text(encoding="utf-8").strip()
-            yield ShardPair(
-                f"{i:09d}", encoded[0], encoded[1], caption, {"source": str(path.relative_to(root))}
-            )
-
-
-def pairs_from_shapes(n: int, split: str = "train", config: Any = None) -> Iterator[ShardPair]:
-    """``n`` scenes of the built-in shapes set as PNG + caption (the caption :class:`ShapesDataset`
-    gives scene ``i``), with the scene's objects and relation in the metadata."""
-    import dataclasses
-
-    from mumo.data.shapes import ShapesConfig, render, scene_and_caption
-
-    config = config or ShapesConfig()
-    for i in range(n):
-        scene, caption = scene_and_caption(config, split, i)
-        buffer = io.BytesIO()
-        Image.fromarray(render(scene, config.image_size)).save(buffer, format="PNG")
-        meta = {
-            "split": split,
-            "index": i,
-            "objects": [dataclasses.asdict(o) for o in scene.objects],
-            "relation": scene.relation,
-        }
-        yield ShardPair(f"{i:09d}", buffer.getvalue(), "png", caption, meta)
-
-
-# --------------------------------------------------------------------------------------------- reading
+_PURPOSE = "data.kind=shards"  # what needs webdataset, for the missing-extra message
 
 
 def _sample_key(name: str) -> str | None:
@@ -267,6 +118,7 @@ def _shard_samples(path: Path, expected: int) -> Iterator[dict[str, Any] | Skipp
     """Exactly ``expected`` items from one shard: its samples (raw member bytes by extension, with
     ``__key__``), then a :class:`Skipped` for each sample it should have held but did not (missing or
     damaged shard). Members past ``expected`` are ignored (a stale index)."""
+    require("webdataset", "shards", _PURPOSE)
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
     handler = _CountingHandler()
@@ -311,6 +163,7 @@ class ShardStream(IterableDataset):
     ) -> None:
         if shuffle_block < 1:
             raise DataError(f"shuffle_block must be >= 1, got {shuffle_block}")
+        require("webdataset", "shards", _PURPOSE)  # here, not first in a loader worker
         self.root = Path(root)
         self.shards = read_index(self.root)
         self.total = sum(n for _, n in self.shards)
@@ -448,18 +301,21 @@ def _caption(sample: dict[str, Any]) -> str | None:
         return None
 
 
-def shard_source(src: str, size: int = 1000, image_size: int = 64, seed: int = 0) -> Iterator:
-    """The pairs of a ``mumo data shard`` source: 'shapes' (the built-in set, ``size`` scenes), a CSV /
-    TSV / JSONL annotation file, or a folder of images with ``.txt`` captions."""
-    if src == "shapes":
-        from mumo.data.shapes import ShapesConfig
+# The writer moved to mumo.data.shard_writer; its names stay importable from here for one release. Looked
+# up lazily: shard_writer imports this module (INDEX, FORMAT), so an import at the top would be a cycle.
+_MOVED_TO_WRITER = (
+    "ShardPair",
+    "pairs_from_annotations",
+    "pairs_from_folder",
+    "pairs_from_shapes",
+    "shard_source",
+    "write_shards",
+)
 
-        return pairs_from_shapes(size, config=ShapesConfig(image_size=image_size, seed=seed))
-    path = Path(src)
-    if path.is_dir():
-        return pairs_from_folder(path)
-    if path.is_file():
-        return pairs_from_annotations(path)
-    raise DataError(
-        f"{src!r} is neither 'shapes', an annotation file (CSV / TSV / JSONL) nor a folder of images"
-    )
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_WRITER:
+        from mumo.data import shard_writer
+
+        return getattr(shard_writer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

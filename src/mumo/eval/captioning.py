@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,22 +19,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mumo.data.shapes import (
-    _ONE,
-    _OPPOSITE,
-    _REL_PHRASE,
-    _THREE,
-    _TWO,
-    _WHERE,
-    COLOURS,
     QUESTION_KINDS,
-    SHAPES,
     Scene,
     ShapesConfig,
     ShapesDataset,
+    attribute_names,
     captions,
-    position_word,
+    parse_caption,
     questions,
+    scene_attributes,
 )
+from mumo.data.shapes import ParsedCaption as ParsedCaption  # moved to data.shapes; kept here for one release
 from mumo.data.tokenizer import Tokenizer
 from mumo.data.transforms import normalize
 from mumo.errors import DataError
@@ -116,99 +110,16 @@ def caption_metrics(
     return {**{f"BLEU-{n + 1}": float(b) for n, b in enumerate(bleu)}, "CIDEr-D": float(cider)}
 
 
-# Parsing captions of the built-in data back into objects.
-
-
-@dataclass
-class ParsedCaption:
-    """What a caption of the built-in data says, in the scene's canonical order: one object alone with its
-    grid position, two with the relation of the first to the second, three from left to right."""
-
-    objects: list[tuple[str, str, str]]  # (size, colour, shape), size as 'small' / 'large'
-    relation: str | None = None
-    position: str | None = None
-
-
-_SIZE_WORD = {"small": "small", "large": "large", "little": "small", "big": "large"}
-_OBJ = r"a (?:small|large|little|big) (?:{c}) (?:{s})".format(c="|".join(COLOURS), s="|".join(SHAPES))
-_OBJ_RE = re.compile(
-    r"a (small|large|little|big) ({c}) ({s})".format(c="|".join(COLOURS), s="|".join(SHAPES))
-)
-_WHERE_WORD = {phrase: pos for pos, phrase in _WHERE.items()}
-_REL_WORD = {phrase: rel for rel, phrase in _REL_PHRASE.items()}
-
-
-def _template_regex(template: str) -> re.Pattern[str]:
-    groups = {
-        "size": r"(?P<size>small|large)",
-        "alt": r"(?P<alt>little|big)",
-        "pred": r"(?P<pred>small|big)",
-        "colour": "(?P<colour>{})".format("|".join(COLOURS)),
-        "shape": "(?P<shape>{})".format("|".join(SHAPES)),
-        "where": "(?P<where>{})".format("|".join(re.escape(w) for w in _WHERE.values())),
-        "rel": "(?P<rel>{})".format("|".join(re.escape(r) for r in _REL_PHRASE.values())),
-        "inv": "(?P<inv>{})".format("|".join(re.escape(r) for r in _REL_PHRASE.values())),
-        **{k: f"(?P<{k}>{_OBJ})" for k in ("a", "b", "c", "a_alt", "b_alt", "c_alt")},
-    }
-    pattern = re.escape(template)
-    for key, group in groups.items():
-        pattern = pattern.replace(re.escape("{" + key + "}"), group)
-    return re.compile(pattern)
-
-
-_TEMPLATES = [(1, _template_regex(t)) for t in _ONE] + [(2, _template_regex(t)) for t in _TWO]
-_TEMPLATES += [(3, _template_regex(t)) for t in _THREE]
-
-
-def _object(phrase: str) -> tuple[str, str, str]:
-    size, colour, shape = _OBJ_RE.fullmatch(phrase).groups()  # type: ignore[union-attr]
-    return _SIZE_WORD[size], colour, shape
-
-
-def parse_caption(text: str) -> ParsedCaption | None:
-    """Read a caption in any of the built-in templates back into objects; None if it fits none."""
-    text = " ".join(text.strip().lower().split())
-    for n, regex in _TEMPLATES:
-        m = regex.fullmatch(text)
-        if m is None:
-            continue
-        g = m.groupdict()
-        if n == 1:
-            size = _SIZE_WORD[g.get("size") or g.get("alt") or {"small": "small", "big": "large"}[g["pred"]]]
-            return ParsedCaption([(size, g["colour"], g["shape"])], position=_WHERE_WORD[g["where"]])
-        objs = [_object(g.get(k) or g[f"{k}_alt"]) for k in ("a", "b", "c")[:n]]
-        if n == 2:
-            rel = _REL_WORD[g["rel"]] if g.get("rel") else _OPPOSITE[_REL_WORD[g["inv"]]]
-            return ParsedCaption(objs, relation=rel)
-        return ParsedCaption(objs)
-    return None
-
-
-def scene_attributes(scene: Scene) -> list[str]:
-    """The attributes a caption must get right, in canonical order: size, colour and shape of every object,
-    plus the grid position of a lone object or the relation of a pair."""
-    objs = scene.objects if len(scene.objects) < 3 else sorted(scene.objects, key=lambda o: o.x)
-    out = [a for o in objs for a in (o.size, o.colour, o.shape)]
-    if len(objs) == 1:
-        out.append(position_word(objs[0].x, objs[0].y))
-    elif len(objs) == 2:
-        out.append(scene.relation or "")
-    return out
-
-
-def _attribute_names(n_objects: int) -> list[str]:
-    """Names of :func:`scene_attributes`' entries for a scene of ``n_objects``."""
-    extra = {1: ["position"], 2: ["relation"]}.get(n_objects, [])
-    return ["size", "colour", "shape"] * n_objects + extra
-
-
 def attribute_accuracy(texts: Sequence[str], scenes: Sequence[Scene]) -> dict[str, Any]:
     """How much of each scene its caption gets right.
 
+    Captions are read back with :func:`~mumo.data.shapes.parse_caption` and compared with
+    :func:`~mumo.data.shapes.scene_attributes`.
+
     Returns:
-        ``attribute_accuracy``: correct attributes / all attributes (:func:`scene_attributes`); a caption
-        with the wrong number of objects, or in no known template, gets none right. "X above Y" and
-        "Y below X" say the same, so a pair is scored in whichever order the caption names it;
+        ``attribute_accuracy``: correct attributes / all attributes; a caption with the wrong number of
+        objects, or in no known template, gets none right. "X above Y" and "Y below X" say the same, so a
+        pair is scored in whichever order the caption names it;
         ``per_attribute``: the same per kind (size, colour, shape, position of a lone object, relation
         of a pair); ``caption_exact``: captions with every attribute right; ``parsed``: captions in a
         known template.
@@ -218,20 +129,11 @@ def attribute_accuracy(texts: Sequence[str], scenes: Sequence[Scene]) -> dict[st
     for text, scene in zip(texts, scenes, strict=True):
         truth = scene_attributes(scene)
         parsed = parse_caption(text)
-        readings: list[list[str]] = []
-        if parsed is not None:
-            parsed_count += 1
-            objs = parsed.objects
-            if len(objs) == 1:
-                readings = [[*objs[0], parsed.position or ""]]
-            elif len(objs) == 2:
-                rel = parsed.relation or ""
-                readings = [[*objs[0], *objs[1], rel], [*objs[1], *objs[0], _OPPOSITE.get(rel, "")]]
-            else:
-                readings = [[a for o in objs for a in o]]
+        parsed_count += parsed is not None
+        readings = parsed.readings() if parsed is not None else []
         scored = [[a == b for a, b in zip(r, truth, strict=True)] for r in readings if len(r) == len(truth)]
         best = max(scored, key=sum, default=[False] * len(truth))
-        for name, ok in zip(_attribute_names(len(scene.objects)), best, strict=True):
+        for name, ok in zip(attribute_names(len(scene.objects)), best, strict=True):
             pair = hits.setdefault(name, [0, 0])
             pair[0], pair[1] = pair[0] + ok, pair[1] + 1
         exact += all(best)

@@ -15,46 +15,8 @@ from typing import Any, Literal
 import yaml
 
 from mumo._config import Config, _set_dotted, check
+from mumo.data.config import LABELLED_KINDS, DataConfig  # moved to data.config; re-exported from here
 from mumo.errors import ConfigError
-
-LABELLED_KINDS = ("digits", "imagefolder")  # data of labelled images: a classifier is fine-tuned on them
-
-
-@dataclass
-class DataConfig(Config):
-    # built-in set, CSV/JSONL + images, WebDataset shards, a text file; labelled images: scikit-learn's
-    # digits, class folders
-    kind: Literal["shapes", "pairs", "shards", "text", "digits", "imagefolder"] = "shapes"
-    train_size: int = 100_000  # shapes: distinct training scenes (an epoch); pairs: ignored
-    val_size: int = 1000  # shapes: validation scenes for the end-of-run evaluation
-    test_size: int = 1000  # shapes: test pairs for retrieval and the compositional probe
-    image_size: int = 64  # pixels per side
-    min_objects: int = 1  # shapes: fewest objects per scene
-    max_objects: int = 3  # shapes: most objects per scene
-    seed: int = 0  # seed of the data set itself (scenes, held-out combinations)
-    questions: bool = False  # shapes: question-answer texts (VQA) instead of captions
-    tokenizer_questions: bool = False  # shapes: the tokenizer also learns the VQA questions and answers
-    # pairs: annotations (CSV or JSONL); shards: the folder of .tar shards; text: a UTF-8 file;
-    # imagefolder: the root of the class folders
-    path: str | None = None
-    image_root: str | None = None  # pairs: folder the image paths are relative to (default: the file's)
-    num_workers: int = 0  # DataLoader worker processes
-    shuffle_block: int = 1000  # shards: samples shuffled together (within one reader's share of an epoch)
-    tokenizer_vocab_size: int = 1000  # BPE vocabulary learned from training captions
-    tokenizer_samples: int = 20_000  # training captions the tokenizer learns from
-
-    def validate(self) -> None:
-        check(self.train_size > 0 and self.val_size >= 0 and self.test_size >= 0, "data sizes must be >= 0")
-        check(
-            1 <= self.min_objects <= self.max_objects <= 3, "need 1 <= data.min_objects <= max_objects <= 3"
-        )
-        check(
-            self.kind not in ("pairs", "shards", "text", "imagefolder") or self.path is not None,
-            f"data.kind={self.kind!r} needs data.path="
-            + ("FOLDER" if self.kind in ("imagefolder", "shards") else "FILE"),
-        )
-        check(self.shuffle_block >= 1, "data.shuffle_block must be >= 1 (1: no shuffling within shards)")
-        check(self.num_workers >= 0, "data.num_workers must be >= 0")
 
 
 @dataclass

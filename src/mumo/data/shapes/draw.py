@@ -1,4 +1,4 @@
-"""Rasterise the shapes of :mod:`mumo.data.shapes` with numpy: one signed distance function per shape.
+"""Draw scenes of :mod:`mumo.data.shapes` with numpy: one signed distance function per shape.
 
 Notation: ``u, v`` are pixel-centre offsets from the object centre divided by its radius (``u`` to the
 right, ``v`` downwards, as in the image), ``u: (1, w)`` and ``v: (h, 1)`` over the object's bounding box
@@ -13,6 +13,8 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+
+from mumo.data.shapes.scene import BACKGROUND, COLOURS, SIZES, Scene
 
 Array = np.ndarray
 
@@ -92,3 +94,13 @@ def paint(canvas: Array, shape: str, rgb: Array, cx: float, cy: float, radius: f
     alpha = np.clip(np.float32(0.5) - d * np.float32(radius), 0.0, 1.0)[..., None]  # (h', w', 1)
     region = canvas[y0:y1, x0:x1]
     region += alpha * (rgb - region)
+
+
+def render(scene: Scene, image_size: int = 64) -> np.ndarray:
+    """Draw a scene; returns (H, W, 3) uint8 with H = W = ``image_size``."""
+    canvas = np.empty((image_size, image_size, 3), dtype=np.float32)
+    canvas[:] = BACKGROUND
+    for o in scene.objects:
+        rgb = np.asarray(COLOURS[o.colour], dtype=np.float32)
+        paint(canvas, o.shape, rgb, o.x * image_size, o.y * image_size, SIZES[o.size] * image_size)
+    return (canvas + 0.5).astype(np.uint8)

@@ -1,0 +1,273 @@
+"""The caption grammar of the built-in shapes set: captions of a scene, hard negatives, and the parser that
+reads a caption (say, a generated one) back into the objects it names.
+
+A scene has four caption templates for each of 1, 2 and 3 objects: a lone object with its position on the
+3×3 grid, the relation of the first of two objects to the second, three objects from left to right.
+:func:`hard_negatives` gives, per scene, captions that differ from :func:`canonical_caption` in only the
+words that make them false (swapped colours, reversed relation, one changed attribute).
+:func:`parse_caption` inverts every template, so :func:`scene_attributes` of a scene can be compared with
+what a caption says (:func:`mumo.eval.captioning.attribute_accuracy`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mumo.data.shapes.scene import (
+    _OPPOSITE,
+    COLOURS,
+    POSITIONS,
+    RELATIONS,
+    SHAPES,
+    Scene,
+    ShapeObject,
+    ShapesConfig,
+    _sample,
+    _split_id,
+    held_out_combinations,
+    position_word,
+)
+from mumo.errors import ConfigError
+
+_REL_PHRASE = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
+_WHERE = {  # position word -> phrase
+    **{p: f"in the {p}" for p in POSITIONS},
+    **{"top": "at the top", "bottom": "at the bottom", "left": "on the left", "right": "on the right"},
+}
+_ALT_SIZE = {"small": "little", "large": "big"}
+_PRED_SIZE = {"small": "small", "large": "big"}
+_ONE = (
+    "a {size} {colour} {shape} {where}",
+    "a {colour} {shape} that is {pred}, {where}",
+    "there is a {size} {colour} {shape} {where}",
+    "{where} there is a {alt} {colour} {shape}",
+)
+_TWO = ("{a} {rel} {b}", "{b} is {inv} {a}", "there is {a} {rel} {b}", "{a_alt} {rel} {b_alt}")
+_THREE = (
+    "{a}, {b} and {c}, from left to right",
+    "from left to right: {a}, {b} and {c}",
+    "{a} on the left, {b} in the middle and {c} on the right",
+    "from left to right there are {a_alt}, {b_alt} and {c_alt}",
+)
+
+
+def _phrase(o: ShapeObject, sizes: dict[str, str] | None = None) -> str:
+    return f"a {(sizes or {}).get(o.size, o.size)} {o.colour} {o.shape}"
+
+
+def _fill(scene: Scene, templates: tuple[str, ...]) -> list[str]:
+    objs = scene.objects
+    if len(objs) == 1:
+        o = objs[0]
+        where = _WHERE[position_word(o.x, o.y)]
+        words = dict(size=o.size, colour=o.colour, shape=o.shape, where=where)
+        return [t.format(**words, pred=_PRED_SIZE[o.size], alt=_ALT_SIZE[o.size]) for t in templates]
+    if len(objs) == 2:
+        if scene.relation not in _OPPOSITE:
+            raise ConfigError(f"a two-object scene needs a relation in {RELATIONS}, got {scene.relation!r}")
+        a, b = objs
+        words = dict(a=_phrase(a), b=_phrase(b), a_alt=_phrase(a, _ALT_SIZE), b_alt=_phrase(b, _ALT_SIZE))
+        rel, inv = _REL_PHRASE[scene.relation], _REL_PHRASE[_OPPOSITE[scene.relation]]
+        return [t.format(**words, rel=rel, inv=inv) for t in templates]
+    if len(objs) == 3:
+        a, b, c = sorted(objs, key=lambda o: o.x)
+        words = dict(a=_phrase(a), b=_phrase(b), c=_phrase(c))
+        alt = dict(a_alt=_phrase(a, _ALT_SIZE), b_alt=_phrase(b, _ALT_SIZE), c_alt=_phrase(c, _ALT_SIZE))
+        return [t.format(**words, **alt) for t in templates]
+    raise ConfigError(f"scenes hold 1 to 3 objects, got {len(objs)}")
+
+
+def captions(scene: Scene) -> list[str]:
+    """Every template's caption of the scene (4 each for 1, 2 and 3 objects); [0] is canonical."""
+    return _fill(scene, {1: _ONE, 2: _TWO, 3: _THREE}.get(len(scene.objects), ()))
+
+
+def canonical_caption(scene: Scene) -> str:
+    """Template 0: the positive that :func:`hard_negatives` edits."""
+    return captions(scene)[0]
+
+
+def hard_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
+    """False captions that differ from the scene's caption of ``template`` (0: :func:`canonical_caption`)
+    only in the words that make them false.
+
+    Keys, for each that applies: ``swap_colours`` (two objects of different colours swap them),
+    ``reverse_relation`` (two objects), ``change_colour``, ``change_shape``, ``change_size`` (one object,
+    one attribute). The choice of object and new value is seeded by the scene's canonical caption, so it
+    is deterministic. In a scene without held-out pairs, edits avoid creating one where possible, so a
+    model cannot reject a negative merely for showing an unseen pair. The edits do not depend on
+    ``template``; training uses the template of each sample's own caption, so that wording never tells a
+    negative from a positive.
+    """
+    positive = canonical_caption(scene)
+    rng = np.random.default_rng(zlib.crc32(positive.encode()))
+    objs, held = scene.objects, held_out_combinations()
+    closed = not any((o.colour, o.shape) in held for o in objs)
+
+    def allowed(*pairs: tuple[str, str]) -> bool:
+        return not closed or not any(p in held for p in pairs)
+
+    def caption_of(s: Scene) -> str:
+        return captions(s)[template]
+
+    def edit(i: int, **change: str) -> str:
+        new = list(objs)
+        new[i] = dataclasses.replace(objs[i], **change)
+        return caption_of(Scene(new, scene.relation))
+
+    def pick(options: list) -> Any:
+        return options[int(rng.integers(len(options)))]
+
+    out: dict[str, str] = {}
+    pairs = [
+        (i, j) for i in range(len(objs)) for j in range(i + 1, len(objs)) if objs[i].colour != objs[j].colour
+    ]
+    if pairs:
+        good = [
+            (i, j)
+            for i, j in pairs
+            if allowed((objs[j].colour, objs[i].shape), (objs[i].colour, objs[j].shape))
+        ]
+        i, j = pick(good or pairs)
+        new = list(objs)
+        new[i] = dataclasses.replace(objs[i], colour=objs[j].colour)
+        new[j] = dataclasses.replace(objs[j], colour=objs[i].colour)
+        out["swap_colours"] = caption_of(Scene(new, scene.relation))
+    if scene.relation is not None:
+        out["reverse_relation"] = caption_of(Scene(list(objs), _OPPOSITE[scene.relation]))
+    i = int(rng.integers(len(objs)))
+    colours = [c for c in COLOURS if c != objs[i].colour]
+    out["change_colour"] = edit(
+        i, colour=pick([c for c in colours if allowed((c, objs[i].shape))] or colours)
+    )
+    i = int(rng.integers(len(objs)))
+    shapes = [s for s in SHAPES if s != objs[i].shape]
+    out["change_shape"] = edit(i, shape=pick([s for s in shapes if allowed((objs[i].colour, s))] or shapes))
+    i = int(rng.integers(len(objs)))
+    out["change_size"] = edit(i, size="small" if objs[i].size == "large" else "large")
+    return out
+
+
+def _captioned(config: ShapesConfig, split_id: int, index: int) -> tuple[Scene, list[str], str]:
+    """Scene ``index``, all its captions, and the one a sample of it is given (its template drawn by
+    :func:`~mumo.data.shapes.scene._sample`)."""
+    scene, u = _sample(config, split_id, index)
+    texts = captions(scene)
+    return scene, texts, texts[int(u * len(texts))]
+
+
+def scene_and_caption(config: ShapesConfig, split: str, index: int) -> tuple[Scene, str]:
+    """Sample ``index`` of ``split`` and its caption, as :class:`~mumo.data.shapes.ShapesDataset` gives
+    them."""
+    scene, _, caption = _captioned(config, _split_id(split), index)
+    return scene, caption
+
+
+# --- reading captions back into objects --------------------------------------------------------------
+
+
+@dataclass
+class ParsedCaption:
+    """What a caption of the built-in data says, in the scene's canonical order: one object alone with its
+    grid position, two with the relation of the first to the second, three from left to right."""
+
+    objects: list[tuple[str, str, str]]  # (size, colour, shape), size as 'small' / 'large'
+    relation: str | None = None  # two objects: a word of RELATIONS, of objects[0] relative to objects[1]
+    position: str | None = None  # one object: a word of POSITIONS
+
+    def readings(self) -> list[list[str]]:
+        """The attribute lists the caption can mean, each in :func:`scene_attributes` order: one, or two
+        for a pair, since "X above Y" and "Y below X" say the same."""
+        objs = self.objects
+        if len(objs) == 1:
+            return [[*objs[0], self.position or ""]]
+        if len(objs) == 2:
+            rel = self.relation or ""
+            return [[*objs[0], *objs[1], rel], [*objs[1], *objs[0], _OPPOSITE.get(rel, "")]]
+        return [[a for o in objs for a in o]]
+
+
+_SIZE_WORD = {"small": "small", "large": "large", "little": "small", "big": "large"}
+_OBJ = r"a (?:small|large|little|big) (?:{c}) (?:{s})".format(c="|".join(COLOURS), s="|".join(SHAPES))
+_OBJ_RE = re.compile(
+    r"a (small|large|little|big) ({c}) ({s})".format(c="|".join(COLOURS), s="|".join(SHAPES))
+)
+_WHERE_WORD = {phrase: pos for pos, phrase in _WHERE.items()}
+_REL_WORD = {phrase: rel for rel, phrase in _REL_PHRASE.items()}
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    groups = {
+        "size": r"(?P<size>small|large)",
+        "alt": r"(?P<alt>little|big)",
+        "pred": r"(?P<pred>small|big)",
+        "colour": "(?P<colour>{})".format("|".join(COLOURS)),
+        "shape": "(?P<shape>{})".format("|".join(SHAPES)),
+        "where": "(?P<where>{})".format("|".join(re.escape(w) for w in _WHERE.values())),
+        "rel": "(?P<rel>{})".format("|".join(re.escape(r) for r in _REL_PHRASE.values())),
+        "inv": "(?P<inv>{})".format("|".join(re.escape(r) for r in _REL_PHRASE.values())),
+        **{k: f"(?P<{k}>{_OBJ})" for k in ("a", "b", "c", "a_alt", "b_alt", "c_alt")},
+    }
+    pattern = re.escape(template)
+    for key, group in groups.items():
+        pattern = pattern.replace(re.escape("{" + key + "}"), group)
+    return re.compile(pattern)
+
+
+# (number of objects, regex) of every template, in caption order.
+_TEMPLATES = [(1, _template_regex(t)) for t in _ONE] + [(2, _template_regex(t)) for t in _TWO]
+_TEMPLATES += [(3, _template_regex(t)) for t in _THREE]
+
+
+def _object(phrase: str) -> tuple[str, str, str]:
+    size, colour, shape = _OBJ_RE.fullmatch(phrase).groups()  # type: ignore[union-attr]
+    return _SIZE_WORD[size], colour, shape
+
+
+def parse_caption(text: str) -> ParsedCaption | None:
+    """Read a caption in any of the built-in templates back into objects; None if it fits none.
+
+    Case and runs of whitespace do not matter; anything else must match a template word for word, so a
+    generated caption that drifts from the grammar is None rather than half read.
+    """
+    text = " ".join(text.strip().lower().split())
+    for n, regex in _TEMPLATES:
+        m = regex.fullmatch(text)
+        if m is None:
+            continue
+        g = m.groupdict()
+        if n == 1:
+            size = _SIZE_WORD[g.get("size") or g.get("alt") or {"small": "small", "big": "large"}[g["pred"]]]
+            return ParsedCaption([(size, g["colour"], g["shape"])], position=_WHERE_WORD[g["where"]])
+        objs = [_object(g.get(k) or g[f"{k}_alt"]) for k in ("a", "b", "c")[:n]]
+        if n == 2:
+            rel = _REL_WORD[g["rel"]] if g.get("rel") else _OPPOSITE[_REL_WORD[g["inv"]]]
+            return ParsedCaption(objs, relation=rel)
+        return ParsedCaption(objs)
+    return None
+
+
+def scene_attributes(scene: Scene) -> list[str]:
+    """The attributes a caption must get right, in canonical order: size, colour and shape of every object,
+    plus the grid position of a lone object or the relation of a pair. Three objects go from left to
+    right, as their captions name them."""
+    objs = scene.objects if len(scene.objects) < 3 else sorted(scene.objects, key=lambda o: o.x)
+    out = [a for o in objs for a in (o.size, o.colour, o.shape)]
+    if len(objs) == 1:
+        out.append(position_word(objs[0].x, objs[0].y))
+    elif len(objs) == 2:
+        out.append(scene.relation or "")
+    return out
+
+
+def attribute_names(n_objects: int) -> list[str]:
+    """Names of :func:`scene_attributes`' entries for a scene of ``n_objects``: ``size``, ``colour`` and
+    ``shape`` per object, then ``position`` (one object) or ``relation`` (two)."""
+    extra = {1: ["position"], 2: ["relation"]}.get(n_objects, [])
+    return ["size", "colour", "shape"] * n_objects + extra

@@ -1,0 +1,212 @@
+"""The caption grammar: captions of every template, hard negatives, paraphrases kept out of every text, and
+the parser that reads captions back into their scenes."""
+
+import dataclasses
+
+from mumo.data.shapes import (
+    COLOURS,
+    SHAPES,
+    Scene,
+    ShapeObject,
+    ShapesConfig,
+    ShapesDataset,
+    canonical_caption,
+    captions,
+    generate_scene,
+    hard_negatives,
+    held_out_combinations,
+)
+
+CFG = ShapesConfig()
+SIZE_WORDS = {"small", "large", "little", "big"}
+
+
+def scenes(split: str, n: int, config: ShapesConfig = CFG) -> list[Scene]:
+    return [generate_scene(config, split, i) for i in range(n)]
+
+
+def test_captions_describe_every_object() -> None:
+    ds, templates_used = ShapesDataset("train", 150), set()
+    for i in range(len(ds)):
+        item = ds[i]
+        scene, texts = item["scene"], captions(item["scene"])
+        assert len(set(texts)) == len(texts) >= 4
+        for text in texts:
+            for o in scene.objects:
+                assert f"{o.colour} {o.shape}" in text, text
+            sizes = [w for w in text.replace(",", "").split() if w in SIZE_WORDS]
+            assert len(sizes) == len(scene.objects), text
+        templates_used.add(texts.index(item["caption"]))
+    assert len(templates_used) >= 3
+
+
+def test_caption_examples() -> None:
+    one = Scene([ShapeObject("circle", "red", "large", 0.2, 0.2)])
+    assert captions(one) == [
+        "a large red circle in the top left",
+        "a red circle that is big, in the top left",
+        "there is a large red circle in the top left",
+        "in the top left there is a big red circle",
+    ]
+    two = Scene(
+        [ShapeObject("circle", "red", "large", 0.2, 0.5), ShapeObject("star", "green", "small", 0.7, 0.5)],
+        "left of",
+    )
+    assert canonical_caption(two) == "a large red circle to the left of a small green star"
+    assert captions(two)[1] == "a small green star is to the right of a large red circle"
+    three = Scene(
+        [
+            ShapeObject("star", "green", "small", 0.8, 0.5),
+            ShapeObject("circle", "red", "small", 0.2, 0.5),
+            ShapeObject("square", "blue", "large", 0.5, 0.3),
+        ]
+    )
+    assert (
+        canonical_caption(three)
+        == "a small red circle, a large blue square and a small green star, from left to right"
+    )
+    negatives = hard_negatives(two)
+    assert negatives["swap_colours"] == "a large green circle to the left of a small red star"
+    assert negatives["reverse_relation"] == "a large red circle to the right of a small green star"
+
+
+def word_diff(a: str, b: str) -> list[tuple[int, str, str]]:
+    wa, wb = a.replace(",", "").split(), b.replace(",", "").split()
+    assert len(wa) == len(wb), (a, b)
+    return [(k, x, y) for k, (x, y) in enumerate(zip(wa, wb, strict=True)) if x != y]
+
+
+def test_hard_negatives_are_false_and_of_their_kind() -> None:
+    held = held_out_combinations()
+    vocab = {"change_colour": set(COLOURS), "change_shape": set(SHAPES), "change_size": {"small", "large"}}
+    for scene in scenes("train", 200) + scenes("heldout", 30):
+        positive, negatives = canonical_caption(scene), hard_negatives(scene)
+        assert negatives == hard_negatives(dataclasses.replace(scene, objects=list(scene.objects)))
+        assert ("reverse_relation" in negatives) == (len(scene.objects) == 2)
+        assert ("swap_colours" in negatives) == (len({o.colour for o in scene.objects}) > 1)
+        for kind, text in negatives.items():
+            assert text not in captions(scene), (kind, text)
+            diff = [(x, y) for _, x, y in word_diff(positive, text)]
+            if kind == "swap_colours":
+                assert len(diff) == 2 and diff[0] == diff[1][::-1] and set(diff[0]) <= set(COLOURS), diff
+            elif kind == "reverse_relation":
+                assert diff in (
+                    [("left", "right")],
+                    [("right", "left")],
+                    [("above", "below")],
+                    [("below", "above")],
+                )
+            else:
+                assert len(diff) == 1 and {diff[0][0], diff[0][1]} <= vocab[kind], (kind, diff)
+            if kind == "change_colour" and not any((o.colour, o.shape) in held for o in scene.objects):
+                (k, _, new), words = word_diff(positive, text)[0], text.replace(",", "").split()
+                assert (new, words[k + 1]) not in held  # no unseen pair gives the negative away
+
+
+def test_hard_negatives_follow_the_wording_of_any_template():
+    config = ShapesConfig()
+    for i in range(40):
+        scene = generate_scene(config, "train", i)
+        texts = captions(scene)
+        canonical = hard_negatives(scene)
+        for t, text in enumerate(texts):
+            negatives = hard_negatives(scene, t)
+            assert negatives.keys() == canonical.keys() and text not in negatives.values()
+            for kind, negative in negatives.items():
+                # the same edit: the negative scene's caption in this template is never a true caption
+                assert negative not in texts
+                if t == 0:
+                    assert negative == canonical[kind]
+
+
+def test_paraphrases_are_never_in_training_texts_or_prompts() -> None:
+    # Zero-shot with paraphrased class names (LiT with a pretrained text tower) is only meaningful if no
+    # caption, hard negative, question or prompt ever uses these words.
+    import re
+
+    from mumo.data.shapes import COLOURS, PARAPHRASES, SHAPES, generate_scene, hard_negatives, questions
+    from mumo.inference import ZERO_SHOT_TEMPLATES
+
+    assert PARAPHRASES == {
+        "red": "crimson",
+        "green": "emerald",
+        "blue": "azure",
+        "yellow": "golden",
+        "purple": "violet",
+        "cyan": "turquoise",
+        "circle": "ring",
+        "square": "box",
+        "triangle": "pyramid",
+        "star": "pentagram",
+        "cross": "plus sign",
+        "diamond": "rhombus",
+    }
+    assert set(PARAPHRASES) == set(COLOURS) | set(SHAPES)
+    texts = list(ZERO_SHOT_TEMPLATES)
+    config = ShapesConfig()
+    for split in ("train", "heldout"):
+        for i in range(1500):
+            scene = generate_scene(config, split, i)
+            texts += captions(scene) + list(hard_negatives(scene).values())
+            texts += [f"{q.question} {q.answer}" for q in questions(scene)]
+    words = set(re.findall(r"[a-z]+", " ".join(texts).lower()))
+    used = {w for p in PARAPHRASES.values() for w in p.split()} & words
+    assert not used, used
+
+
+# --- reading captions back ----------------------------------------------------------------------------
+
+
+def test_every_template_parses_back_to_the_attributes_of_its_scene() -> None:
+    from mumo.data.shapes import attribute_names, parse_caption, scene_attributes
+
+    for scene in scenes("test", 300) + scenes("heldout", 50):
+        truth = scene_attributes(scene)
+        assert len(truth) == len(attribute_names(len(scene.objects)))
+        for t, text in enumerate(captions(scene)):
+            parsed = parse_caption(text)
+            assert parsed is not None and len(parsed.objects) == len(scene.objects), text
+            # every template but "B is {inv} A" names the pair in scene order, so its first reading is exact
+            readings = parsed.readings()
+            assert truth in readings, (text, readings)
+            assert readings[0] == truth or (len(scene.objects) == 2 and t == 1)
+
+
+def test_parsed_captions_say_what_the_words_say() -> None:
+    from mumo.data.shapes import ParsedCaption, attribute_names, parse_caption, scene_attributes
+
+    assert parse_caption("  A big Red   circle, in the top left ") is None  # no template has this comma
+    assert parse_caption("  In the TOP LEFT there is a big red   circle ") == ParsedCaption(
+        [("large", "red", "circle")], position="top left"
+    )
+    below = parse_caption("a small green star is to the right of a large red circle")
+    assert below == ParsedCaption(
+        [("large", "red", "circle"), ("small", "green", "star")], relation="left of"
+    )
+    assert below.readings() == [
+        ["large", "red", "circle", "small", "green", "star", "left of"],
+        ["small", "green", "star", "large", "red", "circle", "right of"],
+    ]
+    three = parse_caption(
+        "from left to right there are a little red circle, a big blue square and a little red star"
+    )
+    assert three is not None and three.readings() == [
+        ["small", "red", "circle", "large", "blue", "square", "small", "red", "star"]
+    ]
+    assert (
+        parse_caption("a large crimson circle in the top left") is None
+    )  # a paraphrase is not in the grammar
+    assert parse_caption("a large red circle") is None  # no position
+    assert parse_caption("") is None
+    assert attribute_names(1) == ["size", "colour", "shape", "position"]
+    assert attribute_names(2)[-1] == "relation" and len(attribute_names(3)) == 9
+    # three objects are listed from left to right whatever order the scene holds them in
+    three_scene = Scene(
+        [
+            ShapeObject("star", "green", "small", 0.8, 0.5),
+            ShapeObject("circle", "red", "small", 0.2, 0.5),
+            ShapeObject("square", "blue", "large", 0.5, 0.3),
+        ]
+    )
+    assert scene_attributes(three_scene)[::3] == ["small", "large", "small"]
+    assert scene_attributes(three_scene)[2::3] == ["circle", "square", "star"]

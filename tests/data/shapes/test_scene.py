@@ -1,0 +1,90 @@
+"""Scenes of the built-in shapes set: seeds, splits and held-out pairs, object counts, config, classes."""
+
+import numpy as np
+import pytest
+
+from mumo.data.shapes import (
+    COLOURS,
+    SHAPES,
+    SIZES,
+    Scene,
+    ShapesConfig,
+    class_index,
+    class_names,
+    generate_scene,
+    held_out_combinations,
+    render,
+)
+from mumo.errors import ConfigError
+
+CFG = ShapesConfig()
+
+
+def scenes(split: str, n: int, config: ShapesConfig = CFG) -> list[Scene]:
+    return [generate_scene(config, split, i) for i in range(n)]
+
+
+def test_different_seeds_differ() -> None:
+    s0, s1 = scenes("train", 30), scenes("train", 30, ShapesConfig(seed=1))
+    same = sum(np.array_equal(render(a), render(b)) for a, b in zip(s0, s1, strict=True))
+    assert same == 0
+
+
+def test_held_out_combinations_form_a_latin_diagonal() -> None:
+    held = held_out_combinations()
+    assert len(held) == 6
+    assert sorted(c for c, _ in held) == sorted(COLOURS) and sorted(s for _, s in held) == sorted(SHAPES)
+    assert held == held_out_combinations()
+
+
+def test_held_out_pairs_never_in_train_val_test_and_always_in_heldout() -> None:
+    held = held_out_combinations()
+    seen = set()
+    for split in ("train", "val", "test"):
+        for scene in scenes(split, 300):
+            pairs = {(o.colour, o.shape) for o in scene.objects}
+            assert not pairs & held, (split, scene)
+            if split == "train":
+                seen |= pairs
+    assert seen == set(class_names()) - held  # every colour and shape still trains with 5 partners
+    for scene in scenes("heldout", 200):
+        assert any((o.colour, o.shape) in held for o in scene.objects), scene
+
+
+def test_splits_are_disjoint_samples() -> None:
+    images = {split: [render(s).tobytes() for s in scenes(split, 50)] for split in ("train", "val", "test")}
+    assert not set(images["train"]) & set(images["val"])
+    assert not set(images["train"]) & set(images["test"])
+    assert not set(images["val"]) & set(images["test"])
+
+
+def test_object_count_range_and_sizes() -> None:
+    counts = {len(s.objects) for s in scenes("train", 100)}
+    assert counts == {1, 2, 3}
+    assert {len(s.objects) for s in scenes("train", 30, ShapesConfig(min_objects=2, max_objects=2))} == {2}
+    assert SIZES["large"] >= 1.4 * SIZES["small"]
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"image_size": 16}, "image_size"),
+        ({"min_objects": 0}, "min_objects"),
+        ({"max_objects": 4}, "max_objects"),
+        ({"min_objects": 3, "max_objects": 2}, "min_objects"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_bad_config_names_the_field(overrides: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        ShapesConfig(**overrides)
+
+
+def test_class_names_and_index() -> None:
+    names = class_names()
+    assert len(names) == len(set(names)) == 36
+    for scene in scenes("train", 20, ShapesConfig(min_objects=1, max_objects=1)):
+        o = scene.objects[0]
+        assert names[class_index(scene)] == (o.colour, o.shape)
+    with pytest.raises(ConfigError, match="one-object"):
+        class_index(generate_scene(ShapesConfig(min_objects=2, max_objects=2), "train", 0))
