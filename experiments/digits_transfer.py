@@ -14,6 +14,8 @@ import statistics
 from pathlib import Path
 
 import mumo
+from mumo.data.config import DataConfig
+from mumo.data.sources import data_source
 from mumo.data.tokenizer import Tokenizer
 from mumo.eval.classify import labelled_tensors
 from mumo.eval.linear_probe import probe_images
@@ -22,8 +24,6 @@ from mumo.models._pretrained import model_folder
 from mumo.run.heads import zero_shot_start
 from mumo.run.train import fit, trainer
 from mumo.train import load_recipe
-from mumo.train.config import DataConfig
-from mumo.train.data import labelled_split
 
 RECIPES = Path(__file__).resolve().parents[1] / "configs" / "finetune"
 
@@ -58,7 +58,9 @@ def main() -> None:
     tokenizer = Tokenizer.load(model_folder(args.pretrained))
     tokenizer.context_length = pretrained.context_length
     data = DataConfig(kind="digits", image_size=pretrained.image_size)
-    train, val, test = (labelled_tensors(*labelled_split(data, s)) for s in ("train", "val", "test"))
+    source = data_source(data)
+    mean, std = source.normalization or (None, None)
+    train, val, test = (labelled_tensors(source.split(s), mean, std) for s in ("train", "val", "test"))
     probe = probe_images(pretrained, train, test, val=val)
     print(f"linear probe (L-BFGS, l2 {probe.l2:g} on val, refit on train+val): {100 * probe.accuracy:.1f} %")
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from mumo._io import atomic_write, atomic_write_json
 from mumo.data.shapes import ShapesDataset
+from mumo.data.sources import shapes_config
 from mumo.data.tokenizer import Tokenizer
 from mumo.data.transforms import normalize
 from mumo.errors import ConfigError
@@ -122,7 +123,6 @@ def compare(
     from mumo.run.train import fit
     from mumo.run.train import trainer as build_trainer
     from mumo.train import load_recipe
-    from mumo.train.data import shapes_config
 
     out_dir = Path(out_dir)
     stems = [Path(r).stem for r in recipes]

@@ -11,15 +11,16 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import Dataset
 
+from mumo.data.config import LABELLED_KINDS
 from mumo.data.shapes import ShapesConfig, ShapesDataset
+from mumo.data.sources import data_source, shapes_config
 from mumo.data.text import TextCorpus
 from mumo.data.tokenizer import Tokenizer
 from mumo.eval.captioning import CAPTION_IMAGES, evaluate_captions, evaluate_vqa, perplexity
 from mumo.eval.classify import classifier_accuracy
 from mumo.eval.shapes_suite import evaluate_shapes
 from mumo.models import capabilities
-from mumo.train.config import LABELLED_KINDS, TrainConfig
-from mumo.train.data import labelled_split, shapes_config
+from mumo.train.config import TrainConfig
 
 
 def evaluate_run(
@@ -34,8 +35,10 @@ def evaluate_run(
     held-out windows of the run's text corpus (``dataset``, the bound training :class:`TextCorpus`)."""
     data = config.data
     if data.kind in LABELLED_KINDS:
+        source = data_source(data)
+        mean, std = source.normalization or (None, None)
         return {
-            f"{split}_accuracy": classifier_accuracy(model, *labelled_split(data, split))
+            f"{split}_accuracy": classifier_accuracy(model, source.split(split), mean, std)
             for split in ("val", "test")
         }
     if data.kind == "text":

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mumo.data.sources import data_source
 from mumo.errors import TrainingError
 from mumo.eval.classify import labelled_tensors
 from mumo.eval.linear_probe import DEFAULT_L2_GRID, sweep_l2
@@ -18,7 +19,6 @@ from mumo.inference import build_classifier, embed_images
 from mumo.models import CLIP, ImageClassifier, load_pretrained
 from mumo.models._pretrained import model_folder
 from mumo.train.config import TrainConfig
-from mumo.train.data import labelled_split
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,9 @@ def classifier_model(config: TrainConfig, tokenizer: Any, class_names: Sequence[
     head = zero_shot_head(pretrained, tokenizer, class_names, f.templates) if f.head == "zero_shot" else None
     model = ImageClassifier.from_clip(pretrained, class_names, head, templates=f.templates, seed=config.seed)
     if f.head == "linear_probe":
-        splits = [labelled_tensors(*labelled_split(config.data, s, augment=False)) for s in ("train", "val")]
+        source = data_source(config.data)
+        mean, std = source.normalization or (None, None)
+        splits = [labelled_tensors(source.split(s, augment=False), mean, std) for s in ("train", "val")]
         probe = fit_probe_head(model, *splits)
         logger.info("head from a linear probe: l2 %g, val accuracy %.3f", probe["l2"], probe["val_accuracy"])
     return model

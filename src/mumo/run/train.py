@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from mumo.data.sources import DataSource
 from mumo.run.evaluate import evaluate_run
 from mumo.run.heads import classifier_model
 from mumo.run.report import write_report
 from mumo.train.config import TrainConfig
-from mumo.train.setup import DataBuilder
 from mumo.train.trainer import Trainer
 
 
@@ -19,7 +19,7 @@ def trainer(
     resume: bool = False,
     progress: bool = True,
     overwrite: bool = False,
-    build_data: DataBuilder | None = None,
+    source: DataSource | None = None,
 ) -> Trainer:
     """The :class:`Trainer` of ``config`` with everything a run needs (see :func:`mumo.train.setup.setup`
     for the arguments); ``.fit()`` trains, saves and evaluates."""
@@ -28,7 +28,7 @@ def trainer(
         resume=resume,
         progress=progress,
         overwrite=overwrite,
-        build_data=build_data,
+        source=source,
         build_classifier=classifier_model,
         evaluate=evaluate_run,
     )

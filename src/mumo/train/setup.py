@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from torch.utils.data import Dataset
 
+from mumo.data.config import LABELLED_KINDS
+from mumo.data.sources import DataSource, data_source
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import ConfigError, TrainingError
 from mumo.layers.batch_norm import sync_batch_norm
@@ -36,7 +37,7 @@ from mumo.train.checkpoint import (
     load_checkpoint,
     load_sharded_checkpoint,
 )
-from mumo.train.config import LABELLED_KINDS, TrainConfig
+from mumo.train.config import TrainConfig
 from mumo.train.distributed import DistInfo, barrier, broadcast_parameters, fully_shard_task, init_distributed
 from mumo.train.finetune import apply_finetune, inference_only_modules
 from mumo.train.optim import build_optimizer, build_scheduler
@@ -45,7 +46,6 @@ from mumo.train.tasks import build_task, load_task_state
 
 logger = logging.getLogger(__name__)
 
-DataBuilder = Callable[[TrainConfig], tuple[Dataset, list[str], Any, Any]]
 # (config, tokenizer, the training set's class names) -> the classifier a labelled-data run trains
 ClassifierBuilder = Callable[[TrainConfig, Tokenizer, tuple[str, ...]], nn.Module]
 
@@ -60,7 +60,7 @@ class TrainPieces:
     config: TrainConfig
     dist: DistInfo
     device: torch.device
-    dataset: Dataset
+    dataset: Any  # a map-style or iterable torch Dataset
     collate: Callable[[list], dict[str, Any]]
     tokenizer: Tokenizer
     model: nn.Module
@@ -148,7 +148,7 @@ def setup(
     config: TrainConfig,
     resume: bool = False,
     overwrite: bool = False,
-    build_data: DataBuilder | None = None,
+    source: DataSource | None = None,
     build_classifier: ClassifierBuilder | None = None,
 ) -> TrainPieces:
     """Build the pieces of a run (see the module docstring).
@@ -157,12 +157,9 @@ def setup(
         config: the run.
         resume: continue from the newest valid checkpoint in ``config.out_dir`` (a fresh start if none).
         overwrite: a new run may replace the run ``config.out_dir`` holds (its outputs are deleted first).
-        build_data: ``(config) -> (train dataset, tokenizer texts, image mean, image std)``; defaults to
-            :func:`mumo.train.data.build_train_data`.
+        source: the run's data; defaults to :func:`mumo.data.sources.data_source` of ``config.data``.
         build_classifier: builds the classifier of a labelled-data run (``mumo.run.heads.classifier_model``).
     """
-    from mumo.train.data import build_collate, build_train_data
-
     c = config
     out_dir = Path(c.out_dir)
     if c.device.startswith("cuda") and not torch.cuda.is_available():
@@ -180,12 +177,13 @@ def setup(
     torch.manual_seed(c.seed + dist.rank)
     across_gpus = dist.world_size > 1 and c.device == "cuda"
     device = torch.device(f"cuda:{dist.local_rank}" if across_gpus else c.device)
-    dataset, tokenizer_texts, mean, std = (build_data or build_train_data)(c)
+    source = source or data_source(c.data, seed=c.seed, hard_negatives=c.hard_negatives)
+    dataset = source.train_set()
 
     checkpoint = latest_valid_checkpoint(out_dir) if resume else None
     if checkpoint is not None:  # before anything is built from the config
         check_unchanged(c, json.loads((checkpoint / STATE_JSON).read_text()).get("config"), checkpoint)
-    tokenizer = build_tokenizer(c, tokenizer_texts, checkpoint)
+    tokenizer = build_tokenizer(c, source.tokenizer_texts(), checkpoint)
     if c.data.kind in LABELLED_KINDS:
         model = (build_classifier or _no_classifier)(c, tokenizer, tuple(dataset.class_names))
     else:
@@ -234,7 +232,7 @@ def setup(
         dist=dist,
         device=device,
         dataset=dataset,
-        collate=build_collate(c, dataset, tokenizer, mean, std),
+        collate=source.collate(tokenizer),
         tokenizer=tokenizer,
         model=model,
         task=task,

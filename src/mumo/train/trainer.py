@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from mumo._io import atomic_write_json
 from mumo.data.pairs import SkipReport
 from mumo.data.sampler import ResumableBatchSampler
+from mumo.data.sources import DataSource
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import TrainingError
 from mumo.models import load_pretrained, save_pretrained
@@ -38,7 +39,7 @@ from mumo.train.config import TrainConfig
 from mumo.train.distributed import average_gradients, barrier, gather_lists
 from mumo.train.finetune import save_adapter
 from mumo.train.run_folder import MetricsLog
-from mumo.train.setup import ClassifierBuilder, DataBuilder, TrainPieces, data_layout, setup
+from mumo.train.setup import ClassifierBuilder, TrainPieces, data_layout, setup
 from mumo.train.tasks import task_state
 
 logger = logging.getLogger(__name__)
@@ -95,12 +96,12 @@ class Trainer:
         resume: bool = False,
         progress: bool = True,
         overwrite: bool = False,
-        build_data: DataBuilder | None = None,
+        source: DataSource | None = None,
         build_classifier: ClassifierBuilder | None = None,
         evaluate: Evaluate | None = None,
     ) -> Trainer:
         """:func:`~mumo.train.setup.setup` then the loop over its pieces (arguments as theirs)."""
-        pieces = setup(config, resume, overwrite, build_data, build_classifier)
+        pieces = setup(config, resume, overwrite, source, build_classifier)
         return cls(pieces, progress=progress, evaluate=evaluate)
 
     def _loader(self) -> DataLoader:
