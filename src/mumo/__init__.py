@@ -119,4 +119,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """The public names too, before their first use has imported them (for tab completion and help())."""
     return sorted({*globals(), *_EXPORTS})

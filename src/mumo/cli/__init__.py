@@ -48,6 +48,7 @@ app.command()(train.report)
 
 
 def _one_line(text: object) -> str:
+    """``text`` with every run of whitespace (newlines included) as one space: one line on stderr."""
     return " ".join(str(text).split())
 
 
@@ -113,5 +114,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _fail(message: str) -> None:
+    """Print ``error: MESSAGE`` on stderr and exit 2, the code of every mistake the user can fix."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)

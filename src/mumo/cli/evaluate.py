@@ -99,7 +99,7 @@ def zero_shot(
         print(f"{p:6.3f}  {name}")
 
 
-EMBEDDING_SUFFIXES = (".safetensors", ".jsonl")
+_EMBEDDING_SUFFIXES = (".safetensors", ".jsonl")
 
 
 def embed(
@@ -115,7 +115,7 @@ def embed(
 
     if (images is None) == (texts is None):
         raise DataError("give exactly one of --images DIR or --texts FILE")
-    check_output(out, suffixes=EMBEDDING_SUFFIXES)
+    check_output(out, suffixes=_EMBEDDING_SUFFIXES)
     # the inputs are listed and read before the model loads: a mistake costs no wait
     if images is not None:
         files = images_under(images)
@@ -153,7 +153,7 @@ def _write_embeddings(out: Path, vectors: Tensor, names: list[str]) -> None:
 
         save_file({"embeddings": vectors.contiguous()}, str(out), metadata={"names": json.dumps(names)})
     else:
-        raise DataError(f"--out must end in {' or '.join(EMBEDDING_SUFFIXES)}, got {out.name}")
+        raise DataError(f"--out must end in {' or '.join(_EMBEDDING_SUFFIXES)}, got {out.name}")
 
 
 def _labelled_splits(
@@ -167,12 +167,12 @@ def _labelled_splits(
     return [labelled_tensors(*labelled_split(config, split, augment=False)) for split in splits]
 
 
-DATA_HELP = "'digits' (scikit-learn's handwritten scans) or an image folder ROOT/<class>/<image>"
+_DATA_HELP = "'digits' (scikit-learn's handwritten scans) or an image folder ROOT/<class>/<image>"
 
 
 def probe(
     checkpoint: Path = typer.Argument(..., help="model or run folder"),
-    data: str = typer.Option("digits", help=DATA_HELP),
+    data: str = typer.Option("digits", help=_DATA_HELP),
     seed: int = typer.Option(0, help="the stratified train / val / test split"),
     out: Path | None = typer.Option(None, help="write the result as JSON here"),
 ) -> None:
@@ -200,7 +200,7 @@ def interpolate(
     sweep: str | None = typer.Option(
         None, help="instead: evaluate the mix at these alphas ('0,0.25,0.5,0.75,1') on --data and shapes"
     ),
-    data: str = typer.Option("digits", help=f"the sweep's target task: {DATA_HELP}"),
+    data: str = typer.Option("digits", help=f"the sweep's target task: {_DATA_HELP}"),
     seed: int = typer.Option(0, help="the target data's split"),
     size: int = typer.Option(1000, min=2, help="the sweep's zero-shot test scenes of the built-in data"),
     report: Path | None = typer.Option(None, help="write the sweep table as JSON here"),
