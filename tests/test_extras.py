@@ -166,10 +166,6 @@ def test_cli_serve_without_fastapi_is_one_line(monkeypatch, capsys, model_dir):
     assert line == "error: " + _message("mumo serve", "fastapi", "serve")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mumo.cli.serve imports uvicorn itself; it should call mumo.serve.app.run_server (requires it)",
-)
 def test_cli_serve_without_uvicorn_is_one_line_naming_the_extra(monkeypatch, capsys, model_dir):
     _hide(monkeypatch, "uvicorn")
     line = _cli_fails_in_one_line(capsys, ["serve", str(model_dir)])

@@ -79,3 +79,37 @@ def test_a_captioner_run_shows_its_images_with_captions(tmp_path):
     section = page.split("Generated captions (first test images)")[1]
     assert section.count('<img alt="test image" src="data:image/png;base64,') == 8
     assert "captioning / bleu4" in page or "captioning / " in page
+
+
+def test_headline_rows_name_the_numbers_a_terminal_shows():
+    from mumo.run.report import headline_rows
+
+    evaluation = {
+        "zero_shot": {"top1": 0.5},
+        "held_out": {"top1": 0.25},
+        "zero_shot_paraphrased": {"top1": 0.125, "colour": 0.75, "shape": 1.0},
+        "retrieval": {"n": 12, "text_to_image_R@1": 0.5, "image_to_text_R@1": 1 / 3},
+        "compositional": {"relation": 0.6, "n_relation": 40},
+        "captioning": {"n": 8, "CIDEr-D": 1.23456, "BLEU-4": 0.1, "attribute_accuracy": 0.9},
+        "vqa": {"macro": 0.7, "per_kind": {"colour": 0.8}, "counts": {"colour": 5}},
+        "perplexity": 12.345,
+        "val_accuracy": 0.95,
+        "test_accuracy": 0.875,
+    }
+    assert headline_rows(evaluation) == [
+        ("zero-shot colour x shape top-1", "50.0 %"),
+        ("held-out combinations top-1", "25.0 %"),
+        ("zero-shot, paraphrased class names", "12.5 % (colour 75.0 %, shape 100.0 %)"),
+        ("text->image R@1 (12 pairs)", "50.0 %"),
+        ("image->text R@1 (12 pairs)", "33.3 %"),
+        ("compositional: relation", "60.0 %"),
+        ("captions: CIDEr-D (8 images)", "1.235"),
+        ("captions: BLEU-4", "0.100"),
+        ("captions: attribute accuracy", "90.0 %"),
+        ("VQA exact match (mean over kinds)", "70.0 %"),
+        ("VQA: colour (5 questions)", "80.0 %"),
+        ("held-out perplexity", "12.35"),
+        ("val accuracy", "95.0 %"),
+        ("test accuracy", "87.5 %"),
+    ]
+    assert headline_rows({}) == [] and headline_rows({"perplexity": 3.0}) == [("held-out perplexity", "3.00")]

@@ -13,6 +13,7 @@ from mumo.models._registry import (
 from mumo.models.captioner import Captioner, CaptionerConfig, CaptionerOutput, DecodeState
 from mumo.models.classifier import ImageClassifier, ImageClassifierConfig
 from mumo.models.clip import CLIP, CLIPConfig, CLIPOutput
+from mumo.models.describe import ModelSummary, describe_model, num_params
 from mumo.models.fusion import FusionConfig, FusionModel
 from mumo.models.single_stream import SingleStream, SingleStreamConfig
 from mumo.models.text import TextConfig, TextTransformer
@@ -31,6 +32,7 @@ __all__ = [
     "FusionModel",
     "ImageClassifier",
     "ImageClassifierConfig",
+    "ModelSummary",
     "SingleStream",
     "SingleStreamConfig",
     "TextConfig",
@@ -41,9 +43,11 @@ __all__ = [
     "build_vision_tower",
     "capabilities",
     "create_model",
+    "describe_model",
     "get_model_config",
     "list_models",
     "load_pretrained",
+    "num_params",
     "register_architecture",
     "register_model",
     "save_pretrained",

@@ -48,16 +48,37 @@ def evaluate_run(
         return {"perplexity": perplexity(model, held_out)} if len(held_out) else {}
     if data.kind != "shapes":
         return {}
-    cfg, metrics = shapes_config(data), {}
-    if "caption" in capabilities(model):
-        if data.questions:
-            return {"vqa": evaluate_vqa(model, tokenizer, cfg, split="test", size=data.test_size)}
-        metrics["captioning"] = evaluate_captions(model, tokenizer, cfg, split="test", size=data.test_size)
-        _save_caption_images(out_dir, cfg, len(metrics["captioning"].get("examples", [])))
-        if "embed" not in capabilities(model):
+    return evaluate_on_shapes(
+        model, tokenizer, shapes_config(data), "test", data.test_size, data.questions, out_dir=out_dir
+    )
+
+
+def evaluate_on_shapes(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    shapes: ShapesConfig,
+    split: str = "test",
+    size: int = 1000,
+    questions: bool = False,
+    scoring: str = "auto",
+    out_dir: str | Path | None = None,
+) -> dict:
+    """A model on ``size`` scenes of the built-in data's ``split``, by what it can do: VQA answers
+    (``questions``) or captions for a captioner, and for a model with embeddings the shapes suite (retrieval,
+    zero-shot, probes; ``scoring`` as :func:`~mumo.eval.shapes_suite.evaluate_shapes` takes it). With an
+    ``out_dir``, the figures' data and the captioned images are saved there for the report."""
+    can, metrics = capabilities(model), {}
+    if "caption" in can:
+        if questions:
+            return {"vqa": evaluate_vqa(model, tokenizer, shapes, split=split, size=size)}
+        metrics["captioning"] = evaluate_captions(model, tokenizer, shapes, split=split, size=size)
+        if out_dir is not None:
+            _save_caption_images(out_dir, shapes, len(metrics["captioning"].get("examples", [])))
+        if "embed" not in can:
             return metrics
-    result = evaluate_shapes(model, tokenizer, cfg, split="test", size=data.test_size)
-    result.save(out_dir)
+    result = evaluate_shapes(model, tokenizer, shapes, split=split, size=size, scoring=scoring)
+    if out_dir is not None:
+        result.save(out_dir)
     return {**result.metrics, **metrics}
 
 

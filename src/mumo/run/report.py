@@ -100,10 +100,14 @@ def plot_confusion(fig_data: ShapesEvaluation, out: Path) -> Path:
     return out
 
 
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.1f} %"
+
+
 def _fmt(key: str, v: Any) -> str:
     """Fractions as percentages; counts, ranks and everything else as they are."""
     if isinstance(v, float) and not (key == "n" or key.startswith("n_") or "rank" in key) and 0.0 <= v <= 1.0:
-        return f"{100 * v:.1f} %"
+        return _percent(v)
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
@@ -136,6 +140,51 @@ def _metric_rows(evaluation: dict[str, Any]) -> list[tuple[str, str]]:
                 rows += [(f"{group} / {k} / {kk}", _fmt(kk, vv)) for kk, vv in v.items()]
             elif k != "examples":
                 rows.append((f"{group} / {k}", _fmt(k, v)))
+    return rows
+
+
+def headline_rows(evaluation: dict[str, Any]) -> list[tuple[str, str]]:
+    """The headline metrics of an evaluation as (label, value) rows, what a terminal shows at the end of
+    ``mumo train`` / ``finetune`` / ``demo`` and for ``mumo eval``: whichever of zero-shot, retrieval and
+    the compositional probe (the built-in data), captioning, VQA, perplexity and accuracy it holds.
+
+    A few named numbers in words; the report lists every metric under its key (``_metric_rows``).
+
+    Args:
+        evaluation: the ``eval`` part of a run's metrics.json, or what ``mumo eval`` computes.
+    """
+    rows: list[tuple[str, str]] = []
+    if "zero_shot" in evaluation:
+        zs, ho, rt = evaluation["zero_shot"], evaluation["held_out"], evaluation["retrieval"]
+        rows.append(("zero-shot colour x shape top-1", _percent(zs["top1"])))
+        rows.append(("held-out combinations top-1", _percent(ho["top1"])))
+        if "zero_shot_paraphrased" in evaluation:
+            para = evaluation["zero_shot_paraphrased"]
+            detail = f"(colour {_percent(para['colour'])}, shape {_percent(para['shape'])})"
+            rows.append(("zero-shot, paraphrased class names", f"{_percent(para['top1'])} {detail}"))
+        rows.append((f"text->image R@1 ({rt['n']} pairs)", _percent(rt["text_to_image_R@1"])))
+        rows.append((f"image->text R@1 ({rt['n']} pairs)", _percent(rt["image_to_text_R@1"])))
+        rows += [
+            (f"compositional: {k}", _percent(v))
+            for k, v in evaluation["compositional"].items()
+            if not k.startswith("n_")  # counts of probe items, not scores
+        ]
+    if "captioning" in evaluation:
+        cap = evaluation["captioning"]
+        rows.append((f"captions: CIDEr-D ({cap['n']} images)", f"{cap['CIDEr-D']:.3f}"))
+        rows.append(("captions: BLEU-4", f"{cap['BLEU-4']:.3f}"))
+        rows.append(("captions: attribute accuracy", _percent(cap["attribute_accuracy"])))
+    if "vqa" in evaluation:
+        vqa = evaluation["vqa"]
+        rows.append(("VQA exact match (mean over kinds)", _percent(vqa["macro"])))
+        rows += [
+            (f"VQA: {k} ({vqa['counts'][k]} questions)", _percent(v)) for k, v in vqa["per_kind"].items()
+        ]
+    if "perplexity" in evaluation:
+        rows.append(("held-out perplexity", f"{evaluation['perplexity']:.2f}"))
+    for split in ("val", "test"):
+        if f"{split}_accuracy" in evaluation:
+            rows.append((f"{split} accuracy", _percent(evaluation[f"{split}_accuracy"])))
     return rows
 
 

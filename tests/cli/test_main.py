@@ -57,7 +57,7 @@ def run_main(argv: list[str]) -> tuple[int | str, str, str]:
         mock.patch("mumo.train.trainer.Trainer.fit", _accept),
         mock.patch("mumo.data.shapes.write_shapes", _accept),
         mock.patch("mumo.data.shapes.write_captions", _accept),
-        mock.patch("mumo.data.shards.write_shards", _accept),
+        mock.patch("mumo.data.shard_writer.write_shards", _accept),
         mock.patch("uvicorn.run", _accept),
         mock.patch("subprocess.call", _accept),
     ]
@@ -181,7 +181,7 @@ def test_a_bug_is_one_line_exit_1_with_the_traceback_on_request(monkeypatch):
     def bug(*args, **kwargs):
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr("mumo.cli._num_params", bug)
+    monkeypatch.setattr("mumo.models.describe.num_params", bug)
     code, out, err = run_main(["info", "clip_vit_tiny"])
     assert code == 1 and "Traceback" not in err
     assert err.strip().splitlines() == [

@@ -1,3 +1,5 @@
+"""`mumo models`, `list-models`, `info` (mumo.cli.models), in a subprocess as a user runs them."""
+
 import json
 import subprocess
 import sys
@@ -27,3 +29,7 @@ def test_unknown_model_is_one_line_and_exit_2():
         "error: unknown model 'clip_vit_b3' — did you mean 'clip_vit_b32', 'clip_vit_b16', 'clip_vit_l14'? "
         "(see `mumo models` for the list)"
     ]
+
+
+def test_list_models(invoke):
+    assert "clip_conv_mini_64" in invoke("list-models").output

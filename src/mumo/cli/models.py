@@ -1,0 +1,56 @@
+"""`mumo version`, `mumo models` (and `list-models`), `mumo info`, `mumo convert`: the registry and model
+formats. The commands parse arguments, call :mod:`mumo.models` / :mod:`mumo.interop`, and print."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from mumo.cli._output import console
+
+
+def version() -> None:
+    """Print the mumo version."""
+    from mumo.version import __version__
+
+    print(__version__)
+
+
+def models(pattern: str = typer.Argument("*", help="shell-style filter, e.g. 'clip_vit_*'")) -> None:
+    """List registered models with their parameter counts."""
+    from rich.table import Table
+
+    from mumo.models import get_model_config, list_models
+    from mumo.models.describe import describe_model, num_params
+
+    table = Table("model", "type", "parameters", "image", "shape")
+    for name in list_models(pattern):
+        config = get_model_config(name)
+        size, shape = describe_model(config)
+        table.add_row(name, config.model_type, f"{num_params(config) / 1e6:.2f} M", size, shape)
+    console.print(table)
+
+
+def info(model: str = typer.Argument(..., help="registered name or config.json path")) -> None:
+    """Print a model's config as JSON and its parameter count."""
+    from mumo.models import get_model_config
+    from mumo.models.describe import num_params
+
+    config = get_model_config(model)
+    print(json.dumps(config.to_dict(), indent=2))
+    console.print(f"parameters: {num_params(config):,}")
+
+
+def convert(
+    src: Path = typer.Argument(..., help="source: a model folder, or an OpenCLIP weights file"),
+    dst: Path = typer.Argument(..., help="target folder"),
+    from_: str = typer.Option(..., "--from", help="mumo, open_clip or hf"),
+    to: str = typer.Option(..., "--to", help="mumo, hf or onnx"),
+    config: Path | None = typer.Option(None, help="OpenCLIP model config, when SRC is a weights file"),
+) -> None:
+    """Convert a CLIP model between mumo, OpenCLIP, Hugging Face and ONNX (outputs are checked to match)."""
+    from mumo.interop.convert import convert as run
+
+    console.print(f"wrote {run(src, dst, from_, to, config)}")
