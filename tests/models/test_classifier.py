@@ -4,18 +4,9 @@ import pytest
 import torch
 
 import mumo
-from mumo.data.tokenizer import Tokenizer
 from mumo.models import ImageClassifier
 
-NAMES = ("red circle", "blue square", "green star")
-
-
-@pytest.fixture(scope="module")
-def clip_and_tokenizer():
-    model = mumo.create_model("clip_vit_tiny", seed=0, **{"text.vocab_size": 300}).eval()
-    tokenizer = Tokenizer.train([f"a photo of a {n}." for n in NAMES] * 10, 300)
-    tokenizer.context_length = model.context_length
-    return model, tokenizer
+NAMES = ("red circle", "blue square", "green star")  # the classes of the clip_and_tokenizer fixture
 
 
 def test_the_head_it_is_handed_gives_the_logits(clip_and_tokenizer):

@@ -1,24 +1,14 @@
 """Classifier heads: the zero-shot head reproduces zero-shot classification exactly; a probe head gives the
 probe's logits; the zero-shot start of a fine-tuned classifier."""
 
-import pytest
 import torch
 
 import mumo
-from mumo.data.tokenizer import Tokenizer
 from mumo.inference import build_classifier
 from mumo.models import ImageClassifier
 from mumo.run.heads import fit_probe_head, zero_shot_head
 
-NAMES = ("red circle", "blue square", "green star")
-
-
-@pytest.fixture(scope="module")
-def clip_and_tokenizer():
-    model = mumo.create_model("clip_vit_tiny", seed=0, **{"text.vocab_size": 300}).eval()
-    tokenizer = Tokenizer.train([f"a photo of a {n}." for n in NAMES] * 10, 300)
-    tokenizer.context_length = model.context_length
-    return model, tokenizer
+NAMES = ("red circle", "blue square", "green star")  # the classes of the clip_and_tokenizer fixture
 
 
 def test_the_zero_shot_head_gives_zero_shot_logits(clip_and_tokenizer):

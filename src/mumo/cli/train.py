@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def train(
-    recipe: Path = typer.Argument(..., help="YAML recipe, e.g. configs/demo.yaml"),
+    recipe: Path = typer.Argument(..., help="YAML recipe (configs/demo.yaml) or a shipped one (demo)"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. optim.lr=3e-4 max_steps=100"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint"),
     overwrite: bool = typer.Option(
@@ -29,7 +29,7 @@ def train(
 ) -> None:
     """Train a model from a recipe; checkpoints, metrics.jsonl and metrics.json go to out_dir. For many
     machines, launch `torchrun --nnodes … -m mumo train RECIPE` yourself: batch_size is per process."""
-    from mumo.train import load_recipe
+    from mumo.run.recipes import load as load_recipe
 
     if nproc > 1:
         import subprocess
@@ -63,7 +63,7 @@ def _fit(config: TrainConfig, resume: bool, overwrite: bool, show_trainable: boo
 
 
 def finetune(
-    recipe: Path = typer.Argument(..., help="YAML recipe, e.g. configs/finetune/digits.yaml"),
+    recipe: Path = typer.Argument(..., help="YAML recipe or a shipped one (finetune/digits)"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. finetune.lora_rank=8"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint"),
     overwrite: bool = typer.Option(
@@ -72,7 +72,7 @@ def finetune(
 ) -> None:
     """Adapt a pretrained model (the recipe's init_from): classifier fine-tuning on labelled images, locked
     towers (LiT), LoRA, layer-wise lr decay; the same trainer, checkpoints and outputs as `mumo train`."""
-    from mumo.train import load_recipe
+    from mumo.run.recipes import load as load_recipe
 
     config = load_recipe(recipe, overrides or [])
     if config.init_from is None:

@@ -120,9 +120,9 @@ def compare(
     Returns:
         One row per (variant, scoring), as written to ``compare.json``.
     """
+    from mumo.run.recipes import load as load_recipe
     from mumo.run.train import fit
     from mumo.run.train import trainer as build_trainer
-    from mumo.train import load_recipe
 
     out_dir = Path(out_dir)
     stems = [Path(r).stem for r in recipes]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mumo.errors import ConfigError
+from mumo.train.config import TrainConfig, load_recipe
 
 RECIPES = Path(__file__).resolve().parent
 
@@ -19,14 +20,17 @@ def recipe_path(recipe: str | Path) -> Path:
     """The YAML file ``recipe`` names: a path to a file, or the name of a shipped recipe (``demo``,
     ``compare/dual``; ``configs/demo.yaml`` is found too, from any folder)."""
     path = Path(recipe)
-    if path.is_file():
-        return path
+    if path.exists():
+        return path  # a folder is refused by load_recipe, in one line
     name = path.as_posix().removeprefix("configs/").removesuffix(".yaml").removesuffix(".yml")
     shipped = RECIPES / f"{name}.yaml"
     if shipped.is_file():
         return shipped
-    if path.exists():
-        raise ConfigError(f"recipe {recipe} is a folder; give a YAML file")
     raise ConfigError(
-        f"recipe {recipe} not found: give a YAML file or a shipped recipe ({', '.join(list_recipes())})"
+        f"recipe {recipe} does not exist; give a YAML file or a shipped recipe ({', '.join(list_recipes())})"
     )
+
+
+def load(recipe: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """:func:`mumo.train.load_recipe` of the file or shipped recipe ``recipe`` names (:func:`recipe_path`)."""
+    return load_recipe(recipe_path(recipe), overrides)
