@@ -21,6 +21,7 @@ from mumo.errors import DataError
 from mumo.eval.compositional import compositional_probe_scores
 from mumo.eval.retrieval import recall_from_ranks
 from mumo.inference import eval_mode, model_device
+from mumo.models import capabilities
 from mumo.models.text import trim_padding
 
 
@@ -50,7 +51,7 @@ class PairScorer:
     @property
     def has_embeddings(self) -> bool:
         """True when the model also embeds images and texts alone (ITC), so shortlists are possible."""
-        return hasattr(self.model, "encode_image")
+        return "embed" in capabilities(self.model)
 
     @torch.no_grad()
     def image_context(self, images: Tensor) -> Tensor:

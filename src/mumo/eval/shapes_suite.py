@@ -34,6 +34,7 @@ from mumo.eval.matching import PairScorer, itm_compositional, itm_retrieval, itm
 from mumo.eval.retrieval import retrieval_metrics
 from mumo.eval.zero_shot import zero_shot_accuracy
 from mumo.inference import ZERO_SHOT_TEMPLATES, build_classifier, embed_images, embed_texts
+from mumo.models import capabilities
 
 FIGURES = "eval_figures"  # <run>/eval_figures.safetensors + .json
 
@@ -154,11 +155,11 @@ def evaluate_shapes(
             ``grid_queries`` test captions (by embedding similarity; none for a model without embeddings).
     """
     if scoring == "auto":
-        scoring = "itm" if hasattr(model, "itm_logits") else "itc"
+        scoring = "itm" if "match" in capabilities(model) else "itc"
     if scoring not in ("itc", "itm"):
         raise DataError(f"scoring must be 'itc', 'itm' or 'auto', got {scoring!r}")
     names = [f"{colour} {shape}" for colour, shape in class_names()]
-    has_embeddings = hasattr(model, "encode_image")
+    has_embeddings = "embed" in capabilities(model)
     if scoring == "itc" and not has_embeddings:
         raise DataError(f"{type(model).__name__} has no embeddings to score by ITC; use scoring='itm'")
     classifier = build_classifier(model, tokenizer, names) if has_embeddings else None  # (E, C)

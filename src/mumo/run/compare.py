@@ -28,6 +28,7 @@ from mumo.errors import ConfigError
 from mumo.eval.matching import PairScorer
 from mumo.eval.shapes_suite import evaluate_shapes
 from mumo.inference import embed_images, embed_texts, eval_mode
+from mumo.models import capabilities
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ NEGATIVE_TYPES = ("swap_colours", "reverse_relation", "change_colour", "change_s
 
 def scorings(model: nn.Module) -> list[str]:
     """How a model can rank: 'itc' with embeddings, 'itm' with a matching head (both for fusion)."""
-    return [s for s, attr in (("itc", "encode_image"), ("itm", "itm_logits")) if hasattr(model, attr)]
+    can = capabilities(model)
+    return [s for s, needs in (("itc", "embed"), ("itm", "match")) if needs in can]
 
 
 @torch.no_grad()
@@ -61,7 +63,7 @@ def time_text_queries(
     """
     n = images.shape[0]
     image_embeds = (
-        embed_images(model, images, batch_size=batch_size) if hasattr(model, "encode_image") else None
+        embed_images(model, images, batch_size=batch_size) if "embed" in capabilities(model) else None
     )
     scorer = PairScorer(model, tokenizer, batch_size=batch_size) if scoring == "itm" else None
     context = scorer.image_context(images) if scorer is not None else None
@@ -168,7 +170,7 @@ def compare(
                     "objectives": list(config.objectives),
                     "hard_negatives": config.hard_negatives,
                     "scoring": scoring
-                    if scoring == "itc" or not hasattr(model, "encode_image")
+                    if scoring == "itc" or "embed" not in capabilities(model)
                     else "itc->itm",
                     "zero_shot": m["zero_shot"]["top1"],
                     "held_out": m["held_out"]["top1"],
