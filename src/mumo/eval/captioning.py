@@ -30,6 +30,7 @@ from mumo.data.shapes import (
     scene_attributes,
 )
 from mumo.data.shapes import ParsedCaption as ParsedCaption  # moved to data.shapes; kept here for one release
+from mumo.data.text import TokenCollate
 from mumo.data.tokenizer import Tokenizer
 from mumo.data.transforms import normalize
 from mumo.errors import DataError
@@ -229,7 +230,6 @@ def evaluate_vqa(
 @torch.inference_mode()
 def perplexity(model: nn.Module, dataset: Dataset, batch_size: int = 64) -> float:
     """exp of the mean next-token loss over every predicted token of a text data set (packed windows)."""
-    from mumo.data.text import TokenCollate
 
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=TokenCollate(dataset.pad_id))

@@ -12,7 +12,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from mumo.data.shapes import ShapesConfig
 from mumo.eval.classify import predict
+from mumo.eval.shapes_suite import evaluate_shapes
 from mumo.models.interpolate import interpolate_models
 
 
@@ -49,8 +51,6 @@ def target_and_zero_shot(
     """The sweep's evaluation of a classifier: ``target`` accuracy on (images (N, 3, H, W) normalised,
     labels (N,)), and zero-shot accuracy of the CLIP inside on ``size`` test scenes of the built-in data
     (all 36 colour-shape classes)."""
-    from mumo.data.shapes import ShapesConfig
-    from mumo.eval.shapes_suite import evaluate_shapes
 
     images, labels = target
 

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from mumo._io import atomic_write, atomic_write_json, read_json
+from mumo.data.transforms import CLIP_MEAN, CLIP_STD
 from mumo.errors import ConfigError
 from mumo.interop._weights import read_state_dict
 from mumo.models import CLIP, CLIPConfig, TextConfig, VisionConfig
@@ -285,7 +286,6 @@ def save_hf_clip(model: CLIP, folder: str | Path, tokenizer: Any | None = None) 
     With a mumo :class:`~mumo.data.Tokenizer`, its ``tokenizer.json`` and a ``tokenizer_config.json`` are
     written too (loadable by ``AutoTokenizer``), and its end token becomes the model's ``eos_token_id``.
     """
-    from mumo.data.transforms import CLIP_MEAN, CLIP_STD
 
     if model.config.text.arch != "mumo":
         raise ConfigError(f"Hugging Face CLIP has its own text tower, not text.arch={model.config.text.arch}")

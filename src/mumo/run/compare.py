@@ -29,6 +29,9 @@ from mumo.eval.matching import PairScorer
 from mumo.eval.shapes_suite import evaluate_shapes
 from mumo.inference import embed_images, embed_texts, eval_mode
 from mumo.models import capabilities
+from mumo.run.recipes import load as load_recipe
+from mumo.run.train import fit
+from mumo.run.train import trainer as build_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -122,9 +125,6 @@ def compare(
     Returns:
         One row per (variant, scoring), as written to ``compare.json``.
     """
-    from mumo.run.recipes import load as load_recipe
-    from mumo.run.train import fit
-    from mumo.run.train import trainer as build_trainer
 
     out_dir = Path(out_dir)
     stems = [Path(r).stem for r in recipes]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mumo.eval.captioning import CAPTION_IMAGES
 from mumo.eval.shapes_suite import FIGURES, ShapesEvaluation
 
 
@@ -211,7 +212,6 @@ class _Content:
 
 def _gather(run_dir: Path) -> _Content:
     """Read the run's metrics and saved evaluation data; draw the plots (PNG files beside the report)."""
-    from mumo.eval.captioning import CAPTION_IMAGES
 
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}

@@ -29,11 +29,13 @@ from PIL import Image, UnidentifiedImageError
 
 from mumo._extras import require
 from mumo.data.pairs import MAX_PIXELS, TooManyPixels, decode_image
+from mumo.data.transforms import eval_transform
 from mumo.errors import ConfigError, DataError
 from mumo.serve.budget import BudgetFull, PixelBudget
 from mumo.serve.engine import Engine
 from mumo.serve.guards import BodyLimit, HostGuard
 from mumo.serve.index import ImageIndex
+from mumo.version import __version__
 
 # fastapi (with its pydantic and starlette), python-multipart and uvicorn come with the [serve] extra: they
 # are imported where a server is built or run, so this module imports without them and a missing one is
@@ -131,9 +133,6 @@ def create_app(
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
     from pydantic import BaseModel
     from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    from mumo.data.transforms import eval_transform
-    from mumo.version import __version__
 
     class Texts(BaseModel):
         """The body of POST /embed/text."""

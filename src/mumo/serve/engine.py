@@ -23,6 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from mumo.errors import DataError
+from mumo.generation import GenerationConfig, caption_images
+from mumo.inference import embed_images, embed_texts, model_device, zero_shot_probs
+from mumo.models import capabilities
 
 
 @dataclass
@@ -53,8 +56,6 @@ class Engine:
         max_wait_ms: float = 0.0,
         generation: Any = None,
     ) -> None:
-        from mumo.generation import GenerationConfig
-        from mumo.models import capabilities
 
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
@@ -157,8 +158,6 @@ class Engine:
 
     def _forward(self, kind: str, items: list[Any]) -> list[Any]:
         """One forward pass over a batch of one kind: the evaluation's own embedding and captioning."""
-        from mumo.generation import caption_images
-        from mumo.inference import embed_images, embed_texts, model_device, zero_shot_probs
 
         self.batches += 1
         if kind == "text":

@@ -35,7 +35,9 @@ from torch import nn
 from mumo._extras import require
 from mumo._io import atomic_write, atomic_write_json, sha256_file
 from mumo.data.pairs import IMAGE_SUFFIXES, Skipped, load_rgb
+from mumo.data.transforms import eval_transform
 from mumo.errors import DataError
+from mumo.inference import embed_images, embed_texts, images_under
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +224,6 @@ class ImageIndex:
 
     def search(self, model: nn.Module, tokenizer: Any, queries: list[str], k: int = 10) -> list[list[Hit]]:
         """The ``k`` best images for each text query, embedded by ``model`` (the index's own model)."""
-        from mumo.inference import embed_texts
 
         return self.search_vectors(embed_texts(model, tokenizer, queries), k)
 
@@ -252,8 +253,6 @@ def update_index(
     Returns:
         ``{"count", "embedded", "kept", "removed", "skipped": [{"path", "reason"}], "kind"}``.
     """
-    from mumo.data.transforms import eval_transform
-    from mumo.inference import embed_images, images_under
 
     faiss = _faiss()  # before any image is embedded: a missing extra should not cost the embedding first
     root, out = Path(images_dir).resolve(), Path(out)

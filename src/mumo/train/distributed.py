@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from mumo.layers.block import Block
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -106,8 +108,6 @@ def fully_shard_task(task: torch.nn.Module) -> list[torch.nn.Parameter]:
     They are returned: average their gradients with :func:`average_gradients` after each backward.
     """
     from torch.distributed.fsdp import fully_shard
-
-    from mumo.layers.block import Block
 
     replicated = [p for n, p in task.named_parameters() if p.ndim == 0 or not n.startswith("model.")]
     ignored = set(replicated)
