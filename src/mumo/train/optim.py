@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from mumo.train.config import OptimConfig
+from mumo.train.finetune import layer_lr_scales
 
 # Parameters that are scales, offsets or lookup tables: decaying them toward zero only hurts.
 _NO_DECAY_NAMES = ("pos_embed", "cls_token", "token_embed", "logit_scale", "logit_bias")
@@ -42,7 +43,6 @@ def param_groups(
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups`, with layer-wise lr decay when ``config.layer_decay`` < 1."""
-    from mumo.train.finetune import layer_lr_scales
 
     scales = layer_lr_scales(model, config.layer_decay)
     return torch.optim.AdamW(
