@@ -206,27 +206,14 @@ class Trainer:
         keep = self.config.keep_checkpoints
         if self.sharded:
             save_sharded_checkpoint(
-                self.out_dir,
-                self.step,
-                self.task,
-                self.tokenizer,
-                self.optimizer,
-                self.scheduler,
-                self.dist.is_main,
-                extra,
-                keep,
-            )
+                self.out_dir, self.step, self.task, self.tokenizer, self.optimizer, self.scheduler,
+                is_main=self.dist.is_main, extra=extra, keep=keep,
+            )  # fmt: skip
         elif self.dist.is_main:
             save_checkpoint(
-                self.out_dir,
-                self.step,
-                self.model,
-                self.tokenizer,
-                self.optimizer,
-                self.scheduler,
-                extra,
-                keep,
-            )
+                self.out_dir, self.step, self.model, self.tokenizer, self.optimizer, self.scheduler,
+                extra=extra, keep=keep,
+            )  # fmt: skip
         barrier(self.dist)
         return self.out_dir / "checkpoints" / f"step_{self.step:06d}"
 
