@@ -32,7 +32,8 @@ def _run(args: list[str | Path], cwd: Path, env: dict[str, str], timeout: float 
 
 def _shipped_data() -> set[str]:
     """The wheel paths of every recipe and every file of the server's page in the sources."""
-    files = [*(PACKAGE / "run" / "recipes").rglob("*.yaml"), *(PACKAGE / "serve" / "static").iterdir()]
+    static = [p for p in (PACKAGE / "serve" / "static").rglob("*") if p.is_file()]  # Swagger UI in a folder
+    files = [*(PACKAGE / "run" / "recipes").rglob("*.yaml"), *static]
     return {f"mumo/{p.relative_to(PACKAGE).as_posix()}" for p in files}
 
 

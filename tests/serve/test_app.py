@@ -114,7 +114,15 @@ def _alive(server):
 
 def test_endpoints(server):
     status, health = _json(server, "GET", "/healthz")
-    assert health == {"status": "ok", "model": "Captioner", "embed": True, "caption": True, "indexed": 12}
+    assert health == {
+        "status": "ok",
+        "model": "Captioner",
+        "capabilities": ["caption", "embed", "generate"],
+        "embed": True,
+        "caption": True,
+        "search": True,
+        "indexed": 12,
+    }
     status, body = _json(server, "POST", "/embed/text", {"texts": ["a red circle", "a blue star"]})
     vectors = torch.tensor(body["embeddings"])
     assert status == 200 and vectors.shape == (2, 32)

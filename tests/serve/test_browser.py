@@ -1,6 +1,7 @@
 """End to end in a real browser: `mumo serve` on a freshly trained CoCa with an index over generated images,
 driven through its page by Playwright in Debian's Chromium (installed here if missing; never
-`playwright install`)."""
+`playwright install`); and on a tiny CLIP, with every request to another origin aborted: the API page works
+offline and the page asks the model only for what it can do."""
 
 import json
 import os
@@ -182,4 +183,90 @@ def test_the_page_searches_labels_and_captions_safely(demo):
         )  # app.js only
         assert dialogs == [], dialogs  # no alert() ran
         assert page.text_content("#status") == ""
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def clip_demo(tmp_path_factory, free_port, clip_and_tokenizer):
+    """`mumo serve` over a tiny untrained CLIP (embeddings, no decoder, no index); yields (base URL, an
+    image)."""
+    import mumo
+
+    root = tmp_path_factory.mktemp("clip-demo")
+    model, tokenizer = clip_and_tokenizer
+    mumo.save_pretrained(model, root / "model", tokenizer=tokenizer)
+    image = write_shapes(root / "shapes", 1, config=ShapesConfig(image_size=32)) / "images" / "000000.png"
+    port = free_port()
+    command = [sys.executable, "-m", "mumo", "serve", str(root / "model"), "--port", str(port)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"{base}/healthz", timeout=1)
+            break
+        except OSError:
+            assert server.poll() is None, server.stdout.read()
+            time.sleep(0.1)
+    yield base, image
+    server.terminate()
+    server.wait(timeout=20)
+
+
+def _offline_page(browser, base: str) -> tuple:
+    """A page on which every request to another origin than ``base`` is aborted, as without internet;
+    returns (page, the URLs it tried elsewhere, the URLs it asked of ``base``, console errors)."""
+    page = browser.new_page()
+    elsewhere: list[str] = []
+    asked: list[str] = []
+    errors: list[str] = []
+
+    def route(r) -> None:
+        if r.request.url.startswith(base + "/"):
+            asked.append(r.request.url[len(base) :])
+            r.continue_()
+        else:
+            elsewhere.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    return page, elsewhere, asked, errors
+
+
+@pytest.mark.slow
+def test_the_api_page_works_offline(clip_demo):
+    from playwright.sync_api import sync_playwright
+
+    base, _ = clip_demo
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), headless=True, args=ARGS)
+        page, elsewhere, _, errors = _offline_page(browser, base)
+        page.goto(base + "/docs")
+        page.wait_for_selector(".opblock-summary-path")  # Swagger UI drew the schema's operations
+        paths = set(page.locator(".opblock-summary-path").all_text_contents())
+        assert {"/search", "/zero-shot", "/caption", "/embed/text", "/healthz"} <= {x.strip() for x in paths}
+        assert elsewhere == [] and errors == [], (elsewhere, errors)  # no CDN, nothing the CSP refused
+        browser.close()
+
+
+@pytest.mark.slow
+def test_the_page_asks_a_clip_only_for_what_it_can_do(clip_demo):
+    from playwright.sync_api import sync_playwright
+
+    base, image = clip_demo
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), headless=True, args=ARGS)
+        page, elsewhere, asked, errors = _offline_page(browser, base)
+        page.goto(base + "/")
+        page.wait_for_selector("#about:has-text('CLIP')")
+        assert page.is_hidden("#search") and page.is_hidden("#caption-box")  # no index, no decoder
+        page.fill("#labels", "red circle\nblue square")
+        page.set_input_files("#file", str(image))
+        page.wait_for_selector("tr.label")
+        page.wait_for_load_state("networkidle")
+        assert page.locator("tr.label").count() == 2
+        assert page.text_content("#status") == ""  # no red "422: ... does not generate captions"
+        assert "/zero-shot" in asked and "/caption" not in asked, asked
+        assert elsewhere == [] and errors == [], (elsewhere, errors)
         browser.close()

@@ -1,5 +1,6 @@
 """The HTTP server: embeddings, zero-shot labels, captions and text-to-image search over an index, plus the
-web page at ``/``. FastAPI documents every endpoint at ``/docs`` (OpenAPI schema at ``/openapi.json``).
+web page at ``/``. FastAPI documents every endpoint at ``/docs`` (OpenAPI schema at ``/openapi.json``), with
+the Swagger UI files this package ships (``static/swagger-ui/``): the page works without internet.
 
     POST /embed/text   {"texts": [...]}                      -> {"embeddings": [[...], ...]}
     POST /embed/image  multipart: image                      -> {"embedding": [...]}
@@ -7,7 +8,7 @@ web page at ``/``. FastAPI documents every endpoint at ``/docs`` (OpenAPI schema
     POST /caption      multipart: image                      -> {"caption": "..."}   (captioners only)
     GET  /search?q=...&k=10                                  -> {"results": [{"path", "score", "url"}]}
     GET  /images/{row}                                       -> the indexed image file of that row
-    GET  /healthz                                            -> {"status": "ok", ...}
+    GET  /healthz                                            -> {"status": "ok", "capabilities", ...}
 
 Bad input is never a 500: a body over the size limit is 413 (counted while it streams in, so a request
 without Content-Length cannot get round it), an image Pillow cannot identify is 415, an image of more pixels
@@ -31,6 +32,7 @@ from mumo._extras import require
 from mumo.data.pairs import MAX_PIXELS, TooManyPixels, decode_image
 from mumo.data.transforms import eval_transform
 from mumo.errors import ConfigError, DataError
+from mumo.models import capabilities
 from mumo.serve.budget import BudgetFull, PixelBudget
 from mumo.serve.engine import Engine
 from mumo.serve.guards import BodyLimit, HostGuard
@@ -41,6 +43,12 @@ from mumo.version import __version__
 # are imported where a server is built or run, so this module imports without them and a missing one is
 # the one-line MissingExtraError naming the extra, not a traceback.
 _PURPOSE = "mumo serve"
+# The files under /static/ and their types: only these are served, nothing else in the package is reachable.
+_STATIC = {
+    "docs.js": "text/javascript",
+    "swagger-ui/swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui/swagger-ui.css": "text/css",
+}
 
 
 def _fastapi() -> ModuleType:
@@ -140,7 +148,15 @@ def create_app(
         texts: list[str]
 
     limits = limits or Limits()
-    app = FastAPI(title="mumo", version=__version__, description="Vision-language models over HTTP.")
+    # FastAPI's own /docs and /redoc load their scripts from a CDN: blank without internet. /docs is served
+    # below from the files this package ships; ReDoc is not shipped, so there is no /redoc.
+    app = FastAPI(
+        title="mumo",
+        version=__version__,
+        description="Vision-language models over HTTP.",
+        docs_url=None,
+        redoc_url=None,
+    )
     transform = eval_transform(engine.image_size) if engine.image_size else None
     budget = PixelBudget(limits.max_pixels_in_flight, limits.pixel_wait_s)
     # decode large uploads at >= 2x the model's input size: the transform's resize then still antialiases
@@ -170,14 +186,29 @@ def create_app(
         js = resources.files("mumo.serve").joinpath("static/app.js").read_text("utf-8")
         return Response(js, media_type="text/javascript")
 
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(resources.files("mumo.serve").joinpath("static/docs.html").read_text("utf-8"))
+
+    @app.get("/static/{name:path}", include_in_schema=False)
+    def static(name: str) -> Response:
+        if name not in _STATIC:
+            raise HTTPException(404, "no such file")
+        data = resources.files("mumo.serve").joinpath("static", *name.split("/")).read_bytes()
+        return Response(data, media_type=_STATIC[name], headers={"X-Content-Type-Options": "nosniff"})
+
     @app.get("/healthz")
     def healthz() -> dict:
-        """Liveness, and what this server can do."""
+        """Liveness, and what this server can do: the page asks only for what is here. ``capabilities``
+        are the model's (:func:`mumo.models.capabilities`); ``embed`` serves /embed, /zero-shot and, with an
+        index (``search``), /search; ``caption`` serves /caption."""
         return {
             "status": "ok",
             "model": type(engine.model).__name__,
+            "capabilities": sorted(capabilities(engine.model)),
             "embed": engine.can_embed,
             "caption": engine.can_caption,
+            "search": index is not None and engine.can_embed,
             "indexed": len(index) if index is not None else 0,
         }
 

@@ -18,11 +18,19 @@ async function call(url, options) {
   return body;
 }
 
+// What the server can do (from /healthz); the page shows and asks for nothing else.
+const can = { search: false, embed: false, caption: false };
+
 async function health() {
   try {
     const h = await call("/healthz");
-    const can = [h.embed && "search and zero-shot", h.caption && "captions"].filter(Boolean).join(", ");
-    $("about").textContent = `${h.model}: ${can || "nothing"}; ${h.indexed} images indexed.`;
+    Object.assign(can, { search: h.search, embed: h.embed, caption: h.caption });
+    const parts = [h.embed && "search and zero-shot", h.caption && "captions"].filter(Boolean).join(", ");
+    $("about").textContent = `${h.model}: ${parts || "nothing"}; ${h.indexed} images indexed.`;
+    $("search").hidden = !can.search;
+    $("labels-box").hidden = !can.embed;
+    $("caption-box").hidden = !can.caption;
+    $("describe").hidden = !(can.embed || can.caption);
   } catch (e) {
     say(`server unreachable: ${e.message}`);
   }
@@ -64,7 +72,7 @@ async function describe(file) {
   preview.hidden = false;
   const labels = $("labels").value.trim();
   const jobs = [];
-  if (labels) {
+  if (can.embed && labels) {
     const form = new FormData();
     form.append("image", file);
     form.append("labels", labels);
@@ -81,11 +89,13 @@ async function describe(file) {
       }
     }));
   }
-  const form = new FormData();
-  form.append("image", file);
-  jobs.push(call("/caption", { method: "POST", body: form }).then(({ caption }) => {
-    $("caption").textContent = caption;
-  }));
+  if (can.caption) {
+    const form = new FormData();
+    form.append("image", file);
+    jobs.push(call("/caption", { method: "POST", body: form }).then(({ caption }) => {
+      $("caption").textContent = caption;
+    }));
+  }
   const failures = (await Promise.allSettled(jobs)).filter((r) => r.status === "rejected");
   if (failures.length) say(failures.map((f) => f.reason.message).join("; "));
 }
