@@ -31,3 +31,22 @@ def test_embed_texts_batches_agree_and_restore_training_mode(tiny_clip, tokenize
     assert tiny_clip.training
     torch.testing.assert_close(one, embed_texts(tiny_clip, tokenizer, texts), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(one.norm(dim=-1), torch.ones(4))
+
+
+def test_embed_image_files_reports_progress_in_files(tiny_clip, tmp_path):
+    from PIL import Image
+
+    from mumo.data.transforms import eval_transform
+    from mumo.inference import embed_image_files
+
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (40, 40), (60 * i, 0, 0)).save(paths[-1])
+    paths.append(tmp_path / "broken.png")
+    paths[-1].write_bytes(b"not an image")  # skipped after the last batch: still counted as done
+    calls = []
+    transform, note = eval_transform(tiny_clip.image_size), lambda *a: calls.append(a)
+    vectors, kept, skipped = embed_image_files(tiny_clip, paths, transform, batch_size=2, progress=note)
+    assert vectors.shape[0] == 4 and len(skipped) == 1
+    assert calls == [(2, 5), (4, 5), (5, 5)]

@@ -146,8 +146,12 @@ def embed_image_files(
     transform: Callable[[Image.Image], Tensor],
     batch_size: int = 256,
     device: torch.device | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Tensor, list[Path], list[Skipped]]:
     """Decode, transform and embed image files; unreadable ones are skipped, not fatal.
+
+    Args:
+        progress: called with (files done, read or skipped; all files) after each batch and at the end.
 
     Returns:
         (N, E) embeddings of the readable images, their N paths in order, and the skipped files with
@@ -158,10 +162,13 @@ def embed_image_files(
     kept: list[Path] = []
     skipped: list[Skipped] = []
     chunks: list[Tensor] = []
+    visited = 0  # files decoded or skipped so far: the batch being embedded holds the last of them
 
     def images() -> Iterator[Tensor]:
+        nonlocal visited
         batch: list[Tensor] = []
         for i, p in enumerate(paths):
+            visited = i + 1
             image = load_rgb(p)
             if isinstance(image, str):
                 skipped.append(Skipped(str(p), image, i))
@@ -174,8 +181,13 @@ def embed_image_files(
         if batch:
             yield torch.stack(batch)
 
+    reported = 0
     for batch in images():
         chunks.append(embed_images(model, [batch], device=device))
+        if progress is not None:
+            progress(reported := visited, len(paths))
+    if progress is not None and reported < len(paths):  # unreadable files after the last batch
+        progress(len(paths), len(paths))
     if not chunks:
         reasons = ", ".join(f"{s.path} ({s.reason})" for s in skipped[:5])
         raise DataError(f"none of the {len(paths)} images could be read: {reasons}")

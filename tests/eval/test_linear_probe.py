@@ -65,3 +65,20 @@ def test_probe_errors_say_what_is_wrong():
         linear_probe((x, y), (x, y), l2_grid=())
     with pytest.raises(ConfigError, match="labels must lie"):
         fit_logistic_regression(x, y + 5, 2, 0.1)
+
+
+def test_progress_counts_each_fit_and_each_embedded_split(tiny_clip):
+    from mumo.eval.linear_probe import probe_images
+
+    g = torch.Generator().manual_seed(0)
+    calls = []
+    linear_probe(_blobs(60, g), _blobs(30, g), l2_grid=(1e-3, 1.0), progress=lambda *a: calls.append(a))
+    assert calls == [(1, 3), (2, 3), (3, 3)]  # two penalties, then the refit on train + validation
+
+    def split(n):
+        return torch.rand(n, 3, 32, 32, generator=g), torch.arange(n) % 3
+
+    calls.clear()
+    grid, note = (1e-3, 1.0), lambda *a: calls.append(a)
+    probe_images(tiny_clip, split(12), split(6), val=split(6), l2_grid=grid, progress=note)
+    assert calls == [(i, 6) for i in range(1, 7)]  # three splits embedded, two fits, the refit

@@ -106,7 +106,10 @@ def test_shapes_suite_scores_fusion_models_by_itm(name):
     tok = Tokenizer.train(["a red circle above a blue square"] * 10, vocab_size=300)
     model = mumo.create_model(name, seed=0, **({"vocab_size": 300} if "single" in name else {}))
     tok.context_length = model.context_length
-    ev = evaluate_shapes(model, tok, ShapesConfig(image_size=32), split="val", size=12, retrieval_size=6)
+    calls = []
+    shapes, note = ShapesConfig(image_size=32), lambda *a: calls.append(a)
+    ev = evaluate_shapes(model, tok, shapes, "val", 12, retrieval_size=6, progress=note)
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]  # zero-shot, held-out, retrieval, the probe
     m = ev.metrics
     assert m["scoring"] == "itm" and m["retrieval"]["n"] == 6
     assert 0.0 <= m["zero_shot"]["top1"] <= 1.0 and 0.0 <= m["held_out"]["top1"] <= 1.0

@@ -10,7 +10,7 @@ and the result does not depend on a learning rate or a batch order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -103,12 +103,21 @@ def fit_logistic_regression(
 
 
 def sweep_l2(
-    train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], num_classes: int, l2_grid: Sequence[float]
+    train: tuple[Tensor, Tensor],
+    val: tuple[Tensor, Tensor],
+    num_classes: int,
+    l2_grid: Sequence[float],
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[float, dict[float, float], LogisticRegression]:
     """Fit on ``train`` at every penalty of ``l2_grid`` and score on ``val`` (pairs of features (N, E) and
     labels (N,)); returns (the best penalty, ties going to the stronger one, the safer choice on few samples;
-    validation accuracy per penalty; the best penalty's fit)."""
-    fits = {float(l2): fit_logistic_regression(*train, num_classes, l2) for l2 in l2_grid}
+    validation accuracy per penalty; the best penalty's fit). ``progress`` is called with (fits done, fits
+    in all) after each fit."""
+    fits = {}
+    for i, l2 in enumerate(l2_grid):
+        fits[float(l2)] = fit_logistic_regression(*train, num_classes, l2)
+        if progress is not None:
+            progress(i + 1, len(l2_grid))
     scores = {l2: fit.accuracy(*val) for l2, fit in fits.items()}
     best = max(scores, key=lambda l2: (scores[l2], l2))
     return best, scores, fits[best]
@@ -135,6 +144,7 @@ def linear_probe(
     val_fraction: float = 0.2,
     l2_grid: Sequence[float] = DEFAULT_L2_GRID,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ProbeResult:
     """Logistic-regression probe of frozen features with the L2 penalty chosen on validation.
 
@@ -144,6 +154,7 @@ def linear_probe(
         val: a validation pair; when None, ``val_fraction`` of ``train`` is held out (seeded shuffle).
         l2_grid: penalties to try; ties go to the stronger penalty, the safer choice on few samples.
         seed: the shuffle of the held-out validation samples.
+        progress: called with (fits done, fits in all: one per penalty and the final refit) after each.
     """
     _check(*train, "linear_probe train")
     _check(*test, "linear_probe test")
@@ -165,8 +176,12 @@ def linear_probe(
         _check(*val, "linear_probe val")
         fit_pair = train
         full = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
-    best, scores, _ = sweep_l2(fit_pair, val, c, l2_grid)
+    total = len(l2_grid) + 1
+    sweep_progress = (lambda done, _: progress(done, total)) if progress is not None else None
+    best, scores, _ = sweep_l2(fit_pair, val, c, l2_grid, sweep_progress)
     final = fit_logistic_regression(*full, c, best)
+    if progress is not None:
+        progress(total, total)
     return ProbeResult(final.accuracy(*test), best, scores, final)
 
 
@@ -177,12 +192,23 @@ def probe_images(
     val: tuple[Tensor, Tensor] | None = None,
     l2_grid: Sequence[float] = DEFAULT_L2_GRID,
     batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ProbeResult:
     """:func:`linear_probe` on a model's frozen image embeddings of (images (N, 3, H, W), labels (N,))
-    pairs; the model is only read (eval mode, no gradients)."""
+    pairs; the model is only read (eval mode, no gradients). ``progress`` is called with (steps done, steps
+    in all) after each step: embedding a split, then each fit of :func:`linear_probe`."""
+    splits = 2 if val is None else 3
+    total = splits + len(l2_grid) + 1
+    done = 0
 
     def embed(pair: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        return embed_images(model, pair[0], batch_size=batch_size).cpu(), pair[1]
+        nonlocal done
+        embedded = embed_images(model, pair[0], batch_size=batch_size).cpu(), pair[1]
+        done += 1
+        if progress is not None:
+            progress(done, total)
+        return embedded
 
     held = embed(val) if val is not None else None
-    return linear_probe(embed(train), embed(test), val=held, l2_grid=l2_grid)
+    fits = (lambda n, _: progress(splits + n, total)) if progress is not None else None
+    return linear_probe(embed(train), embed(test), val=held, l2_grid=l2_grid, progress=fits)

@@ -9,6 +9,7 @@ is only ever measured.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from mumo.inference import ZERO_SHOT_TEMPLATES, build_classifier, embed_images, 
 from mumo.models import capabilities
 
 FIGURES = "eval_figures"  # <run>/eval_figures.safetensors + .json
+PARTS = 4  # what evaluate_shapes reports progress in: zero-shot, held-out zero-shot, retrieval, the probe
 
 
 @dataclass
@@ -138,6 +140,7 @@ def evaluate_shapes(
     retrieval_size: int | None = None,
     grid_queries: int = 6,
     grid_k: int = 5,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ShapesEvaluation:
     """Evaluate a model on ``size`` scenes of ``split`` ('val' while tuning, 'test' to report).
 
@@ -153,7 +156,14 @@ def evaluate_shapes(
             pair); 'auto' is 'itm' for models with a matching head, else 'itc'.
         grid_queries, grid_k: the report's retrieval grid: the top ``grid_k`` images of the first
             ``grid_queries`` test captions (by embedding similarity; none for a model without embeddings).
+        progress: called with (parts done, :data:`PARTS`) after each part: zero-shot, held-out zero-shot,
+            retrieval, the compositional probe.
     """
+
+    def step(done: int) -> None:
+        if progress is not None:
+            progress(done, PARTS)
+
     if scoring == "auto":
         scoring = "itm" if "match" in capabilities(model) else "itc"
     if scoring not in ("itc", "itm"):
@@ -194,7 +204,9 @@ def evaluate_shapes(
 
     para: dict[str, dict[str, float]] = {}
     seen, seen_preds, seen_labels = zero_shot(split, size)
+    step(1)
     held_out, _, _ = zero_shot("heldout", max(1, size // 2))
+    step(2)
     confusion = _confusion(seen_preds, seen_labels, len(names))
 
     pairs = ShapesDataset(split, size, config)
@@ -210,6 +222,7 @@ def evaluate_shapes(
         image_embeds = embed_images(model, normalized, batch_size=batch_size)
         text_embeds = embed_texts(model, tokenizer, captions, batch_size=batch_size)
         retrieval = retrieval_metrics(image_embeds[:r], text_embeds[:r])
+        step(3)
         compositional = compositional_probe_from_texts(
             model, tokenizer, image_embeds, positives, negatives, batch_size=batch_size
         )
@@ -221,10 +234,12 @@ def evaluate_shapes(
             image_embeds = embed_images(model, normalized[:r], batch_size=batch_size)
             text_embeds = embed_texts(model, tokenizer, captions[:r], batch_size=batch_size)
         retrieval = itm_retrieval(scorer, context[:r], captions[:r], image_embeds, text_embeds, k=rerank_k)
+        step(3)
         compositional = itm_compositional(scorer, context, positives, negatives)
         similarity = scorer.score_candidates(
             context[:p], captions[:p], torch.arange(p).expand(p, p), "images"
         )
+    step(4)
     metrics = {
         "split": split,
         "scoring": scoring,

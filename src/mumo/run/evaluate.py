@@ -4,6 +4,7 @@ perplexity of a text corpus's held-out windows."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from mumo.data.text import TextCorpus
 from mumo.data.tokenizer import Tokenizer
 from mumo.eval.captioning import CAPTION_IMAGES, evaluate_captions, evaluate_vqa, perplexity
 from mumo.eval.classify import classifier_accuracy
-from mumo.eval.shapes_suite import evaluate_shapes
+from mumo.eval.shapes_suite import PARTS, evaluate_shapes
 from mumo.models import capabilities
 from mumo.train.config import TrainConfig
 
@@ -62,21 +63,37 @@ def evaluate_on_shapes(
     questions: bool = False,
     scoring: str = "auto",
     out_dir: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """A model on ``size`` scenes of the built-in data's ``split``, by what it can do: VQA answers
     (``questions``) or captions for a captioner, and for a model with embeddings the shapes suite (retrieval,
     zero-shot, probes; ``scoring`` as :func:`~mumo.eval.shapes_suite.evaluate_shapes` takes it). With an
-    ``out_dir``, the figures' data and the captioned images are saved there for the report."""
+    ``out_dir``, the figures' data and the captioned images are saved there for the report. ``progress`` is
+    called with (parts done, parts in all) after each part: the captions or answers, and each of the shapes
+    suite's :data:`~mumo.eval.shapes_suite.PARTS`."""
     can, metrics = capabilities(model), {}
-    if "caption" in can:
+    generated = int("caption" in can)  # one part: the captions, or the answers
+    total = 1 if generated and (questions or "embed" not in can) else PARTS + generated
+
+    def step(done: int) -> None:
+        if progress is not None:
+            progress(done, total)
+
+    if generated:
         if questions:
-            return {"vqa": evaluate_vqa(model, tokenizer, shapes, split=split, size=size)}
+            vqa = evaluate_vqa(model, tokenizer, shapes, split=split, size=size)
+            step(1)
+            return {"vqa": vqa}
         metrics["captioning"] = evaluate_captions(model, tokenizer, shapes, split=split, size=size)
+        step(1)
         if out_dir is not None:
             _save_caption_images(out_dir, shapes, len(metrics["captioning"].get("examples", [])))
         if "embed" not in can:
             return metrics
-    result = evaluate_shapes(model, tokenizer, shapes, split=split, size=size, scoring=scoring)
+    suite = (lambda done, _: step(generated + done)) if progress is not None else None
+    result = evaluate_shapes(
+        model, tokenizer, shapes, split=split, size=size, scoring=scoring, progress=suite
+    )
     if out_dir is not None:
         result.save(out_dir)
     return {**result.metrics, **metrics}
