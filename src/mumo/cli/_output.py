@@ -1,16 +1,46 @@
-"""What every noun of the CLI shares: the console it prints to, the metric table, and the check of an
-output path that runs before any work starts."""
+"""What every noun of the CLI shares: the console it prints to, progress bars, tables, the metric table,
+and the check of an output path that runs before any work starts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from mumo.errors import DataError
 
 console = Console()
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar while the block runs, moved by the callback it yields: ``update(done, total)``, the
+    signature of the library's ``progress`` arguments. It is transient (gone when the block ends) and off
+    when the console is not a terminal: piped or redirected output holds the results only."""
+    columns = [TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Rows under their column names: a rich table on a terminal; elsewhere (a pipe, a file) one line per
+    row of tab-separated cells under a header line, each cell whole (a rich table would cut them to the
+    80 columns it assumes, and draw boxes that grep and cut do not want)."""
+    if console.is_terminal:
+        from rich.table import Table
+
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    for line in (columns, *rows):
+        print("\t".join(line))
 
 
 def print_metrics(evaluation: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mumo.cli._output import check_output, console, print_metrics
+from mumo.cli._output import check_output, console, print_metrics, progress_bar
 from mumo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -44,7 +44,10 @@ def eval_(
         from mumo.run.evaluate import evaluate_on_shapes
 
         config = ShapesConfig(image_size=model.image_size, seed=seed)
-        metrics = evaluate_on_shapes(model, tokenizer, config, split, size, questions, scoring)
+        with progress_bar("evaluating") as update:
+            metrics = evaluate_on_shapes(
+                model, tokenizer, config, split, size, questions, scoring, progress=update
+            )
         print_metrics(metrics)
     else:
         from mumo.models import capabilities
@@ -122,7 +125,10 @@ def embed(
     model, tokenizer = load(checkpoint)
     if images is not None:
         transform = eval_transform(model.image_size)
-        vectors, kept, skipped = embed_image_files(model, files, transform, batch_size=batch_size)
+        with progress_bar("embedding") as update:
+            vectors, kept, skipped = embed_image_files(
+                model, files, transform, batch_size=batch_size, progress=update
+            )
         names = [str(p) for p in kept]
         for s in skipped:
             print(f"skipped {s.path} ({s.reason})")
@@ -178,7 +184,8 @@ def probe(
     check_output(out)
     model, _ = load(checkpoint)
     train, val, test = _labelled_splits(data, model.image_size, seed)
-    result = probe_images(model, train, test, val=val)
+    with progress_bar("probing") as update:
+        result = probe_images(model, train, test, val=val, progress=update)
     console.print(
         f"linear probe on {data}: test accuracy {100 * result.accuracy:.1f} % "
         f"({len(test[1])} images; l2 {result.l2:g} chosen on {len(val[1])})"
@@ -240,7 +247,10 @@ def interpolate(
             "--sweep evaluates a fine-tuned classifier (a run of `mumo finetune` on labelled data)"
         )
     (test,) = _labelled_splits(data, tuned.image_size, seed, ("test",))
-    rows = wise_ft_sweep(pre, tuned, alphas, target_and_zero_shot(tokenizer, test, size))
+    evaluate = target_and_zero_shot(tokenizer, test, size)
+    with progress_bar("sweeping") as update:
+        done = iter(range(1, len(alphas) + 1))  # the sweep reports each alpha as it is evaluated
+        rows = wise_ft_sweep(pre, tuned, alphas, evaluate, lambda *_: update(next(done), len(alphas)))
     table = Table("alpha", f"{data} test accuracy", "built-in zero-shot accuracy")
     for row in rows:
         table.add_row(f"{row['alpha']:g}", f"{100 * row['target']:.1f} %", f"{100 * row['zero_shot']:.1f} %")

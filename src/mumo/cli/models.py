@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from mumo.cli._output import console
+from mumo.cli._output import console, print_table
 
 
 def version() -> None:
@@ -19,18 +19,16 @@ def version() -> None:
 
 
 def models(pattern: str = typer.Argument("*", help="shell-style filter, e.g. 'clip_vit_*'")) -> None:
-    """List registered models with their parameter counts."""
-    from rich.table import Table
-
+    """List registered models with their parameter counts (tab-separated when not printed to a terminal)."""
     from mumo.models import get_model_config, list_models
     from mumo.models.describe import describe_model, num_params
 
-    table = Table("model", "type", "parameters", "image", "shape")
+    rows = []
     for name in list_models(pattern):
         config = get_model_config(name)
         size, shape = describe_model(config)
-        table.add_row(name, config.model_type, f"{num_params(config) / 1e6:.2f} M", size, shape)
-    console.print(table)
+        rows.append((name, config.model_type, f"{num_params(config) / 1e6:.2f} M", size, shape))
+    print_table(("model", "type", "parameters", "image", "shape"), rows)
 
 
 def info(model: str = typer.Argument(..., help="registered name or config.json path")) -> None:

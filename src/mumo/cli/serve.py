@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from mumo.cli._output import console
+from mumo.cli._output import console, progress_bar
 from mumo.errors import DataError
 
 
@@ -20,8 +20,6 @@ def index(
 ) -> None:
     """Embed every image of a folder into a FAISS index for `mumo search`; again later, embed only new or
     changed files (an interrupted run resumes). Unreadable files are skipped and listed."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from mumo.inference import load
     from mumo.models import capabilities
     from mumo.models._pretrained import model_folder
@@ -30,9 +28,7 @@ def index(
     model, _ = load(checkpoint)
     if "embed" not in capabilities(model):
         raise DataError(f"{checkpoint} holds a {type(model).__name__}, which has no image embeddings")
-    columns = [TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("embed", total=None)
+    with progress_bar("embedding") as update:
         result = update_index(
             model,
             model_folder(checkpoint),
@@ -40,7 +36,7 @@ def index(
             out,
             batch_size=batch_size,
             ivf_threshold=ivf_threshold,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=update,
         )
     for s in result["skipped"]:
         console.print(f"[yellow]skipped {s['path']} ({s['reason']})")
