@@ -26,6 +26,9 @@ def eval_(
     out: Path | None = typer.Option(None, help="write the metrics as JSON here"),
     scoring: str = typer.Option("auto", help="itc (embeddings), itm (matching head) or auto"),
     questions: bool = typer.Option(False, "--questions", help="captioners: VQA exact match, not captions"),
+    meteor: bool | None = typer.Option(
+        None, "--meteor/--no-meteor", help="captions: METEOR (runs Java); default: when Java is installed"
+    ),
 ) -> None:
     """Evaluate a checkpoint: zero-shot, retrieval and the compositional probe (shapes), captions or VQA
     answers of a captioner, or retrieval on image-caption pairs (an image listed on several rows, one per
@@ -44,7 +47,7 @@ def eval_(
         from mumo.run.evaluate import evaluate_on_shapes
 
         config = ShapesConfig(image_size=model.image_size, seed=seed)
-        metrics = evaluate_on_shapes(model, tokenizer, config, split, size, questions, scoring)
+        metrics = evaluate_on_shapes(model, tokenizer, config, split, size, questions, scoring, meteor=meteor)
         print_metrics(metrics)
     else:
         from mumo.models import capabilities

@@ -62,16 +62,20 @@ def evaluate_on_shapes(
     questions: bool = False,
     scoring: str = "auto",
     out_dir: str | Path | None = None,
+    meteor: bool | None = None,
 ) -> dict:
     """A model on ``size`` scenes of the built-in data's ``split``, by what it can do: VQA answers
-    (``questions``) or captions for a captioner, and for a model with embeddings the shapes suite (retrieval,
-    zero-shot, probes; ``scoring`` as :func:`~mumo.eval.shapes_suite.evaluate_shapes` takes it). With an
-    ``out_dir``, the figures' data and the captioned images are saved there for the report."""
+    (``questions``) or captions for a captioner (``meteor`` as :func:`~mumo.eval.captioning.caption_metrics`
+    takes it: by default when Java is installed), and for a model with embeddings the shapes suite
+    (retrieval, zero-shot, probes; ``scoring`` as :func:`~mumo.eval.shapes_suite.evaluate_shapes` takes it).
+    With an ``out_dir``, the figures' data and the captioned images are saved there for the report."""
     can, metrics = capabilities(model), {}
     if "caption" in can:
         if questions:
             return {"vqa": evaluate_vqa(model, tokenizer, shapes, split=split, size=size)}
-        metrics["captioning"] = evaluate_captions(model, tokenizer, shapes, split=split, size=size)
+        metrics["captioning"] = evaluate_captions(
+            model, tokenizer, shapes, split=split, size=size, meteor=meteor
+        )
         if out_dir is not None:
             _save_caption_images(out_dir, shapes, len(metrics["captioning"].get("examples", [])))
         if "embed" not in can:
