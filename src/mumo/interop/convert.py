@@ -27,7 +27,7 @@ import torch
 
 from mumo._io import read_json
 from mumo.data.clip_tokenizer import ClipTokenizer
-from mumo.data.tokenizer import Tokenizer, load_tokenizer
+from mumo.data.tokenizer import TokenBatch, Tokenizer, load_tokenizer
 from mumo.errors import ConfigError, ExportError
 from mumo.inference import eval_mode
 from mumo.interop.export import export_onnx
@@ -253,8 +253,9 @@ def convert(
             check_written(model, tok, *_read_back(tmp, to))
         else:
             export_onnx(model, tmp)  # checked in onnxruntime against PyTorch (check_onnx)
-            if tok is not None:  # the graphs take ids: tokenizers.Tokenizer.from_file frames them as mumo
+            if tok is not None:  # the graphs take ids; plain `tokenizers` reads this file (<bos> … <eot>)
                 tok.save(tmp / "tokenizer.json")
+                _check_ids(tok, load_tokenizer(tmp, model.context_length))
         _replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -264,6 +265,14 @@ def convert(
 def _read_back(folder: Path, kind: str) -> tuple[CLIP, AnyTokenizer | None]:
     model = load_pretrained(folder) if kind == "mumo" else load_hf_clip(folder)
     return model, load_tokenizer(folder, model.context_length) if _has_tokenizer(folder) else None
+
+
+def _check_ids(tokenizer: AnyTokenizer, again: AnyTokenizer) -> TokenBatch:
+    """The source tokenizer's encoding of a few texts, checked to equal the written one's."""
+    tokens = tokenizer.encode(_CHECK_TEXTS)
+    if not torch.equal(again.encode(_CHECK_TEXTS).input_ids, tokens.input_ids):
+        raise ExportError("the written tokenizer encodes text differently from the source's")
+    return tokens
 
 
 def check_written(
@@ -286,9 +295,7 @@ def check_written(
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(2, c.vision.in_chans, c.vision.image_size, c.vision.image_size, generator=gen)
     if tokenizer is not None:
-        tokens = tokenizer.encode(_CHECK_TEXTS)
-        if not torch.equal(again_tokenizer.encode(_CHECK_TEXTS).input_ids, tokens.input_ids):
-            raise ExportError("the written tokenizer encodes text differently from the source's")
+        tokens = _check_ids(tokenizer, again_tokenizer)
         ids, mask = tokens.input_ids, tokens.attention_mask
     else:  # random ids, the last one of each row taken as the end token
         ids = torch.randint(0, c.text.vocab_size, (2, c.text.context_length), generator=gen)
