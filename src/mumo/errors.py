@@ -39,3 +39,7 @@ class MissingExtraError(MumoError, ImportError):
     """An optional dependency is not installed; the message names its extra (``pip install 'mumo[serve]'``).
 
     Also an :class:`ImportError`, so code that probes for a package keeps working."""
+
+
+class ProgramError(MumoError):
+    """A program mumo runs (Java, for METEOR) is missing or failed; the message says what to install."""

@@ -171,3 +171,22 @@ def test_a_config_json_holding_a_list_is_one_line(main_exit, tmp_path):
     for args in (["eval", str(folder)], mix):
         code, err = main_exit(*args)
         assert code == 2 and "config.json" in err and len(err.splitlines()) == 1, err
+
+
+def test_eval_of_a_captioner_names_java_when_meteor_is_asked_and_skips_it_otherwise(
+    invoke, main_exit, tmp_path, monkeypatch
+):
+    import mumo
+
+    tok = mumo.Tokenizer.train(
+        ["a red circle", "a blue star above a green cross"] * 20, 300, context_length=16
+    )
+    model = mumo.create_model("coca_vit_tiny", seed=0, **{"text.context_length": 16})
+    mumo.save_pretrained(model, tmp_path / "coca", tokenizer=tok)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java on it
+    code, err = main_exit("eval", str(tmp_path / "coca"), "--size", "2", "--meteor")
+    assert code == 2 and len(err.splitlines()) == 1 and "apt-get install default-jre-headless" in err, err
+    out = tmp_path / "m.json"
+    invoke("eval", str(tmp_path / "coca"), "--size", "2", "--out", str(out))
+    metrics = json.loads(out.read_text())["captioning"]
+    assert "ROUGE-L" in metrics and "CIDEr-D" in metrics and "METEOR" not in metrics

@@ -14,6 +14,7 @@ from mumo.data.shapes import (
     hard_negatives,
     parse_caption,
 )
+from mumo.errors import ProgramError
 from mumo.eval.captioning import (
     attribute_accuracy,
     caption_metrics,
@@ -47,7 +48,7 @@ def _pycocoevalcap_directly(gts, res):
 
 
 def test_metrics_reproduce_pycocoevalcap_on_a_fixed_toy_set():
-    ours = caption_metrics(PREDICTIONS, REFERENCES)
+    ours = caption_metrics(PREDICTIONS, REFERENCES, meteor=False)  # METEOR: one JVM in this file, below
     gts = {i: [simple_tokenize(r) for r in refs] for i, refs in enumerate(REFERENCES)}
     res = {i: [simple_tokenize(p)] for i, p in enumerate(PREDICTIONS)}
     expected = _pycocoevalcap_directly(gts, res)
@@ -60,16 +61,44 @@ def test_metrics_reproduce_pycocoevalcap_on_a_fixed_toy_set():
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="the PTB tokenizer needs Java")
 def test_simple_tokenization_equals_the_ptb_tokenizer_on_the_toy_set():
-    assert caption_metrics(PREDICTIONS, REFERENCES, tokenize="ptb") == pytest.approx(
-        caption_metrics(PREDICTIONS, REFERENCES), rel=1e-12
+    assert caption_metrics(PREDICTIONS, REFERENCES, tokenize="ptb", meteor=False) == pytest.approx(
+        caption_metrics(PREDICTIONS, REFERENCES, meteor=False), rel=1e-12
     )
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="METEOR runs Java")
+def test_meteor_and_rouge_l_equal_pycocoevalcap_called_directly(monkeypatch):
+    import pycocoevalcap.meteor.meteor as meteor_module
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    gts = {i: [simple_tokenize(r) for r in refs] for i, refs in enumerate(REFERENCES)}
+    res = {i: [simple_tokenize(p)] for i, p in enumerate(PREDICTIONS)}
+    scorer = meteor_module.Meteor()  # a JVM takes seconds to start: this file starts one, shared below
+    meteor, _ = scorer.compute_score(gts, res)
+    rouge, _ = Rouge().compute_score(gts, res)
+    monkeypatch.setattr(meteor_module, "Meteor", lambda: scorer)
+    ours = caption_metrics(PREDICTIONS, REFERENCES, meteor=True)
+    assert ours["METEOR"] == meteor and ours["ROUGE-L"] == rouge  # exactly: the same scorers, same input
+    assert 0 < ours["METEOR"] < 1 and 0 < ours["ROUGE-L"] < 1
+    assert list(ours) == ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"]
+
+
+def test_without_java_meteor_is_one_line_when_asked_and_skipped_otherwise(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java on it
+    with pytest.raises(ProgramError, match="apt-get install default-jre-headless") as e:
+        caption_metrics(PREDICTIONS, REFERENCES, meteor=True)
+    assert "\n" not in str(e.value)
+    with caplog.at_level("INFO", logger="mumo.eval.captioning"):
+        ours = caption_metrics(PREDICTIONS, REFERENCES)
+    assert "METEOR" not in ours and "ROUGE-L" in ours and "CIDEr-D" in ours
+    assert [r.getMessage()[:15] for r in caplog.records] == ["METEOR skipped:"]
 
 
 def test_perfect_and_empty_predictions():
     refs = [["a red star above a blue circle"], ["a small green cross on the left"]]
-    perfect = caption_metrics([r[0] for r in refs], refs)
+    perfect = caption_metrics([r[0] for r in refs], refs, meteor=False)
     assert perfect["BLEU-4"] == pytest.approx(1.0, abs=1e-6)
-    wrong = caption_metrics(["purple", "purple"], refs)
+    wrong = caption_metrics(["purple", "purple"], refs, meteor=False)
     assert wrong["CIDEr-D"] == 0.0 and wrong["BLEU-1"] < 0.01
 
 
@@ -113,8 +142,9 @@ def test_evaluations_run_on_tiny_models():
     )
     model = mumo.create_model("coca_vit_tiny", seed=0, **{"text.context_length": 40})
     config = ShapesConfig(image_size=32)
-    caps = evaluate_captions(model, tok, config, size=6, batch_size=4)
+    caps = evaluate_captions(model, tok, config, size=6, batch_size=4, meteor=False)
     assert caps["n"] == 6 and 0 <= caps["attribute_accuracy"] <= 1 and len(caps["examples"]) == 6
+    assert 0 <= caps["ROUGE-L"] <= 1 and "METEOR" not in caps
     vqa = evaluate_vqa(model, tok, config, size=5, batch_size=3)
     assert set(vqa["per_kind"]) <= set(QUESTION_KINDS)
     assert vqa["counts"]["count"] == 5 * 6  # every shape is asked about in every scene

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 import mumo
 from mumo.cli import app
 from mumo.data.tokenizer import load_tokenizer
+from mumo.errors import ExportError
 from mumo.interop import ClipTokenizer
-from mumo.interop.convert import load_any
+from mumo.interop.convert import convert, load_any
 
 open_clip = pytest.importorskip("open_clip")
 pytest.importorskip("onnxruntime")
@@ -43,11 +44,20 @@ def test_open_clip_to_mumo_to_hf_to_onnx(tmp_path):
     invoke("convert", tmp_path / "h", tmp_path / "o", "--from", "hf", "--to", "onnx")
     assert {p.name for p in (tmp_path / "o").iterdir()} >= {"image_encoder.onnx", "text_encoder.onnx"}
     images = torch.randn(2, 3, 32, 32)
+    texts = ["a photo of a cat", "Two red circles & a square!"]
+    ids = open_clip.tokenize(texts, context_length=16)  # what OpenCLIP feeds its text tower
     with torch.no_grad():
         expected = ref.encode_image(images, normalize=True)
+        expected_text = ref.encode_text(ids, normalize=True)
         for folder, kind in ((tmp_path / "m", "mumo"), (tmp_path / "h", "hf")):
-            model, _ = load_any(folder, kind)
+            model, tokenizer = load_any(folder, kind)  # every folder carries OpenCLIP's tokenizer
             torch.testing.assert_close(model.encode_image(images), expected, atol=1e-5, rtol=0)
+            tokens = tokenizer.encode(texts)
+            assert torch.equal(tokens.input_ids, ids)
+            torch.testing.assert_close(
+                model.encode_text(tokens.input_ids, tokens.attention_mask), expected_text, atol=1e-5, rtol=0
+            )
+    assert isinstance(load_tokenizer(tmp_path / "o", context_length=16), ClipTokenizer)
 
 
 def test_clip_tokenizer_travels_with_a_model_folder(tmp_path):
@@ -132,8 +142,6 @@ def test_the_target_is_checked_before_converting(tmp_path, monkeypatch, capsys):
 
 
 def test_a_folder_of_the_same_format_is_replaced_whole(tmp_path):
-    from mumo.interop.convert import convert
-
     src = _mumo_folder(tmp_path / "m")
     out = tmp_path / "out"
     tok = mumo.Tokenizer.train(["a red circle"] * 5, vocab_size=300, context_length=16)
@@ -192,3 +200,53 @@ def test_open_clip_config_given_as_a_model_name_is_one_line(tmp_path, monkeypatc
         "ViT-B-32",
     )
     assert "model_configs/ViT-B-32.json" in err
+
+
+def test_mumo_bpe_tokenizer_travels_mumo_hf_mumo(tmp_path):
+    # reading an HF folder back took its tokenizer.json for CLIP's and refused mumo's own BPE
+    tok = mumo.Tokenizer.train(["a red circle", "a blue star"] * 10, vocab_size=300, context_length=16)
+    mumo.save_pretrained(mumo.create_model("clip_vit_tiny", seed=0), tmp_path / "m", tokenizer=tok)
+    convert(tmp_path / "m", tmp_path / "h", "mumo", "hf")
+    convert(tmp_path / "h", tmp_path / "back", "hf", "mumo")
+    _, again = load_any(tmp_path / "back", "mumo")
+    assert isinstance(again, mumo.Tokenizer)
+    assert torch.equal(again.encode("a red star").input_ids, tok.encode("a red star").input_ids)
+
+
+@pytest.mark.parametrize("to", ["mumo", "hf"])
+def test_an_output_that_reads_back_wrong_is_refused(tmp_path, monkeypatch, to):
+    import mumo.interop.convert as module
+
+    src = _mumo_folder(tmp_path / "m")
+    other = mumo.create_model("clip_vit_tiny", seed=1)
+    name = "save_pretrained" if to == "mumo" else "save_hf_clip"
+    real = getattr(module, name)
+    monkeypatch.setattr(
+        module, name, lambda model, folder, tokenizer=None: real(other, folder, tokenizer=tokenizer)
+    )
+    with pytest.raises(ExportError, match="image embeddings differ from the source's"):
+        convert(src, tmp_path / "out", "mumo", to)
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_where_an_open_clip_models_tokenizer_comes_from(tmp_path, monkeypatch):
+    import mumo.interop.convert as module
+
+    src = _open_clip_folder(tmp_path / "oc")
+    vocab = __import__("pathlib").Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    monkeypatch.setattr(module, "_open_clip_vocab", lambda: None)  # open_clip not installed
+    with pytest.raises(
+        mumo.ConfigError, match="holds no tokenizer and open_clip is not installed; pass --tok"
+    ):
+        load_any(src, "open_clip")
+    _, tok = load_any(src, "open_clip", tokenizer=vocab)  # --tokenizer
+    assert isinstance(tok, ClipTokenizer) and tok.context_length == 16
+    tok.save(src / "tokenizer.json")  # a hub folder's own tokenizer files come first
+    assert isinstance(load_any(src, "open_clip")[1], ClipTokenizer)
+    (src / "tokenizer.json").unlink()
+    cfg = {
+        "model_cfg": {**SMALL, "text_cfg": {**SMALL["text_cfg"], "hf_tokenizer_name": "timm/ViT-B-16-SigLIP"}}
+    }
+    (src / "open_clip_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(mumo.ConfigError, match="tokenizes with 'timm/ViT-B-16-SigLIP'"):
+        load_any(src, "open_clip")

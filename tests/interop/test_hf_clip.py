@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import mumo
+from mumo.data.clip_tokenizer import ClipTokenizer
 from mumo.errors import ConfigError
 from mumo.interop.hf_clip import (
     clip_config_from_hf,
@@ -152,3 +153,37 @@ def test_a_damaged_hf_folder_is_a_one_line_error(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "clip",')
     with pytest.raises(ConfigError, match="config.json is not valid JSON"):
         load_hf_clip(tmp_path)
+
+
+def _clip_vocab():
+    spec = __import__("importlib.util").util.find_spec("open_clip")
+    if spec is None:
+        pytest.skip("open_clip is not installed; its package ships bpe_simple_vocab_16e6.txt.gz")
+    return __import__("pathlib").Path(spec.origin).parent / "bpe_simple_vocab_16e6.txt.gz"
+
+
+@pytest.mark.parametrize("kind", ["mumo_bpe", "clip_bpe"])
+def test_auto_tokenizer_gives_mumo_ids_and_embeddings(tmp_path, kind):
+    # Without a post-processor AutoTokenizer added no <bos>/<eot>: HF's text embeddings were 0.47 off
+    # (mumo's BPE), and names the CLIP vocabulary lacks became new ids past the embedding table.
+    if kind == "mumo_bpe":
+        model = mumo.create_model("clip_vit_tiny", seed=0)
+        tok = mumo.Tokenizer.train(["a red circle", "a blue star", "a green square next to it"] * 20, 300)
+    else:
+        model = mumo.create_model("clip_vit_tiny", seed=0, **{"text.vocab_size": 49408})
+        tok = ClipTokenizer.from_open_clip_vocab(_clip_vocab(), context_length=model.context_length)
+    save_hf_clip(model, tmp_path, tokenizer=tok)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    ref = transformers.CLIPModel.from_pretrained(tmp_path).eval()
+    texts = ["a red circle", "a blue star next to a green square", "red"]
+    ours = tok.encode(texts, padding="longest")
+    theirs = hf_tok(texts, padding=True, return_tensors="pt")
+    assert torch.equal(theirs["attention_mask"], ours.attention_mask)
+    real = ours.attention_mask.bool()  # padding ids differ for CLIP (HF pads with the end token, OpenCLIP 0)
+    assert torch.equal(theirs["input_ids"][real], ours.input_ids[real])
+    with torch.no_grad():
+        hf_embeds = ref.get_text_features(**theirs)
+        hf_embeds = torch.nn.functional.normalize(getattr(hf_embeds, "pooler_output", hf_embeds), dim=-1)
+        torch.testing.assert_close(
+            hf_embeds, model.eval().encode_text(ours.input_ids, ours.attention_mask), atol=1e-5, rtol=0
+        )

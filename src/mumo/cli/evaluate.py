@@ -26,6 +26,9 @@ def eval_(
     out: Path | None = typer.Option(None, help="write the metrics as JSON here"),
     scoring: str = typer.Option("auto", help="itc (embeddings), itm (matching head) or auto"),
     questions: bool = typer.Option(False, "--questions", help="captioners: VQA exact match, not captions"),
+    meteor: bool | None = typer.Option(
+        None, "--meteor/--no-meteor", help="captions: METEOR (runs Java); default: when Java is installed"
+    ),
 ) -> None:
     """Evaluate a checkpoint: zero-shot, retrieval and the compositional probe (shapes), captions or VQA
     answers of a captioner, or retrieval on image-caption pairs (an image listed on several rows, one per
@@ -46,7 +49,7 @@ def eval_(
         config = ShapesConfig(image_size=model.image_size, seed=seed)
         with progress_bar("evaluating") as update:
             metrics = evaluate_on_shapes(
-                model, tokenizer, config, split, size, questions, scoring, progress=update
+                model, tokenizer, config, split, size, questions, scoring, meteor=meteor, progress=update
             )
         print_metrics(metrics)
     else:

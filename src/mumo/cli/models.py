@@ -42,13 +42,22 @@ def info(model: str = typer.Argument(..., help="registered name or config.json p
 
 
 def convert(
-    src: Path = typer.Argument(..., help="source: a model folder, or an OpenCLIP weights file"),
+    src: Path = typer.Argument(
+        ..., help="source: a model folder, run folder or training checkpoint, or an OpenCLIP weights file"
+    ),
     dst: Path = typer.Argument(..., help="target folder"),
     from_: str = typer.Option(..., "--from", help="mumo, open_clip or hf"),
     to: str = typer.Option(..., "--to", help="mumo, hf or onnx"),
     config: Path | None = typer.Option(None, help="OpenCLIP model config, when SRC is a weights file"),
+    tokenizer: Path | None = typer.Option(
+        None,
+        help="tokenizer to write with the model (tokenizer.json, a folder, or OpenCLIP's "
+        "bpe_simple_vocab_16e6.txt.gz); default: the source's, for OpenCLIP the open_clip package's",
+    ),
 ) -> None:
-    """Convert a CLIP model between mumo, OpenCLIP, Hugging Face and ONNX (outputs are checked to match)."""
+    """Convert a CLIP model between mumo, OpenCLIP, Hugging Face and ONNX, its tokenizer included. Every
+    output is checked before it is put in place: a mumo or HF folder is read back and must give the
+    source's embeddings and token ids; ONNX encoders are run in onnxruntime and compared with PyTorch."""
     from mumo.interop.convert import convert as run
 
-    console.print(f"wrote {run(src, dst, from_, to, config)}")
+    console.print(f"wrote {run(src, dst, from_, to, config, tokenizer)}")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import Tokenizer as _HFTokenizer
-from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 from torch import Tensor
 
 from mumo.errors import TokenizerError
@@ -175,8 +175,23 @@ class Tokenizer:
         return cls(_HFTokenizer.from_file(str(path)), context_length=context_length)
 
     def save(self, path: str | Path) -> None:
-        """Write ``tokenizer.json`` (the ``tokenizers`` format) to ``path``."""
-        self._tok.save(str(path))
+        """Write ``tokenizer.json`` (the ``tokenizers`` format) to ``path``.
+
+        The file frames text as :meth:`encode` does (``<bos> … <eot>``, a post-processor), so that plain
+        ``tokenizers`` and ``transformers.AutoTokenizer`` give mumo's ids; mumo itself encodes without it.
+        """
+        tok = self._tok
+        if tok.post_processor is None:  # a BERT tokenizer.json brings its own "[CLS] $A [SEP]"
+            tok = _HFTokenizer.from_str(tok.to_str())
+            bos, eot = tok.id_to_token(self.bos_id), tok.id_to_token(self.eot_id)
+            tok.post_processor = processors.TemplateProcessing(
+                single=f"{bos} $A {eot}", special_tokens=[(bos, self.bos_id), (eot, self.eot_id)]
+            )
+        tok.save(str(path))
+
+    def id_to_token(self, token_id: int) -> str | None:
+        """The vocabulary entry of ``token_id`` (e.g. ``"<eot>"``), None outside the vocabulary."""
+        return self._tok.id_to_token(token_id)
 
     @property
     def vocab_size(self) -> int:

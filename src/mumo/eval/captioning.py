@@ -1,16 +1,24 @@
-"""Caption and answer quality: BLEU-1..4 and CIDEr-D with pycocoevalcap's scorers (the numbers papers
-report), attribute accuracy of captions of the built-in data, VQA exact match, and perplexity.
+"""Caption and answer quality: BLEU-1..4, METEOR, ROUGE-L and CIDEr-D with pycocoevalcap's scorers (the
+numbers papers report), attribute accuracy of captions of the built-in data, VQA exact match, perplexity.
 
 Captions are tokenized as the COCO toolkit's PTB tokenizer does for plain English (lower case, punctuation
 split off and dropped) without needing Java; :func:`caption_metrics` can use the real PTB tokenizer
 (``tokenize='ptb'``) where Java exists, and the tests check that both agree on captions like ours.
-METEOR (Java) and SPICE (a model download) are not offered.
+
+METEOR is pycocoevalcap's own ``Meteor``: ``java -jar meteor-1.5.jar`` in a subprocess, whose start
+(a JVM loading its paraphrase table) takes seconds. Policy: by default it is computed when Java is on the
+PATH and skipped with one logged line otherwise, so that evaluation keeps working on machines without
+Java (CI, laptops) and the other metrics never wait for a JVM they do not need; ``meteor=True`` asks for
+it (a one-line :class:`~mumo.errors.ProgramError` naming the package to install when Java is missing),
+``meteor=False`` turns it off. SPICE stays out: it downloads Stanford CoreNLP on first use.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,9 +41,13 @@ from mumo.data.shapes import ParsedCaption as ParsedCaption  # moved to data.sha
 from mumo.data.text import TokenCollate
 from mumo.data.tokenizer import Tokenizer
 from mumo.data.transforms import normalize
-from mumo.errors import DataError
+from mumo.errors import DataError, ProgramError
 from mumo.generation import GenerationConfig, answer_questions, caption_images
 from mumo.losses.language import causal_lm_loss
+
+logger = logging.getLogger(__name__)
+
+JAVA_INSTALL = "apt-get install default-jre-headless"  # what a Debian / Ubuntu machine lacks for METEOR
 
 # What the PTB tokenizer drops after splitting (pycocoevalcap.tokenizer.ptbtokenizer.PUNCTUATIONS).
 _PUNCTUATION = {
@@ -74,22 +86,64 @@ def _ptb_tokenize(texts: dict[int, list[str]]) -> dict[int, list[str]]:
     return PTBTokenizer().tokenize({k: [{"caption": t} for t in v] for k, v in texts.items()})
 
 
+def _use_meteor(meteor: bool | None) -> bool:
+    """Whether to compute METEOR: ``meteor`` if given (True without Java is an error), else when Java is
+    on the PATH."""
+    if meteor is False:
+        return False
+    if shutil.which("java") is not None:
+        return True
+    if meteor:
+        raise ProgramError(
+            f"METEOR runs Java (java -jar meteor-1.5.jar), which is not installed: {JAVA_INSTALL}"
+        )
+    logger.info(
+        "METEOR skipped: Java is not installed (%s); the other caption metrics do not need it", JAVA_INSTALL
+    )
+    return False
+
+
+def _meteor(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
+    """pycocoevalcap's METEOR of tokenized captions; the JVM it starts ends with the scorer."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    try:
+        score, _ = Meteor().compute_score(gts, res)
+    except (OSError, ValueError) as e:  # the JVM could not start, or died and answered nothing
+        raise ProgramError(
+            f"METEOR's Java process gave no score ({e}); check that `java -version` runs"
+        ) from e
+    return float(score)
+
+
 def caption_metrics(
-    predictions: Sequence[str], references: Sequence[Sequence[str]], tokenize: str = "simple"
+    predictions: Sequence[str],
+    references: Sequence[Sequence[str]],
+    tokenize: str = "simple",
+    meteor: bool | None = None,
 ) -> dict[str, float]:
-    """Corpus BLEU-1..4 and CIDEr-D of one predicted caption per image against its references.
+    """Corpus BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of one predicted caption per image against its
+    references, as the COCO caption evaluation computes them.
 
     Args:
         predictions: N captions.
         references: N lists of reference captions (at least one each).
         tokenize: 'simple' (pure Python) or 'ptb' (Stanford's PTB tokenizer, needs Java).
+        meteor: True: compute METEOR (needs Java); False: not; None: when Java is on the PATH (the
+            module docstring explains why).
 
     Returns:
-        ``{"BLEU-1": …, "BLEU-4": …, "CIDEr-D": …}``; CIDEr-D is pycocoevalcap's ``Cider`` (×10 scale,
-        Gaussian length penalty, clipped counts), whose document frequencies come from these references.
+        ``{"BLEU-1": …, "BLEU-4": …, "METEOR": …, "ROUGE-L": …, "CIDEr-D": …}`` (METEOR only when computed);
+        CIDEr-D is pycocoevalcap's ``Cider`` (×10 scale, Gaussian length penalty, clipped counts), whose
+        document frequencies come from these references; ROUGE-L is its ``Rouge`` (LCS F-measure, β = 1.2).
+
+    Raises:
+        DataError: the lists do not pair up, or an image has no reference.
+        ProgramError: ``meteor=True`` without Java, or the METEOR process failed.
     """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
 
     if len(predictions) != len(references) or not predictions:
         raise DataError(
@@ -97,6 +151,7 @@ def caption_metrics(
         )
     if any(len(r) == 0 for r in references):
         raise DataError("every image needs at least one reference caption")
+    use_meteor = _use_meteor(meteor)  # before any work: a missing Java is reported at once
     res = {i: [p] for i, p in enumerate(predictions)}
     gts = {i: list(r) for i, r in enumerate(references)}
     if tokenize == "ptb":
@@ -107,8 +162,12 @@ def caption_metrics(
     else:
         raise DataError(f"tokenize must be 'simple' or 'ptb', got {tokenize!r}")
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    cider, _ = Cider().compute_score(gts, res)
-    return {**{f"BLEU-{n + 1}": float(b) for n, b in enumerate(bleu)}, "CIDEr-D": float(cider)}
+    out = {f"BLEU-{n + 1}": float(b) for n, b in enumerate(bleu)}
+    if use_meteor:
+        out["METEOR"] = _meteor(gts, res)
+    out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
+    out["CIDEr-D"] = float(Cider().compute_score(gts, res)[0])
+    return out
 
 
 def attribute_accuracy(texts: Sequence[str], scenes: Sequence[Scene]) -> dict[str, Any]:
@@ -165,20 +224,24 @@ def evaluate_captions(
     generation: GenerationConfig | None = None,
     batch_size: int = 100,
     examples: int = 8,
+    meteor: bool | None = None,
 ) -> dict[str, Any]:
     """Caption ``size`` scenes of ``split`` and score them against all four template captions of each.
 
     Returns:
-        BLEU-1..4, CIDEr-D, attribute accuracy, exact captions, the fraction that parse, and the first
-        ``examples`` (generated, reference) pairs.
+        BLEU-1..4, METEOR (``meteor``, as :func:`caption_metrics` takes it), ROUGE-L, CIDEr-D, attribute
+        accuracy, exact captions, the fraction that parse, and the first ``examples`` (generated,
+        reference) pairs.
     """
+    if meteor:
+        _use_meteor(meteor)  # a missing Java is reported before the captions are generated, not after
     model.eval()
     generation = generation or GenerationConfig(max_new_tokens=model.context_length)
     predicted, scenes = [], []
     for images, batch_scenes in _scene_batches(config, split, size, batch_size):
         predicted += caption_images(model, tokenizer, images, generation)
         scenes += batch_scenes
-    metrics: dict[str, Any] = caption_metrics(predicted, [captions(s) for s in scenes])
+    metrics: dict[str, Any] = caption_metrics(predicted, [captions(s) for s in scenes], meteor=meteor)
     metrics.update(attribute_accuracy(predicted, scenes))
     metrics["n"] = len(predicted)
     metrics["examples"] = [

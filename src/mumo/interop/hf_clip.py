@@ -17,6 +17,8 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from mumo._io import atomic_write, atomic_write_json, read_json
+from mumo.data.clip_tokenizer import ClipTokenizer
+from mumo.data.tokenizer import Tokenizer
 from mumo.data.transforms import CLIP_MEAN, CLIP_STD
 from mumo.errors import ConfigError
 from mumo.interop._weights import read_state_dict
@@ -280,11 +282,29 @@ def load_hf_clip(folder: str | Path) -> CLIP:
     return model.eval()
 
 
-def save_hf_clip(model: CLIP, folder: str | Path, tokenizer: Any | None = None) -> Path:
+def _special_tokens(tokenizer: Tokenizer | ClipTokenizer) -> dict[str, str]:
+    """The special tokens' names for ``tokenizer_config.json``: names the vocabulary lacks would be added
+    as new ids (49408, … past the embedding table), so they are read from the tokenizer itself."""
+    if isinstance(tokenizer, ClipTokenizer):
+        # OpenCLIP pads with id 0, the text '!'; named as the pad token it would also be cut out of
+        # captions. HF's own CLIP tokenizers pad with the end token; the attention masks agree.
+        return {
+            "bos_token": tokenizer.bos_token,
+            "eos_token": tokenizer.eot_token,
+            "pad_token": tokenizer.eot_token,
+        }
+    names = {k: tokenizer.id_to_token(i) for k, i in (("bos", tokenizer.bos_id), ("eos", tokenizer.eot_id))}
+    return {f"{k}_token": v for k, v in names.items()} | {
+        "pad_token": tokenizer.id_to_token(tokenizer.pad_id)
+    }
+
+
+def save_hf_clip(model: CLIP, folder: str | Path, tokenizer: Tokenizer | ClipTokenizer | None = None) -> Path:
     """Write ``model`` as a Hugging Face CLIP folder that ``transformers.CLIPModel.from_pretrained`` loads.
 
-    With a mumo :class:`~mumo.data.Tokenizer`, its ``tokenizer.json`` and a ``tokenizer_config.json`` are
-    written too (loadable by ``AutoTokenizer``), and its end token becomes the model's ``eos_token_id``.
+    With a tokenizer (mumo's BPE or the CLIP one), its ``tokenizer.json`` and a ``tokenizer_config.json``
+    are written too: ``AutoTokenizer`` then gives the ids mumo gives (``<bos> … <eot>``), and the end
+    token becomes the model's ``eos_token_id``.
     """
 
     if model.config.text.arch != "mumo":
@@ -313,16 +333,14 @@ def save_hf_clip(model: CLIP, folder: str | Path, tokenizer: Any | None = None) 
         },
     )
     if tokenizer is not None:
-        atomic_write(folder / "tokenizer.json", tokenizer.save)
+        atomic_write(folder / "tokenizer.json", tokenizer.save)  # frames text as <bos> … <eot>
         atomic_write_json(
             folder / "tokenizer_config.json",
             {
                 "tokenizer_class": "PreTrainedTokenizerFast",
                 "model_max_length": model.config.text.context_length,
-                "pad_token": "<pad>",
-                "bos_token": "<bos>",
-                "eos_token": "<eot>",
-            },
+            }
+            | _special_tokens(tokenizer),
         )
     atomic_write_json(folder / "config.json", hf_config)
     return folder

@@ -63,14 +63,16 @@ def evaluate_on_shapes(
     questions: bool = False,
     scoring: str = "auto",
     out_dir: str | Path | None = None,
+    meteor: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """A model on ``size`` scenes of the built-in data's ``split``, by what it can do: VQA answers
-    (``questions``) or captions for a captioner, and for a model with embeddings the shapes suite (retrieval,
-    zero-shot, probes; ``scoring`` as :func:`~mumo.eval.shapes_suite.evaluate_shapes` takes it). With an
-    ``out_dir``, the figures' data and the captioned images are saved there for the report. ``progress`` is
-    called with (parts done, parts in all) after each part: the captions or answers, and each of the shapes
-    suite's :data:`~mumo.eval.shapes_suite.PARTS`."""
+    (``questions``) or captions for a captioner (``meteor`` as :func:`~mumo.eval.captioning.caption_metrics`
+    takes it: by default when Java is installed), and for a model with embeddings the shapes suite
+    (retrieval, zero-shot, probes; ``scoring`` as :func:`~mumo.eval.shapes_suite.evaluate_shapes` takes it).
+    With an ``out_dir``, the figures' data and the captioned images are saved there for the report.
+    ``progress`` is called with (parts done, parts in all) after each part: the captions or answers, and
+    each of the shapes suite's :data:`~mumo.eval.shapes_suite.PARTS`."""
     can, metrics = capabilities(model), {}
     generated = int("caption" in can)  # one part: the captions, or the answers
     total = 1 if generated and (questions or "embed" not in can) else PARTS + generated
@@ -84,7 +86,9 @@ def evaluate_on_shapes(
             vqa = evaluate_vqa(model, tokenizer, shapes, split=split, size=size)
             step(1)
             return {"vqa": vqa}
-        metrics["captioning"] = evaluate_captions(model, tokenizer, shapes, split=split, size=size)
+        metrics["captioning"] = evaluate_captions(
+            model, tokenizer, shapes, split=split, size=size, meteor=meteor
+        )
         step(1)
         if out_dir is not None:
             _save_caption_images(out_dir, shapes, len(metrics["captioning"].get("examples", [])))

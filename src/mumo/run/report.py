@@ -174,6 +174,8 @@ def headline_rows(evaluation: dict[str, Any]) -> list[tuple[str, str]]:
         cap = evaluation["captioning"]
         rows.append((f"captions: CIDEr-D ({cap['n']} images)", f"{cap['CIDEr-D']:.3f}"))
         rows.append(("captions: BLEU-4", f"{cap['BLEU-4']:.3f}"))
+        # METEOR only where Java was installed; ROUGE-L absent from runs evaluated before it was added
+        rows += [(f"captions: {k}", f"{cap[k]:.3f}") for k in ("METEOR", "ROUGE-L") if k in cap]
         rows.append(("captions: attribute accuracy", _percent(cap["attribute_accuracy"])))
     if "vqa" in evaluation:
         vqa = evaluation["vqa"]
