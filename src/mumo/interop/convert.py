@@ -23,6 +23,7 @@ from mumo.errors import ConfigError
 from mumo.interop.export import export_onnx
 from mumo.interop.hf_clip import load_hf_clip, save_hf_clip
 from mumo.interop.open_clip import load_open_clip
+from mumo.interop.open_clip_siglip import load_open_clip_folder
 from mumo.models import CLIP, load_pretrained, save_pretrained
 
 SOURCES = ("mumo", "open_clip", "hf")
@@ -120,7 +121,7 @@ def load_any(source: str | Path, kind: str, config: str | Path | None = None) ->
         ) if has_tok else None
     if source.is_dir():
         cfg = Path(config) if config is not None else _find(source, _OPEN_CLIP_CONFIGS, "OpenCLIP config")
-        return load_open_clip(cfg, _find(source, _OPEN_CLIP_WEIGHTS, "OpenCLIP weights")), None
+        return load_open_clip_folder(source, cfg, _find(source, _OPEN_CLIP_WEIGHTS, "OpenCLIP weights"))
     if config is None:
         raise ConfigError("an OpenCLIP weights file needs its model config: pass --config FILE.json")
     return load_open_clip(config, source), None

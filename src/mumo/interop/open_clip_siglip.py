@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
+from mumo._io import read_json
+from mumo.data.sentencepiece_tokenizer import SentencePieceTokenizer
 from mumo.errors import CheckpointError, ConfigError
-from mumo.interop.open_clip import _BLOCK_RENAMES, _TEXT_DEFAULTS, _number, _single, _tower
-from mumo.models import CLIPConfig, TextConfig, VisionConfig
+from mumo.interop.open_clip import _BLOCK_RENAMES, _TEXT_DEFAULTS, _number, _single, _tower, load_open_clip
+from mumo.models import CLIP, CLIPConfig, TextConfig, VisionConfig
 
 # timm SigLIP image towers -> (num_heads, MLP activation); the sizes are read from the weights. From timm's
 # vision_transformer.py: the later (SigLIP 2-era) towers use GELU's tanh form.
@@ -188,3 +191,23 @@ def convert_siglip_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
             value = value.reshape(())
         out[new] = value.contiguous()
     return out
+
+
+def load_open_clip_folder(
+    folder: Path, config: Path, weights: Path
+) -> tuple[CLIP, SentencePieceTokenizer | None]:
+    """An OpenCLIP hub folder's model and, for SigLIP, its tokenizer.
+
+    OpenCLIP names SigLIP's tokenizer by a Hugging Face repository (``text_cfg.hf_tokenizer_name``) that
+    it downloads; mumo downloads nothing, so the folder must hold the SentencePiece model itself:
+    ``spiece.model`` (+ ``tokenizer_config.json``), as the hub's ``timm/ViT-*-SigLIP*`` repositories do.
+    Without it the model loads alone (padding id 1, SigLIP's) and ``mumo embed --texts`` has no tokenizer.
+    CLIP folders return no tokenizer here: OpenCLIP's CLIP BPE is not in them.
+    """
+    tokenizer = None
+    if (folder / "spiece.model").is_file() and is_siglip(read_json(config)):
+        tokenizer = SentencePieceTokenizer.from_folder(folder, clean="open_clip")
+    model = load_open_clip(config, weights, pad_id=tokenizer.pad_id if tokenizer is not None else 1)
+    if tokenizer is not None:
+        tokenizer.context_length = model.context_length  # the model's, whatever tokenizer_config.json says
+    return model, tokenizer
