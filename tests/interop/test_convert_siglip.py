@@ -70,3 +70,27 @@ def test_a_folder_without_spiece_model_converts_without_a_tokenizer(hub_folder):
     (src / "spiece.model").unlink()
     model, tok = load_any(src, "open_clip")
     assert tok is None and model.config.text.pad_id == 1
+
+
+def test_open_clip_to_hf_to_mumo_to_onnx_keeps_the_function(hub_folder, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("onnxruntime")
+    ref, src = hub_folder
+    invoke("convert", src, tmp_path / "h", "--from", "open_clip", "--to", "hf")
+    assert (tmp_path / "h" / "spiece.model").is_file()
+    invoke("convert", tmp_path / "h", tmp_path / "m", "--from", "hf", "--to", "mumo")
+    invoke("convert", tmp_path / "m", tmp_path / "o", "--from", "mumo", "--to", "onnx")
+    invoke("convert", tmp_path / "h", tmp_path / "h", "--from", "hf", "--to", "hf")  # replaced whole
+    hf = transformers.SiglipModel.from_pretrained(tmp_path / "h").eval()
+    model, tok = load_any(tmp_path / "m", "mumo")
+    assert isinstance(tok, SentencePieceTokenizer)
+    images = torch.randn(2, 3, 32, 32)
+    batch = tok.encode(TEXTS)
+    with torch.no_grad():
+        expected = ref.encode_image(images, normalize=True)
+        torch.testing.assert_close(hf(pixel_values=images, input_ids=batch.input_ids).image_embeds, expected)
+        torch.testing.assert_close(model.encode_image(images), expected, atol=1e-5, rtol=0)
+        txt = ref.encode_text(batch.input_ids, normalize=True)
+        torch.testing.assert_close(
+            model.encode_text(batch.input_ids, batch.attention_mask), txt, atol=1e-5, rtol=0
+        )

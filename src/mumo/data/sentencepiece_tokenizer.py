@@ -169,11 +169,15 @@ class SentencePieceTokenizer:
         }
         path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
-    def save_spiece(self, folder: str | Path) -> Path:
-        """Write the SentencePiece model as ``folder/spiece.model`` (for a Hugging Face folder)."""
-        path = Path(folder) / "spiece.model"
-        path.write_bytes(self._proto)
-        return path
+    @property
+    def model_proto(self) -> bytes:
+        """The serialized SentencePiece model: the content of a ``spiece.model``."""
+        return self._proto
+
+    @property
+    def unk_token(self) -> str:
+        """The piece of the unknown id (SiglipTokenizer asks for it by name)."""
+        return self._sp.IdToPiece(self._sp.unk_id())
 
     @property
     def vocab_size(self) -> int:

@@ -18,10 +18,12 @@ from typing import Any
 
 from mumo._io import read_json
 from mumo.data.clip_tokenizer import ClipTokenizer
+from mumo.data.sentencepiece_tokenizer import SentencePieceTokenizer
 from mumo.data.tokenizer import Tokenizer, load_tokenizer
 from mumo.errors import ConfigError
 from mumo.interop.export import export_onnx
 from mumo.interop.hf_clip import load_hf_clip, save_hf_clip
+from mumo.interop.hf_siglip import is_hf_siglip_folder, is_siglip_model, load_hf_siglip, save_hf_siglip
 from mumo.interop.open_clip import load_open_clip
 from mumo.interop.open_clip_siglip import load_open_clip_folder
 from mumo.models import CLIP, load_pretrained, save_pretrained
@@ -50,6 +52,7 @@ _WRITES = {
         "preprocessor_config.json",
         "tokenizer.json",
         "tokenizer_config.json",
+        "spiece.model",  # SigLIP's tokenizer
     },
     "onnx": {"image_encoder.onnx", "text_encoder.onnx", "onnx_config.json"},
 }
@@ -113,6 +116,8 @@ def load_any(source: str | Path, kind: str, config: str | Path | None = None) ->
         has_tok = (source / "tokenizer.json").is_file()
         tok = load_tokenizer(source, model.context_length) if has_tok else None
         return model, tok
+    if kind == "hf" and is_hf_siglip_folder(source):
+        return load_hf_siglip(source)
     if kind == "hf":
         model = load_hf_clip(source)
         has_tok = any((source / n).is_file() for n in ("tokenizer.json", "vocab.json"))
@@ -167,6 +172,8 @@ def convert(
     try:
         if to == "mumo":
             save_pretrained(model, tmp, tokenizer=tokenizer)
+        elif to == "hf" and is_siglip_model(model):
+            save_hf_siglip(model, tmp, tokenizer if isinstance(tokenizer, SentencePieceTokenizer) else None)
         elif to == "hf":
             save_hf_clip(model, tmp, tokenizer=tokenizer if isinstance(tokenizer, Tokenizer) else None)
         else:
