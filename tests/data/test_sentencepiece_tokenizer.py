@@ -66,3 +66,13 @@ def test_longest_padding_and_errors(folder, tmp_path):
         SentencePieceTokenizer.from_folder(tmp_path)
     with pytest.raises(TokenizerError, match="SentencePiece"):
         SentencePieceTokenizer(b"not a model")
+
+
+def test_without_sentencepiece_installed_the_error_names_the_extra(folder, monkeypatch):
+    import sys
+
+    from mumo.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "sentencepiece", None)  # import fails as if not installed
+    with pytest.raises(MissingExtraError, match=r"pip install 'mumo\[siglip\]'"):
+        SentencePieceTokenizer.from_folder(folder)
