@@ -2,6 +2,7 @@
 every parameter; and the ONNX export of a SigLIP model."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -39,7 +40,11 @@ def test_hf_to_mumo_matches_transformers(tmp_path, spiece_model, act):
     config = transformers.SiglipConfig(
         text_config={**TEXT, "hidden_act": act}, vision_config={**VISION, "hidden_act": act}
     )
-    hf = add_noise(transformers.SiglipModel(config))
+    hf = transformers.SiglipModel(config)
+    with torch.no_grad():  # SigLIP's starting scale and bias (HF initialises both at 0), so logits are ~10
+        hf.logit_scale.fill_(math.log(10))
+        hf.logit_bias.fill_(-10.0)
+    hf = add_noise(hf)
     hf.save_pretrained(tmp_path)
     (tmp_path / "spiece.model").write_bytes(spiece_model.read_bytes())
     model, tok = load_hf_siglip(tmp_path)

@@ -77,3 +77,25 @@ def test_unsupported_options_are_refused_by_name(open_clip_siglip, change, match
     bad = {**cfg, **{k: {**cfg[k], **v} for k, v in change.items()}}
     with pytest.raises(ConfigError, match=match):
         siglip_config_from_open_clip(bad, ref.state_dict())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ViT-B-16-SigLIP", "ViT-B-16-SigLIP2"])
+def test_full_size_open_clip_configs_match(name):
+    """OpenCLIP's own configs at full size (203 M / 375 M parameters, random init; ~25 s each on CPU)."""
+    open_clip = pytest.importorskip("open_clip")
+    from .conftest import add_noise
+
+    cfg = open_clip.get_model_config(name)
+    torch.manual_seed(0)
+    ref = add_noise(open_clip.create_model(name, pretrained=None), std=0.02)
+    model = load_open_clip(cfg, ref.state_dict())
+    size, t = cfg["vision_cfg"]["image_size"], cfg["text_cfg"]["context_length"]
+    ids, mask = siglip_texts(cfg["text_cfg"]["vocab_size"], t)
+    images = torch.randn(3, 3, size, size)
+    img_ref, txt_ref, logits_ref = _reference(ref, images, ids)
+    with torch.no_grad():
+        out = model(images, ids, mask)
+    torch.testing.assert_close(out.image_embeds, img_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.text_embeds, txt_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.logits_per_image, logits_ref, atol=1e-5, rtol=0)
