@@ -1,6 +1,7 @@
 import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -74,3 +75,38 @@ def clip_and_tokenizer() -> tuple[mumo.CLIP, mumo.Tokenizer]:
     tokenizer = mumo.Tokenizer.train([f"a photo of a {n}." for n in names] * 10, 300)
     tokenizer.context_length = model.context_length
     return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def spiece_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small SentencePiece model laid out as SigLIP's (pad 0, </s> 1, <unk> 2, no <s>), trained here on
+    made-up captions: nothing is downloaded. Returns the path of its ``spiece.model``."""
+    spm = pytest.importorskip("sentencepiece")
+    import io
+    import random
+
+    rng = random.Random(0)
+    words = (
+        "a an the photo picture drawing of cat cats dog dogs horse red blue green yellow big small tiny ball "
+        "park garden street playing sitting running on in under near with two three people man woman"
+    ).split()
+    corpus = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) for _ in range(2000)]
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus),
+        model_writer=proto,
+        vocab_size=150,
+        hard_vocab_limit=False,  # a small corpus may not fill it
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        pad_piece="<pad>",
+        eos_piece="</s>",
+        unk_piece="<unk>",
+        minloglevel=2,
+    )
+    path = tmp_path_factory.mktemp("spiece") / "spiece.model"
+    path.write_bytes(proto.getvalue())
+    return path

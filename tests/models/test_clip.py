@@ -181,3 +181,21 @@ def test_conv_attention_pool_sees_where_features_are():
 def test_attention_pool_is_refused_for_a_vit():
     with pytest.raises(ConfigError, match="for the conv encoder"):
         mumo.create_model("clip_vit_tiny", **{"vision.pool": "attn"})
+
+
+def test_siglip_architecture_pools_by_map_and_last_position_with_padding_attended():
+    model = mumo.create_model("siglip_map_vit_tiny", seed=0).eval()
+    assert isinstance(model.image_proj, torch.nn.Identity) and model.text_proj.bias is not None
+    images = torch.randn(2, 3, 32, 32)
+    ids = torch.randint(3, 320, (2, 16))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    with torch.no_grad():
+        v, t = model.visual, model.text
+        torch.testing.assert_close(v.pool(v.forward_features(images)), v(images), atol=1e-6, rtol=0)
+        full = t(ids, mask)
+        torch.testing.assert_close(t.pool(t.forward_features(ids, mask), mask), full, atol=1e-6, rtol=0)
+        # 'longest' padding, or padding with any id, is the same text: the tower pads with pad_id itself
+        torch.testing.assert_close(t(ids[:, :5], mask[:, :5])[1], full[1], atol=1e-6, rtol=0)
+        assert not torch.allclose(t(ids, torch.ones_like(ids))[1], full[1])  # padding is attended
+    assert model.visual.layer_of("attn_pool.q.weight") == model.visual.num_layers + 1

@@ -22,6 +22,7 @@ from mumo.errors import TokenizerError
 
 if TYPE_CHECKING:
     from mumo.data.clip_tokenizer import ClipTokenizer
+    from mumo.data.sentencepiece_tokenizer import SentencePieceTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -231,10 +232,18 @@ class Tokenizer:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
 
-def load_tokenizer(folder: str | Path, context_length: int = 77) -> Tokenizer | ClipTokenizer:
-    """The tokenizer saved in a model folder: mumo's own BPE, or the CLIP BPE of an imported model."""
-    from mumo.data.clip_tokenizer import ClipTokenizer  # it builds on this module's TokenBatch
+def load_tokenizer(
+    folder: str | Path, context_length: int = 77
+) -> Tokenizer | ClipTokenizer | SentencePieceTokenizer:
+    """The tokenizer saved in a model folder: mumo's own BPE, the CLIP BPE of an imported model, or the
+    SentencePiece model of an imported SigLIP."""
+    # Both build on this module's TokenBatch: imported here, not at the top, to break the cycle.
+    from mumo.data.clip_tokenizer import ClipTokenizer
+    from mumo.data.sentencepiece_tokenizer import SentencePieceTokenizer, read_saved
 
+    path = Path(folder)
+    if read_saved(path / "tokenizer.json" if path.is_dir() else path) is not None:
+        return SentencePieceTokenizer.load(path, context_length=context_length)
     try:
         return Tokenizer.load(folder, context_length=context_length)
     except TokenizerError:

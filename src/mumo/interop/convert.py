@@ -27,16 +27,19 @@ import torch
 
 from mumo._io import read_json
 from mumo.data.clip_tokenizer import ClipTokenizer
+from mumo.data.sentencepiece_tokenizer import SentencePieceTokenizer
 from mumo.data.tokenizer import TokenBatch, Tokenizer, load_tokenizer
 from mumo.errors import ConfigError, ExportError
 from mumo.inference import eval_mode
 from mumo.interop.export import export_onnx
 from mumo.interop.hf_clip import load_hf_clip, save_hf_clip
+from mumo.interop.hf_siglip import is_hf_siglip_folder, is_siglip_model, load_hf_siglip, save_hf_siglip
 from mumo.interop.open_clip import load_open_clip
+from mumo.interop.open_clip_siglip import load_open_clip_folder
 from mumo.models import CLIP, load_pretrained, save_pretrained
 from mumo.models._pretrained import model_folder
 
-AnyTokenizer = Tokenizer | ClipTokenizer
+AnyTokenizer = Tokenizer | ClipTokenizer | SentencePieceTokenizer
 SOURCES = ("mumo", "open_clip", "hf")
 TARGETS = ("mumo", "hf", "onnx")
 _OPEN_CLIP_CONFIGS = ("open_clip_config.json", "config.json")
@@ -61,6 +64,7 @@ _WRITES = {
         "preprocessor_config.json",
         "tokenizer.json",
         "tokenizer_config.json",
+        "spiece.model",  # SigLIP's tokenizer
     },
     "onnx": {"image_encoder.onnx", "text_encoder.onnx", "onnx_config.json", "tokenizer.json"},
 }
@@ -128,11 +132,17 @@ def load_any(
     _check_source(source, kind)
     if kind == "mumo":
         model = load_pretrained(source)
+    elif kind == "hf" and is_hf_siglip_folder(source):
+        model, own = load_hf_siglip(source)  # its spiece.model, when the folder has one
+        return model, source_tokenizer(source, kind, model, config, tokenizer) if tokenizer else own
     elif kind == "hf":
         model = load_hf_clip(source)
     elif source.is_dir():
         config = Path(config) if config is not None else _find(source, _OPEN_CLIP_CONFIGS, "OpenCLIP config")
-        model = load_open_clip(config, _find(source, _OPEN_CLIP_WEIGHTS, "OpenCLIP weights"))
+        weights = _find(source, _OPEN_CLIP_WEIGHTS, "OpenCLIP weights")
+        model, own = load_open_clip_folder(source, config, weights)
+        if own is not None and tokenizer is None:  # SigLIP: the SentencePiece model the folder holds
+            return model, own
     elif config is None:
         raise ConfigError("an OpenCLIP weights file needs its model config: pass --config FILE.json")
     else:
@@ -177,8 +187,7 @@ def source_tokenizer(
     folder = source if source.is_dir() else source.parent
     if kind != "open_clip" or _has_tokenizer(folder):
         return load_tokenizer(folder, context_length=n) if _has_tokenizer(folder) else None
-    # SigLIP's SentencePiece tokenizer (OpenCLIP's hf_tokenizer_name, e.g. timm/ViT-B-16-SigLIP) will be
-    # chosen here; until then a model that names another tokenizer is not given CLIP's by mistake.
+    # A model that names another tokenizer (SigLIP's, e.g. timm/ViT-B-16-SigLIP) is not given CLIP's.
     cfg_path = (
         Path(config)
         if config is not None
@@ -187,10 +196,10 @@ def source_tokenizer(
     cfg = read_json(cfg_path) if cfg_path is not None else {}
     cfg = cfg.get("model_cfg", cfg) if isinstance(cfg, dict) else {}
     named = (cfg.get("text_cfg") or {}).get("hf_tokenizer_name") if isinstance(cfg, dict) else None
-    if named:
+    if named:  # SigLIP's SentencePiece model, which OpenCLIP would download: load_open_clip_folder reads it
         raise ConfigError(
-            f"the OpenCLIP model tokenizes with {named!r}; mumo converts CLIP's BPE tokenizer only, and "
-            "giving this model CLIP's would make wrong embeddings"
+            f"the OpenCLIP model tokenizes with {named!r}, which is not in {folder}: put that repository's "
+            "spiece.model (and tokenizer_config.json) there, or pass --tokenizer; CLIP's would be wrong"
         )
     vocab = _open_clip_vocab()
     if vocab is None:
@@ -249,7 +258,10 @@ def convert(
             save_pretrained(model, tmp, tokenizer=tok)
             check_written(model, tok, *_read_back(tmp, to))
         elif to == "hf":
-            save_hf_clip(model, tmp, tokenizer=tok)
+            if is_siglip_model(model):  # SiglipModel, with spiece.model for SiglipTokenizer
+                save_hf_siglip(model, tmp, tok if isinstance(tok, SentencePieceTokenizer) else None)
+            else:
+                save_hf_clip(model, tmp, tokenizer=tok)
             check_written(model, tok, *_read_back(tmp, to))
         else:
             export_onnx(model, tmp)  # checked in onnxruntime against PyTorch (check_onnx)
@@ -263,6 +275,8 @@ def convert(
 
 
 def _read_back(folder: Path, kind: str) -> tuple[CLIP, AnyTokenizer | None]:
+    if kind == "hf" and is_hf_siglip_folder(folder):
+        return load_hf_siglip(folder)
     model = load_pretrained(folder) if kind == "mumo" else load_hf_clip(folder)
     return model, load_tokenizer(folder, model.context_length) if _has_tokenizer(folder) else None
 

@@ -29,6 +29,7 @@ from mumo.errors import ExportError
 from mumo.inference import eval_mode  # BatchNorm running statistics; each module's mode restored
 from mumo.layers import padding_mask
 from mumo.models.clip import CLIP
+from mumo.models.text import pad_to_context
 
 DEFAULT_OPSET = 17  # from 17 LayerNorm exports as one LayerNormalization op instead of ~10 primitives
 # scaled_dot_product_attention exports from opset 14; the TorchScript exporter stops at 20.
@@ -77,6 +78,9 @@ class _TextEncoder(nn.Module):
         """(B, T) ids and (B, T) 0/1 mask -> (B, E) unit-norm embeddings."""
         tower, c = self.tower, self.tower.config
         b = input_ids.shape[0]
+        if c.pool == "last":  # SigLIP: pad to the full length with pad_id, then attend to every token
+            input_ids = pad_to_context(input_ids, attention_mask, c.context_length, c.pad_id)
+            attention_mask = torch.ones_like(input_ids)
         full_mask = attention_mask
         x = tower.token_embed(input_ids)  # (B, T, C)
         if tower.cls_token is not None:
@@ -94,6 +98,8 @@ class _TextEncoder(nn.Module):
         else:
             if c.pool == "cls":
                 select = torch.zeros_like(full_mask[:, 0])
+            elif c.pool == "last":
+                select = torch.full_like(full_mask[:, 0], c.context_length - 1)
             else:  # the last real token, as TextTransformer.forward finds it (any padding side)
                 select = full_mask.shape[1] - 1 - full_mask.flip(1).to(torch.long).argmax(dim=1)
             x = tower.transformer(x, mask=mask, is_causal=c.causal, select=select, rope=rope)
@@ -257,6 +263,10 @@ def export_onnx(
         "image_size": image_size,
         "context_length": t,
         "pad_id": c.text.pad_id,
+        # logits = logit_scale * image_embeds @ text_embeds.T [+ logit_bias]: SigLIP's probabilities are
+        # sigmoid(logits), which need both numbers
+        "logit_scale": float(model.scale_and_bias()[0].detach()),
+        "logit_bias": float(model.logit_bias.detach()) if model.logit_bias is not None else None,
         "image_encoder": {
             "file": _IMAGE_FILE,
             "inputs": {

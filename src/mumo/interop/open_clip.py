@@ -243,12 +243,16 @@ def convert_open_clip_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def load_open_clip(config: str | Path | dict[str, Any], weights: str | Path | dict[str, Tensor]) -> CLIP:
-    """Build a mumo CLIP from an OpenCLIP model config and weights, with every key checked.
+def load_open_clip(
+    config: str | Path | dict[str, Any], weights: str | Path | dict[str, Tensor], pad_id: int = 1
+) -> CLIP:
+    """Build a mumo CLIP from an OpenCLIP model config and weights, with every key checked. SigLIP models
+    (a timm image tower with MAP pooling) are read by :mod:`mumo.interop.open_clip_siglip`.
 
     Args:
         config: the model config as a dict, or a JSON file (a model config or ``open_clip_config.json``).
         weights: a ``.safetensors`` / ``.bin`` / ``.pt`` file, or a state dict.
+        pad_id: SigLIP only: its tokenizer's padding id (its text tower attends to padding); CLIP ignores it.
 
     Returns:
         The model in eval mode. Its text tower pools at the last real token, which is where OpenCLIP's
@@ -267,10 +271,19 @@ def load_open_clip(config: str | Path | dict[str, Any], weights: str | Path | di
                 f"(for a model name, open_clip's model_configs/{name})"
             )
         config = read_json(path)
-    mumo_config = clip_config_from_open_clip(config)
+    # open_clip_siglip builds on this module's helpers: imported here, not at the top, to break the cycle.
+    from mumo.interop import open_clip_siglip as siglip_import
+
+    siglip = siglip_import.is_siglip(config)
+    mumo_config = None if siglip else clip_config_from_open_clip(config)  # refuses before reading weights
     state = weights if isinstance(weights, dict) else read_state_dict(weights)
+    if siglip:
+        mumo_config = siglip_import.siglip_config_from_open_clip(config, state, pad_id)
+        state = siglip_import.convert_siglip_state_dict(state)
+    else:
+        state = convert_open_clip_state_dict(state)
     model = CLIP(mumo_config)
     source = "OpenCLIP state dict" if isinstance(weights, dict) else str(weights)
     with torch.no_grad():
-        load_state_dict_strict(model, convert_open_clip_state_dict(state), source)
+        load_state_dict_strict(model, state, source)
     return model.eval()

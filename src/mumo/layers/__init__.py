@@ -9,6 +9,7 @@ from mumo.layers.attention import (
     combine_masks,
     padding_mask,
 )
+from mumo.layers.attention_pool import AttentionPoolLatent
 from mumo.layers.batch_norm import SyncBatchNorm, sync_batch_norm
 from mumo.layers.block import Block, Transformer
 from mumo.layers.lora import (
@@ -28,6 +29,7 @@ from mumo.layers.patch_embed import PatchEmbed
 from mumo.layers.pos_embed import apply_rope, rope_tables, sincos_1d, sincos_2d
 
 __all__ = [
+    "AttentionPoolLatent",
     "Block",
     "CrossAttention",
     "KVCache",

@@ -24,7 +24,7 @@ class Block(nn.Module):
         dim: width C.
         num_heads: attention heads.
         mlp_ratio: MLP hidden width / C.
-        mlp_type: 'gelu', 'quick_gelu' or 'swiglu'.
+        mlp_type: 'gelu', 'gelu_tanh', 'quick_gelu' or 'swiglu'.
         norm_type: 'layernorm' or 'rmsnorm'.
         norm_eps: epsilon of the norms.
         qkv_bias: bias on attention projections.

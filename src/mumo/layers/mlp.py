@@ -1,4 +1,5 @@
-"""Feed-forward blocks: the classic two-layer MLP (GELU / QuickGELU) and SwiGLU (Shazeer, 2020)."""
+"""Feed-forward blocks: the classic two-layer MLP (GELU / its tanh approximation / QuickGELU) and SwiGLU
+(Shazeer, 2020)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-MlpType = Literal["gelu", "quick_gelu", "swiglu"]
+MlpType = Literal["gelu", "gelu_tanh", "quick_gelu", "swiglu"]
+# gelu_tanh: GELU's tanh approximation, which Hugging Face's SigLIP towers use (gelu_pytorch_tanh); timm's
+# SigLIP ViT and OpenCLIP's text tower use the exact erf form ("gelu"). The two differ by up to ~1e-3.
 
 
 class QuickGELU(nn.Module):
@@ -22,11 +25,19 @@ class Mlp(nn.Module):
     """Linear -> activation -> linear. (B, T, C) -> (B, T, C)."""
 
     def __init__(
-        self, dim: int, hidden_dim: int, act: Literal["gelu", "quick_gelu"] = "gelu", bias: bool = True
+        self,
+        dim: int,
+        hidden_dim: int,
+        act: Literal["gelu", "gelu_tanh", "quick_gelu"] = "gelu",
+        bias: bool = True,
     ):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
-        self.act = nn.GELU() if act == "gelu" else QuickGELU()
+        self.act: nn.Module
+        if act == "quick_gelu":
+            self.act = QuickGELU()
+        else:
+            self.act = nn.GELU(approximate="tanh" if act == "gelu_tanh" else "none")
         self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -55,6 +66,6 @@ def build_mlp(kind: MlpType, dim: int, mlp_ratio: float, bias: bool = True) -> n
     hidden = int(dim * mlp_ratio)
     if kind == "swiglu":
         return SwiGLU(dim, int(hidden * 2 / 3), bias=bias)
-    if kind in ("gelu", "quick_gelu"):
+    if kind in ("gelu", "gelu_tanh", "quick_gelu"):
         return Mlp(dim, hidden, act=kind, bias=bias)
-    raise ValueError(f"unknown mlp type {kind!r}; use 'gelu', 'quick_gelu' or 'swiglu'")
+    raise ValueError(f"unknown mlp type {kind!r}; use 'gelu', 'gelu_tanh', 'quick_gelu' or 'swiglu'")

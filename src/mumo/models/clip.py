@@ -39,9 +39,17 @@ class CLIPConfig(Config):
     init_logit_scale: float = math.log(1 / 0.07)  # log of the initial inverse temperature
     max_logit_scale: float = math.log(100)  # the log-scale is clamped here (CLIP's 100 cap)
     init_logit_bias: float | None = None  # a learnable logit bias for SigLIP (e.g. -10); None: no bias
+    # False: the pooled image features are the embedding, with no projection (SigLIP, whose MAP head ends
+    # the image tower); needs vision.embed_dim == embed_dim
+    image_proj: bool = True
+    text_proj_bias: bool = False  # a bias on the text projection (SigLIP's text head has one)
 
     def validate(self) -> None:
         check(self.embed_dim > 0, f"embed_dim must be positive, got {self.embed_dim}")
+        check(
+            self.image_proj or self.vision.embed_dim == self.embed_dim,
+            f"image_proj=False needs vision.embed_dim {self.vision.embed_dim} == embed_dim {self.embed_dim}",
+        )
         check(
             self.init_logit_scale <= self.max_logit_scale,
             f"init_logit_scale {self.init_logit_scale:.3f} is above "
@@ -80,8 +88,10 @@ class CLIP(nn.Module):
         self.config = c = config
         self.visual = build_vision_tower(c.vision)
         self.text = build_text_tower(c.text)
-        self.image_proj = nn.Linear(self.visual.width, c.embed_dim, bias=False)
-        self.text_proj = nn.Linear(self.text.width, c.embed_dim, bias=False)
+        self.image_proj = (
+            nn.Linear(self.visual.width, c.embed_dim, bias=False) if c.image_proj else nn.Identity()
+        )
+        self.text_proj = nn.Linear(self.text.width, c.embed_dim, bias=c.text_proj_bias)
         self.logit_scale = nn.Parameter(torch.tensor(c.init_logit_scale))
         self.logit_bias = (
             nn.Parameter(torch.tensor(c.init_logit_bias)) if c.init_logit_bias is not None else None
@@ -106,9 +116,10 @@ class CLIP(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
         for name, p in self.named_parameters():
-            if name.endswith(("pos_embed", "cls_token")):
+            if name.endswith(("pos_embed", "cls_token", "attn_pool.latent")):
                 nn.init.normal_(p, std=0.02)
-        self.image_proj.weight.normal_(std=self.visual.width**-0.5)
+        if isinstance(self.image_proj, nn.Linear):
+            self.image_proj.weight.normal_(std=self.visual.width**-0.5)
         self.text_proj.weight.normal_(std=self.text.width**-0.5)
 
     def encode_image(self, images: Tensor, normalize: bool = True) -> Tensor:
@@ -272,3 +283,39 @@ def clip_vit_tiny_bidir() -> CLIPConfig:
 def siglip_vit_tiny() -> CLIPConfig:
     """Test-sized SigLIP: a logit bias initialised at -10 and scale at 10, for the sigmoid loss."""
     return clip_vit_tiny().replace(init_logit_scale=math.log(10), init_logit_bias=-10.0)
+
+
+def _siglip(vision: VisionConfig, text: TextConfig, embed_dim: int) -> CLIPConfig:
+    """SigLIP's architecture (Zhai et al., 2023) on given tower sizes: a ViT without class token or
+    pre-norm, pooled by a MAP head, no image projection; a bidirectional text tower over texts padded to
+    the full context, pooled at the last position, with a biased linear head; LayerNorm eps 1e-6."""
+    vision = vision.replace(
+        class_token=False, norm_pre=False, patch_bias=True, pool="map", norm_eps=1e-6, mlp_type="gelu_tanh"
+    )
+    text = text.replace(causal=False, pool="last", norm_eps=1e-6, mlp_type="gelu_tanh")
+    return CLIPConfig(
+        embed_dim=embed_dim,
+        vision=vision,
+        text=text,
+        init_logit_scale=math.log(10),
+        init_logit_bias=-10.0,
+        image_proj=False,
+        text_proj_bias=True,
+    )
+
+
+@register_model
+def siglip_vit_b16() -> CLIPConfig:
+    """SigLIP ViT-B/16 at 224 px (Hugging Face google/siglip-base-patch16-224's shape: 32,000 ids, 64
+    tokens; 203 M parameters)."""
+    vision = VisionConfig(image_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12)
+    text = TextConfig(vocab_size=32000, context_length=64, embed_dim=768, depth=12, num_heads=12, pad_id=1)
+    return _siglip(vision, text, 768)
+
+
+@register_model
+def siglip_map_vit_tiny() -> CLIPConfig:
+    """Test-sized SigLIP architecture (MAP head, last-position text pooling): 32 px, width 32, depth 2."""
+    vision = VisionConfig(image_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+    text = TextConfig(vocab_size=320, context_length=16, embed_dim=32, depth=2, num_heads=2, pad_id=1)
+    return _siglip(vision, text, 32)

@@ -1,5 +1,6 @@
-"""Text tower: a Transformer over token ids, causal with end-of-text pooling (CLIP) or bidirectional
-with a class token (BERT-like).
+"""Text tower: a Transformer over token ids, causal with end-of-text pooling (CLIP), bidirectional
+with a class token (BERT-like), or bidirectional over a fixed-length padded text pooled at its last
+position (SigLIP).
 
 Notation: B batch, T tokens, C width.
 """
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mumo._config import Config, check
@@ -28,12 +30,14 @@ class TextConfig(Config):
     depth: int = 12  # Transformer blocks
     num_heads: int = 8  # attention heads
     mlp_ratio: float = 4.0  # MLP hidden width / embed_dim
-    mlp_type: MlpType = "gelu"  # 'gelu', 'quick_gelu' or 'swiglu'
+    mlp_type: MlpType = "gelu"  # 'gelu', 'gelu_tanh' (tanh approximation), 'quick_gelu' or 'swiglu'
     norm_type: NormType = "layernorm"  # 'layernorm' or 'rmsnorm'
     norm_eps: float = 1e-5  # epsilon of the norms
     qkv_bias: bool = True  # bias on attention projections
     causal: bool = True  # each token sees only earlier ones (CLIP); False for bidirectional
-    pool: Literal["eot", "cls", "mean"] = "eot"  # last real token, a prepended class token, or the mean
+    # last real token, a prepended class token, the mean, or the last of context_length positions (SigLIP:
+    # texts are padded with pad_id to the full length and every token, padding too, attends to all)
+    pool: Literal["eot", "cls", "mean", "last"] = "eot"
     pos_embed: Literal["learned", "sincos", "rope"] = "learned"  # position code; rope rotates q and k instead
     rope_base: float = 10000.0  # rope: the base of its rotation frequencies
     pad_id: int = 0  # id of padding, used to infer the attention mask when none is given
@@ -80,6 +84,14 @@ def trim_padding(input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Ten
     each. Texts padded to a fixed context length are often half padding, and every column costs."""
     longest = max(int(attention_mask.sum(dim=1).max()), 1) if attention_mask.numel() else 1
     return input_ids[:, :longest], attention_mask[:, :longest]
+
+
+def pad_to_context(input_ids: Tensor, attention_mask: Tensor, context_length: int, pad_id: int) -> Tensor:
+    """(B, T) ids with their (B, T) 0/1 mask -> (B, context_length) ids: masked-out positions and the
+    columns up to ``context_length`` hold ``pad_id``. SigLIP's text tower was trained on texts padded so
+    and attends to the padding, so its output depends on the pad tokens being exactly these."""
+    ids = torch.where(attention_mask.bool(), input_ids, torch.full_like(input_ids, pad_id))
+    return F.pad(ids, (0, context_length - ids.shape[1]), value=pad_id)
 
 
 def is_right_padded(mask: Tensor) -> bool:
@@ -138,6 +150,9 @@ class TextTransformer(StackDepth, nn.Module):
         c = self.config
         b, _ = input_ids.shape
         attention_mask = check_tokens(input_ids, attention_mask, c.context_length, c.pad_id)
+        if c.pool == "last":
+            input_ids = pad_to_context(input_ids, attention_mask, c.context_length, c.pad_id)
+            attention_mask = torch.ones_like(input_ids)
         right_padded = is_right_padded(attention_mask)
         if trim and right_padded:
             input_ids, attention_mask = trim_padding(input_ids, attention_mask)
@@ -156,7 +171,8 @@ class TextTransformer(StackDepth, nn.Module):
         return x, attention_mask, mask, self.rope(positions)
 
     def forward_features(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """(B, T) ids [+ (B, T) 0/1 mask] -> normalized tokens (B, T [+1], C)."""
+        """(B, T) ids [+ (B, T) 0/1 mask] -> normalized tokens (B, T [+1], C); (B, context_length, C) under
+        ``pool='last'``, which pads every text to the full length."""
         x, _, mask, rope = self._prepare(input_ids, attention_mask)
         return self.norm(self.transformer(x, mask=mask, is_causal=self.config.causal, rope=rope))
 
@@ -169,6 +185,8 @@ class TextTransformer(StackDepth, nn.Module):
         if c.pool == "mean":
             w = attention_mask.to(tokens.dtype).unsqueeze(-1)
             return (tokens * w).sum(1) / w.sum(1).clamp_min(1.0)
+        if c.pool == "last":
+            return tokens[:, -1]
         last = attention_mask.shape[1] - 1 - attention_mask.flip(1).to(torch.long).argmax(dim=1)  # (B,)
         return tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
 
@@ -186,6 +204,8 @@ class TextTransformer(StackDepth, nn.Module):
             return (x * w).sum(1) / w.sum(1).clamp_min(1.0)
         if c.pool == "cls":
             select = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        elif c.pool == "last":
+            select = torch.full((x.shape[0],), x.shape[1] - 1, dtype=torch.long, device=x.device)
         else:
             last = full_mask.shape[1] - 1 - full_mask.flip(1).to(torch.long).argmax(dim=1)
             select = last  # position of the last real token in each row

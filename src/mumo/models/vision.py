@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from mumo._config import Config, check
-from mumo.layers import CrossAttention, PatchEmbed, Transformer, build_norm, sincos_2d
+from mumo.layers import AttentionPoolLatent, CrossAttention, PatchEmbed, Transformer, build_norm, sincos_2d
 from mumo.layers.block import StackDepth
 from mumo.layers.mlp import MlpType
 from mumo.layers.norm import NormType
@@ -29,7 +29,7 @@ class VisionConfig(Config):
     depth: int = 12  # Transformer blocks (CNN stages, each halving the resolution)
     num_heads: int = 12  # attention heads
     mlp_ratio: float = 4.0  # MLP hidden width / embed_dim
-    mlp_type: MlpType = "gelu"  # 'gelu', 'quick_gelu' or 'swiglu'
+    mlp_type: MlpType = "gelu"  # 'gelu', 'gelu_tanh' (tanh approximation), 'quick_gelu' or 'swiglu'
     norm_type: NormType = "layernorm"  # 'layernorm' or 'rmsnorm'
     norm_eps: float = 1e-5  # epsilon of the norms
     qkv_bias: bool = True  # bias on attention projections
@@ -37,7 +37,8 @@ class VisionConfig(Config):
     class_token: bool = True  # prepend a learned class token
     pos_embed: Literal["learned", "sincos"] = "learned"  # position code of the patch grid
     norm_pre: bool = True  # normalize tokens before the first block (CLIP's ln_pre)
-    pool: Literal["cls", "mean", "attn"] = "cls"  # class token, mean of the tokens, or attention (conv)
+    # class token, mean of the tokens, attention from the mean token (conv), or a learned probe (MAP, SigLIP)
+    pool: Literal["cls", "mean", "attn", "map"] = "cls"
 
     def validate(self) -> None:
         check(self.image_size > 0 and self.embed_dim > 0 and self.depth > 0, "vision sizes must be positive")
@@ -54,7 +55,7 @@ class VisionConfig(Config):
                 self.pool != "cls" or self.class_token,
                 "vision.pool='cls' needs class_token=True; set pool='mean' to pool without one",
             )
-            check(self.pool != "attn", "vision.pool='attn' is for the conv encoder; a ViT pools by cls, mean")
+            check(self.pool != "attn", "vision.pool='attn' is for the conv encoder; a ViT: cls/mean/map")
         else:
             check(
                 self.pool in ("mean", "attn"),
@@ -76,7 +77,8 @@ class VisionConfig(Config):
 
 
 class VisionTransformer(StackDepth, nn.Module):
-    """ViT: patch embedding -> [class token] + positions -> pre-norm blocks -> norm -> pool."""
+    """ViT: patch embedding -> [class token] + positions -> pre-norm blocks -> norm -> pool (class token,
+    mean, or MAP: a learned query attending over every token, as SigLIP's towers pool)."""
 
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
@@ -95,10 +97,19 @@ class VisionTransformer(StackDepth, nn.Module):
         self.norm_pre = build_norm(c.norm_type, c.embed_dim, c.norm_eps) if c.norm_pre else nn.Identity()
         self.transformer = Transformer.from_spec(c)
         self.norm = build_norm(c.norm_type, c.embed_dim, c.norm_eps)
+        self.attn_pool = (
+            AttentionPoolLatent(c.embed_dim, c.num_heads, c.mlp_ratio, c.mlp_type, c.norm_type, c.norm_eps)
+            if c.pool == "map"
+            else None
+        )
 
     @property
     def width(self) -> int:
         return self.config.embed_dim
+
+    def layer_of(self, name: str) -> int:
+        """Depth of the parameter ``name`` (see :class:`StackDepth`); the MAP head sits after the norm."""
+        return self.num_layers + 1 if name.startswith("attn_pool.") else super().layer_of(name)
 
     def _embed(self, images: Tensor) -> Tensor:
         x = self.patch_embed(images)  # (B, N, C)
@@ -114,6 +125,8 @@ class VisionTransformer(StackDepth, nn.Module):
         """(B, N [+1], C) tokens from :meth:`forward_features` -> (B, C), equal to :meth:`forward`."""
         if self.config.pool == "cls":
             return tokens[:, 0]
+        if self.attn_pool is not None:  # every token, a class token too, as timm's MAP head reads them
+            return self.attn_pool(tokens)
         return tokens[:, int(self.config.class_token) :].mean(dim=1)
 
     def forward(self, images: Tensor) -> Tensor:
@@ -122,8 +135,7 @@ class VisionTransformer(StackDepth, nn.Module):
         if self.config.pool == "cls":
             select = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
             return self.norm(self.transformer(x, select=select))[:, 0]
-        x = self.norm(self.transformer(x))
-        return x[:, int(self.config.class_token) :].mean(dim=1)
+        return self.pool(self.norm(self.transformer(x)))
 
 
 class AttentionPool(nn.Module):
