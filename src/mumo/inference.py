@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from mumo.data.clip_tokenizer import ClipTokenizer
 from mumo.data.pairs import IMAGE_SUFFIXES, Skipped, list_images, load_rgb
 from mumo.data.tokenizer import Tokenizer, load_tokenizer
+from mumo.data.transforms import eval_transform
 from mumo.errors import ConfigError, DataError
 from mumo.models._pretrained import load_pretrained, model_folder
 
@@ -35,6 +36,14 @@ def load(path: str | Path) -> tuple[nn.Module, Tokenizer | ClipTokenizer]:
     folder = model_folder(path)
     model = load_pretrained(folder).eval()
     return model, load_tokenizer(folder, context_length=model.context_length)
+
+
+def image_transform(model: nn.Module) -> Callable[[Image.Image], Tensor]:
+    """What an RGB image must become for ``model``: resized and centre-cropped to its ``image_size``, then
+    normalised as its weights expect (``model.image_normalization``: CLIP's mean and std unless the vision
+    config names others, e.g. SigLIP's 0.5). -> (3, S, S) float32."""
+    normalization = getattr(model, "image_normalization", None) or ()
+    return eval_transform(model.image_size, *normalization)
 
 
 @contextmanager

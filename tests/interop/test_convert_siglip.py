@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from mumo.cli import app
 from mumo.data.sentencepiece_tokenizer import SentencePieceTokenizer
+from mumo.errors import ConfigError
 from mumo.interop.convert import load_any
 
 TEXTS = ["a photo of a cat", "Two dogs, playing in the park!", "the_small red ball", "zebra"]
@@ -62,14 +63,15 @@ def test_convert_then_embed_texts_matches_open_clip(hub_folder, tmp_path):
     assert [r["name"] for r in rows] == TEXTS and diff <= 1e-5
 
 
-def test_a_folder_without_spiece_model_converts_without_a_tokenizer(hub_folder):
+def test_a_folder_without_spiece_model_is_refused_by_name(hub_folder):
     _, src = hub_folder
     model, tok = load_any(src, "open_clip")
     assert isinstance(tok, SentencePieceTokenizer) and tok.context_length == 16
     assert tok.clean_mode == "open_clip"
     (src / "spiece.model").unlink()
-    model, tok = load_any(src, "open_clip")
-    assert tok is None and model.config.text.pad_id == 1
+    # a converted folder must carry its tokenizer; CLIP's would give wrong text embeddings
+    with pytest.raises(ConfigError, match=r"put that repository's spiece.model .* or pass --tokenizer"):
+        load_any(src, "open_clip")
 
 
 def test_open_clip_to_hf_to_mumo_to_onnx_keeps_the_function(hub_folder, tmp_path):
@@ -94,3 +96,23 @@ def test_open_clip_to_hf_to_mumo_to_onnx_keeps_the_function(hub_folder, tmp_path
         torch.testing.assert_close(
             model.encode_text(batch.input_ids, batch.attention_mask), txt, atol=1e-5, rtol=0
         )
+
+
+def test_converted_siglip_images_are_normalised_as_siglip_was_trained(hub_folder, tmp_path):
+    from PIL import Image
+
+    ref, src = hub_folder
+    invoke("convert", src, tmp_path / "m", "--from", "open_clip", "--to", "mumo")
+    size = ref.visual.image_size[0] if isinstance(ref.visual.image_size, tuple) else ref.visual.image_size
+    pixels = torch.randint(0, 256, (2, size, size, 3), generator=torch.Generator().manual_seed(0))
+    (tmp_path / "images").mkdir()
+    for i, p in enumerate(pixels):
+        Image.fromarray(p.to(torch.uint8).numpy()).save(tmp_path / "images" / f"{i}.png")
+    invoke("embed", tmp_path / "m", "--images", tmp_path / "images", "--out", tmp_path / "e.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    got = torch.tensor([r["embedding"] for r in rows])
+    # SigLIP's preprocessing: pixels / 255, then (x - 0.5) / 0.5 (the sizes match: no resize or crop)
+    x = (pixels.permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        expected = ref.encode_image(x, normalize=True)
+    assert (got - expected).abs().max().item() <= 1e-5

@@ -57,10 +57,10 @@ def eval_(
 
         if "embed" not in capabilities(model):
             raise typer.BadParameter(f"{type(model).__name__} has no embeddings; evaluate it on shapes")
-        from mumo.data.transforms import eval_transform
         from mumo.eval.pairs_retrieval import pairs_retrieval
+        from mumo.inference import image_transform
 
-        metrics, skipped = pairs_retrieval(model, tokenizer, pairs, eval_transform(model.image_size))
+        metrics, skipped = pairs_retrieval(model, tokenizer, pairs, image_transform(model))
         for s in skipped:
             print(f"skipped {s.path} ({s.reason})")
         console.print_json(json.dumps(metrics))
@@ -79,8 +79,7 @@ def zero_shot(
     """Classify one image among free-text labels; prints each label's probability. The labels are used as
     typed and scored at the model's own temperature: the numbers the server's /zero-shot gives."""
     from mumo.data.pairs import load_rgb
-    from mumo.data.transforms import eval_transform
-    from mumo.inference import embed_images, load, zero_shot_probs
+    from mumo.inference import embed_images, image_transform, load, zero_shot_probs
     from mumo.models import capabilities
 
     names = [x.strip() for x in labels.split(",") if x.strip()]
@@ -92,7 +91,7 @@ def zero_shot(
     model, tokenizer = load(checkpoint)
     if "embed" not in capabilities(model):
         raise DataError(f"{checkpoint} holds a {type(model).__name__}, which has no image-text embeddings")
-    image_embeds = embed_images(model, eval_transform(model.image_size)(picture)[None])  # (1, E)
+    image_embeds = embed_images(model, image_transform(model)(picture)[None])  # (1, E)
     probs = zero_shot_probs(model, tokenizer, image_embeds, names, tuple(template or ("{}",)))[0]
     for name, p in sorted(zip(names, probs.tolist(), strict=True), key=lambda x: -x[1]):
         print(f"{p:6.3f}  {name}")
@@ -109,8 +108,7 @@ def embed(
     batch_size: int = typer.Option(256, min=1),
 ) -> None:
     """Embed a folder of images or a file of texts into unit vectors."""
-    from mumo.data.transforms import eval_transform
-    from mumo.inference import embed_image_files, embed_texts, images_under, load
+    from mumo.inference import embed_image_files, embed_texts, image_transform, images_under, load
 
     if (images is None) == (texts is None):
         raise DataError("give exactly one of --images DIR or --texts FILE")
@@ -127,7 +125,7 @@ def embed(
             raise DataError(f"{texts} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     model, tokenizer = load(checkpoint)
     if images is not None:
-        transform = eval_transform(model.image_size)
+        transform = image_transform(model)
         with progress_bar("embedding") as update:
             vectors, kept, skipped = embed_image_files(
                 model, files, transform, batch_size=batch_size, progress=update

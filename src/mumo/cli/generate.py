@@ -51,14 +51,15 @@ def _generation_config(
     )
 
 
-def _load_images(paths: list[Path], image_size: int) -> Tensor:
-    """The images at ``paths`` as one (N, 3, H, W) batch; an unreadable one is a DataError naming it."""
+def _load_images(paths: list[Path], model: Captioner) -> Tensor:
+    """The images at ``paths`` as one (N, 3, H, W) batch for ``model``; an unreadable one is a DataError
+    naming it."""
     import torch
 
     from mumo.data.pairs import load_rgb
-    from mumo.data.transforms import eval_transform
+    from mumo.inference import image_transform
 
-    transform, out = eval_transform(image_size), []
+    transform, out = image_transform(model), []
     for path in paths:
         picture = load_rgb(path)
         if isinstance(picture, str):
@@ -103,7 +104,7 @@ def caption(
     config = _generation_config(
         max_new_tokens, beam, length_penalty, sample, temperature, top_k, top_p, repetition_penalty, seed
     )
-    pixels = _load_images(images, model.image_size)
+    pixels = _load_images(images, model)
     for path, text in zip(images, caption_images(model, tokenizer, pixels, config), strict=True):
         print(f"{path}\t{text}")
 
@@ -119,7 +120,7 @@ def ask(
     from mumo.generation import GenerationConfig, answer_questions
 
     model, tokenizer = _load_captioner(checkpoint, needs_images=True)
-    pixels = _load_images([image], model.image_size)
+    pixels = _load_images([image], model)
     config = GenerationConfig(max_new_tokens=max_new_tokens, num_beams=beam)
     print(answer_questions(model, tokenizer, pixels, [0], [question.strip()], config)[0])
 

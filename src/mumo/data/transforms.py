@@ -23,6 +23,8 @@ from mumo.errors import DataError
 # OpenAI CLIP's per-channel statistics (RGB), which OpenCLIP and HF CLIP reuse for every CLIP model.
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+SIGLIP_MEAN = (0.5, 0.5, 0.5)  # SigLIP (Zhai et al., 2023) scales pixels to [-1, 1]
+SIGLIP_STD = (0.5, 0.5, 0.5)
 
 
 def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:

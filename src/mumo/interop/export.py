@@ -257,6 +257,7 @@ def export_onnx(
         # The first line names the operator or value at fault; the rest is a dump of the whole graph.
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"ONNX export (opset {opset}) failed: {first}") from e
+    mean, std = model.image_normalization or (CLIP_MEAN, CLIP_STD)
     config = {
         "opset": opset,
         "embed_dim": c.embed_dim,
@@ -287,8 +288,8 @@ def export_onnx(
             "color": "RGB",
             "scale": "pixels / 255, to [0, 1]",
             "resize": [image_size, image_size],
-            "mean": list(CLIP_MEAN),
-            "std": list(CLIP_STD),
+            "mean": list(mean),
+            "std": list(std),
         },
         "embeddings_normalized": True,
     }

@@ -318,6 +318,7 @@ def save_hf_clip(model: CLIP, folder: str | Path, tokenizer: Tokenizer | ClipTok
     state = mumo_state_dict_to_hf({k: v.detach().cpu() for k, v in model.state_dict().items()})
     atomic_write(folder / "model.safetensors", lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     size = model.config.vision.image_size
+    mean, std = model.image_normalization or (CLIP_MEAN, CLIP_STD)
     atomic_write_json(
         folder / "preprocessor_config.json",
         {
@@ -327,8 +328,8 @@ def save_hf_clip(model: CLIP, folder: str | Path, tokenizer: Tokenizer | ClipTok
             "do_center_crop": True,
             "crop_size": {"height": size, "width": size},
             "do_normalize": True,
-            "image_mean": list(CLIP_MEAN),
-            "image_std": list(CLIP_STD),
+            "image_mean": list(mean),
+            "image_std": list(std),
             "do_convert_rgb": True,
         },
     )

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from mumo._io import atomic_write, atomic_write_json, read_json
 from mumo.data.sentencepiece_tokenizer import SentencePieceTokenizer
+from mumo.data.transforms import SIGLIP_MEAN, SIGLIP_STD
 from mumo.errors import ConfigError
 from mumo.interop._weights import read_state_dict
 from mumo.interop.hf_clip import hf_state_dict_to_mumo, mumo_state_dict_to_hf
@@ -105,6 +106,8 @@ def siglip_config_from_hf(hf: dict[str, Any]) -> CLIPConfig:
         class_token=False,
         norm_pre=False,
         pool="map",
+        image_mean=SIGLIP_MEAN,  # SigLIP's weights expect pixels scaled to [-1, 1]
+        image_std=SIGLIP_STD,
     )
     text = TextConfig(
         vocab_size=_get(t, "vocab_size", 32000, "text_config"),

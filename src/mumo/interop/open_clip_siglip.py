@@ -27,6 +27,7 @@ from torch import Tensor
 
 from mumo._io import read_json
 from mumo.data.sentencepiece_tokenizer import SentencePieceTokenizer
+from mumo.data.transforms import SIGLIP_MEAN, SIGLIP_STD
 from mumo.errors import CheckpointError, ConfigError
 from mumo.interop.open_clip import _BLOCK_RENAMES, _TEXT_DEFAULTS, _number, _single, _tower, load_open_clip
 from mumo.models import CLIP, CLIPConfig, TextConfig, VisionConfig
@@ -135,6 +136,8 @@ def siglip_config_from_open_clip(
         class_token=False,
         norm_pre=False,
         pool="map",
+        image_mean=SIGLIP_MEAN,  # SigLIP's weights expect pixels scaled to [-1, 1]
+        image_std=SIGLIP_STD,
     )
     t_width = _number(text_cfg.get("width", 512), "text_cfg.width")
     t_hidden = _number(text_cfg.get("mlp_ratio", 4.0), "text_cfg.mlp_ratio", float) * t_width

@@ -193,6 +193,12 @@ class Captioner(nn.Module):
         return self.config.vision.image_size if self.config.vision is not None else 0
 
     @property
+    def image_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """(mean, std) per channel the image tower expects; None: CLIP's (or no image tower)."""
+        v = self.config.vision
+        return (v.image_mean, v.image_std) if v is not None and v.image_mean is not None else None
+
+    @property
     def context_length(self) -> int:
         """Longest token sequence, prompt and generated tokens together."""
         return self.config.text.context_length

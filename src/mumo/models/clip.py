@@ -149,6 +149,12 @@ class CLIP(nn.Module):
         return self.config.vision.image_size
 
     @property
+    def image_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """(mean, std) per channel the image tower expects; None: CLIP's."""
+        v = self.config.vision
+        return (v.image_mean, v.image_std) if v.image_mean is not None else None
+
+    @property
     def context_length(self) -> int:
         """Longest token sequence the text tower takes."""
         return self.config.text.context_length
@@ -191,6 +197,11 @@ class WrapsCLIP:
     def image_size(self) -> int:
         """Input height and width in pixels."""
         return self.clip.image_size
+
+    @property
+    def image_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """(mean, std) per channel the image tower expects; None: CLIP's."""
+        return self.clip.image_normalization
 
     @property
     def context_length(self) -> int:

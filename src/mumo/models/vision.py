@@ -39,9 +39,17 @@ class VisionConfig(Config):
     norm_pre: bool = True  # normalize tokens before the first block (CLIP's ln_pre)
     # class token, mean of the tokens, attention from the mean token (conv), or a learned probe (MAP, SigLIP)
     pool: Literal["cls", "mean", "attn", "map"] = "cls"
+    # Per-channel normalisation of the input pixels (in [0, 1]) the weights expect; None: CLIP's (OpenAI's)
+    # mean and std, what mumo trains with. SigLIP's are 0.5.
+    image_mean: tuple[float, float, float] | None = None
+    image_std: tuple[float, float, float] | None = None
 
     def validate(self) -> None:
         check(self.image_size > 0 and self.embed_dim > 0 and self.depth > 0, "vision sizes must be positive")
+        for name in ("image_mean", "image_std"):
+            value = getattr(self, name)
+            check(value is None or len(value) == self.in_chans, f"vision.{name} needs one value per channel")
+        check(self.image_std is None or min(self.image_std) > 0, "vision.image_std must be positive")
         if self.kind == "vit":
             check(
                 self.image_size % self.patch_size == 0,

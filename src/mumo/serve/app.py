@@ -30,8 +30,8 @@ from PIL import Image, UnidentifiedImageError
 
 from mumo._extras import require
 from mumo.data.pairs import MAX_PIXELS, TooManyPixels, decode_image
-from mumo.data.transforms import eval_transform
 from mumo.errors import ConfigError, DataError
+from mumo.inference import image_transform
 from mumo.models import capabilities
 from mumo.serve.budget import BudgetFull, PixelBudget
 from mumo.serve.engine import Engine
@@ -157,7 +157,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    transform = eval_transform(engine.image_size) if engine.image_size else None
+    transform = image_transform(engine.model) if engine.image_size else None
     budget = PixelBudget(limits.max_pixels_in_flight, limits.pixel_wait_s)
     # decode large uploads at >= 2x the model's input size: the transform's resize then still antialiases
     min_side = 2 * engine.image_size if engine.image_size else None

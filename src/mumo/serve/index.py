@@ -35,9 +35,8 @@ from torch import nn
 from mumo._extras import require
 from mumo._io import atomic_write, atomic_write_json, sha256_file
 from mumo.data.pairs import IMAGE_SUFFIXES, Skipped, load_rgb
-from mumo.data.transforms import eval_transform
 from mumo.errors import DataError
-from mumo.inference import embed_images, embed_texts, images_under
+from mumo.inference import embed_images, embed_texts, image_transform, images_under
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +277,7 @@ def update_index(
         "%d images: %d to embed, %d already indexed", len(current), len(todo), len(current) - len(todo)
     )
 
-    transform = eval_transform(model.image_size)
+    transform = image_transform(model)
     skipped: list[Skipped] = []
     pending.mkdir(exist_ok=True)
     # whose parts these are, written before the first of them: a later run of another model drops them
