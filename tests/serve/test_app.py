@@ -2,15 +2,12 @@
 never a 500, with the server answering /healthz after each; a foreign Host is 421, a cross-site post 403, and
 only files under the indexed folder are ever served."""
 
-import contextlib
 import http.client
 import io
 import json
 import re
 import shutil
 import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -27,27 +24,8 @@ from mumo.serve.index import ImageIndex, update_index
 LIMITS = Limits(max_body_bytes=2 * 2**20, max_pixels=4_000_000, max_pixels_in_flight=8_000_000)
 
 
-@contextlib.contextmanager
-def _serving(app, port):
-    """``app`` served by uvicorn on 127.0.0.1:``port`` in a thread, until the block ends."""
-    import uvicorn
-
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, free_port):
+def server(serving, tmp_path_factory, free_port):
     """A uvicorn server on 127.0.0.1 over a tiny random CoCa (embeddings + captions) and an index."""
     root = tmp_path_factory.mktemp("serve")
     tokenizer = Tokenizer.train(["a red circle", "a blue star above a green square"] * 20, vocab_size=300)
@@ -60,7 +38,7 @@ def server(tmp_path_factory, free_port):
     update_index(model, root / "model", images, root / "index")
     engine = Engine(model, tokenizer, max_batch=16, max_wait_ms=20)
     port = free_port()
-    with _serving(create_app(engine, ImageIndex(root / "index"), LIMITS), port):
+    with serving(create_app(engine, ImageIndex(root / "index"), LIMITS), port):
         yield {"port": port, "engine": engine, "images": images, "root": root}
     engine.close()
 
@@ -304,7 +282,7 @@ def test_cross_site_posts_are_403(server):
     assert status == 200
 
 
-def test_allow_host_adds_names(server, free_port, monkeypatch):
+def test_allow_host_adds_names(serving, server, free_port, monkeypatch):
     import uvicorn
     from typer.testing import CliRunner
 
@@ -317,7 +295,7 @@ def test_allow_host_adds_names(server, free_port, monkeypatch):
     result = CliRunner().invoke(cli, ["serve", model, *args])
     assert result.exit_code == 0, result.output
     port = free_port()
-    with _serving(started["app"], port):
+    with serving(started["app"], port):
         for host, status in [
             ("mumo.lan", 200),
             (f"photos.example:{port}", 200),
@@ -332,7 +310,7 @@ def test_allow_host_adds_names(server, free_port, monkeypatch):
             assert _request({"port": port}, "POST", "/embed/text", b'{"texts": []}', headers)[0] == status
 
 
-def test_only_files_under_the_indexed_folder_are_served(server, tmp_path, free_port):
+def test_only_files_under_the_indexed_folder_are_served(serving, server, tmp_path, free_port):
     # a crafted manifest.jsonl (the index folder is just files) names files outside the indexed folder
     gallery = shutil.copytree(server["images"], tmp_path / "images")
     secret = tmp_path / "secret.png"
@@ -352,7 +330,7 @@ def test_only_files_under_the_indexed_folder_are_served(server, tmp_path, free_p
     (index / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     deleted.unlink()  # deleted since indexing
     port = free_port()
-    with _serving(create_app(server["engine"], ImageIndex(index), LIMITS), port):
+    with serving(create_app(server["engine"], ImageIndex(index), LIMITS), port):
         for row, path in enumerate(refused):
             status, data, ctype = _request({"port": port}, "GET", f"/images/{row}")
             assert (status, ctype) == (404, "application/json"), path
@@ -362,7 +340,9 @@ def test_only_files_under_the_indexed_folder_are_served(server, tmp_path, free_p
             assert status == 200 and ctype == "image/png" and data[:4] == b"\x89PNG", row
 
 
-def test_zero_shot_is_one_function_for_the_cli_the_server_and_the_library(tmp_path, free_port, monkeypatch):
+def test_zero_shot_is_one_function_for_the_cli_the_server_and_the_library(
+    serving, tmp_path, free_port, monkeypatch
+):
     import math
 
     from typer.testing import CliRunner
@@ -404,7 +384,7 @@ def test_zero_shot_is_one_function_for_the_cli_the_server_and_the_library(tmp_pa
     engine = Engine(model, tokenizer, max_batch=8)
     port = free_port()
     try:
-        with _serving(create_app(engine, None, LIMITS), port):
+        with serving(create_app(engine, None, LIMITS), port):
             status, body = _upload({"port": port}, "/zero-shot", image.read_bytes(), labels="\n".join(labels))
     finally:
         engine.close()

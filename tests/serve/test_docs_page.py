@@ -1,11 +1,8 @@
 """The API page at /docs is served from this server's own files (no CDN: it works offline), only the listed
 files under /static/ are reachable, and /healthz tells the page what the model can do."""
 
-import contextlib
 import json
 import re
-import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -15,32 +12,13 @@ from mumo.serve.app import create_app
 from mumo.serve.engine import Engine
 
 
-@contextlib.contextmanager
-def _serving(app, port):
-    """``app`` served by uvicorn on 127.0.0.1:``port`` in a thread, until the block ends."""
-    import uvicorn
-
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
-def clip_server(clip_and_tokenizer, free_port):
+def clip_server(serving, clip_and_tokenizer, free_port):
     """The base URL of a server over a tiny CLIP (embeddings, no decoder) without an index."""
     engine = Engine(*clip_and_tokenizer, max_batch=4)
     port = free_port()
     try:
-        with _serving(create_app(engine), port):
+        with serving(create_app(engine), port):
             yield f"http://127.0.0.1:{port}"
     finally:
         engine.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from mumo.errors import CheckpointError
+from mumo.errors import CheckpointError, ConfigError
 from mumo.models._pretrained import read_safetensors
 
 
@@ -36,3 +36,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state
+
+
+def hf_weights_file(folder: Path) -> Path:
+    """The weights of a Hugging Face ``save_pretrained`` folder: ``model.safetensors``, else
+    ``pytorch_model.bin``."""
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    raise ConfigError(f"{folder} has neither model.safetensors nor pytorch_model.bin")

@@ -21,7 +21,7 @@ from mumo.data.clip_tokenizer import ClipTokenizer
 from mumo.data.tokenizer import Tokenizer
 from mumo.data.transforms import CLIP_MEAN, CLIP_STD
 from mumo.errors import ConfigError
-from mumo.interop._weights import read_state_dict
+from mumo.interop._weights import hf_weights_file, read_state_dict
 from mumo.models import CLIP, CLIPConfig, TextConfig, VisionConfig
 from mumo.models._pretrained import load_state_dict_strict
 
@@ -271,11 +271,7 @@ def load_hf_clip(folder: str | Path) -> CLIP:
         config = clip_config_from_hf(data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from e
-    weights = next(
-        (folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()), None
-    )
-    if weights is None:
-        raise ConfigError(f"{folder} has neither model.safetensors nor pytorch_model.bin")
+    weights = hf_weights_file(folder)
     model = CLIP(config)
     with torch.no_grad():
         load_state_dict_strict(model, hf_state_dict_to_mumo(read_state_dict(weights)), str(weights))

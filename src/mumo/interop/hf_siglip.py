@@ -31,7 +31,7 @@ from mumo._io import atomic_write, atomic_write_json, read_json
 from mumo.data.sentencepiece_tokenizer import SentencePieceTokenizer
 from mumo.data.transforms import SIGLIP_MEAN, SIGLIP_STD
 from mumo.errors import ConfigError
-from mumo.interop._weights import read_state_dict
+from mumo.interop._weights import hf_weights_file, read_state_dict
 from mumo.interop.hf_clip import hf_state_dict_to_mumo, mumo_state_dict_to_hf
 from mumo.models import CLIP, CLIPConfig, TextConfig, VisionConfig
 from mumo.models._pretrained import load_state_dict_strict
@@ -199,11 +199,7 @@ def load_hf_siglip(folder: str | Path) -> tuple[CLIP, SentencePieceTokenizer | N
         config = siglip_config_from_hf(read_json(path))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from e
-    weights = next(
-        (folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()), None
-    )
-    if weights is None:
-        raise ConfigError(f"{folder} has neither model.safetensors nor pytorch_model.bin")
+    weights = hf_weights_file(folder)
     state = read_state_dict(weights)
     if "logit_scale" in state:  # HF does not cap the scale; keep a learned one above CLIP's 100
         config = config.replace(max_logit_scale=max(config.max_logit_scale, float(state["logit_scale"])))
