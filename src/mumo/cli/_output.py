@@ -44,17 +44,13 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 
 def print_metrics(evaluation: dict[str, Any]) -> None:
-    """The headline metrics of an evaluation as a two-column table (nothing when there are none)."""
+    """The headline metrics of an evaluation as a two-column table (nothing when there are none); plain
+    tab-separated lines when not on a terminal (see :func:`print_table`)."""
     if not evaluation:
         return
-    from rich.table import Table
-
     from mumo.run.report import headline_rows
 
-    table = Table("metric", "value")
-    for label, value in headline_rows(evaluation):
-        table.add_row(label, value)
-    console.print(table)
+    print_table(("metric", "value"), headline_rows(evaluation))
 
 
 def check_output(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mumo.cli._output import check_output, console, print_metrics, progress_bar
+from mumo.cli._output import check_output, console, print_metrics, print_table, progress_bar
 from mumo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -226,8 +226,6 @@ def interpolate(
     if not all(0.0 <= a <= 1.0 for a in alphas):  # NaN fails this too
         raise ConfigError(f"--sweep takes comma-separated numbers in [0, 1], got {sweep!r}")
 
-    from rich.table import Table
-
     from mumo.eval.wise_ft import target_and_zero_shot, wise_ft_sweep
     from mumo.inference import load
     from mumo.models import capabilities, save_pretrained
@@ -252,9 +250,9 @@ def interpolate(
     with progress_bar("sweeping") as update:
         done = iter(range(1, len(alphas) + 1))  # the sweep reports each alpha as it is evaluated
         rows = wise_ft_sweep(pre, tuned, alphas, evaluate, lambda *_: update(next(done), len(alphas)))
-    table = Table("alpha", f"{data} test accuracy", "built-in zero-shot accuracy")
-    for row in rows:
-        table.add_row(f"{row['alpha']:g}", f"{100 * row['target']:.1f} %", f"{100 * row['zero_shot']:.1f} %")
-    console.print(table)
+    print_table(
+        ("alpha", f"{data} test accuracy", "built-in zero-shot accuracy"),
+        [(f"{r['alpha']:g}", f"{100 * r['target']:.1f} %", f"{100 * r['zero_shot']:.1f} %") for r in rows],
+    )
     if report is not None:
         report.write_text(json.dumps({"data": data, "seed": seed, "rows": rows}, indent=2))
