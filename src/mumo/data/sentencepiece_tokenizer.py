@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import ftfy
-import torch
 from torch import Tensor
 
 from mumo._extras import require
-from mumo.data.tokenizer import TokenBatch
+from mumo.data.tokenizer import TokenBatch, assemble_batch
 from mumo.errors import TokenizerError
 
 logger = logging.getLogger(__name__)
@@ -209,28 +208,12 @@ class SentencePieceTokenizer:
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if bad is not None:
             raise TokenizerError(f"texts must be strings; item {bad} is a {type(texts[bad]).__name__}")
-        if padding not in ("max_length", "longest"):
-            raise TokenizerError(f"padding must be 'max_length' or 'longest', got {padding!r}")
         n = context_length or self.context_length
         pieces = self._sp.EncodeAsIds([self.clean(t) for t in texts])
-        rows = [[*ids[: n - 1], self.eot_id] for ids in pieces]
-        truncated = torch.tensor([len(ids) > n - 1 for ids in pieces], dtype=torch.bool)
-        width = n if padding == "max_length" else max((len(r) for r in rows), default=1)
-        ids = torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
-        ids = ids.reshape(len(rows), width)  # (B, T), also when B == 0
-        lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-        mask = (torch.arange(width) < lengths[:, None]).long()  # (B, T)
-        count = int(truncated.sum())
-        if count and self.total_truncated == 0:  # one warning per tokenizer, as mumo's others
-            logger.warning(
-                "%d of %d texts were longer than %d tokens and were cut (end token kept); later cuts by "
-                "this tokenizer are counted (total_truncated), not logged again",
-                count,
-                len(rows),
-                n,
-            )
-        self.total_truncated += count
-        return TokenBatch(input_ids=ids, attention_mask=mask, truncated=truncated)
+        first = self.total_truncated == 0  # one warning per tokenizer, as mumo's others
+        batch = assemble_batch(pieces, texts, n, padding, None, self.eot_id, self.pad_id, warn=first)
+        self.total_truncated += batch.num_truncated
+        return batch
 
     def decode(self, ids: Sequence[int] | Tensor) -> str:
         """Token ids (T,) back to text, stopping at the first ``</s>`` (what follows is padding)."""

@@ -62,23 +62,27 @@ def assemble_batch(
     texts: Sequence[str],
     context_length: int,
     padding: str,
-    bos_id: int,
+    bos_id: int | None,
     eot_id: int,
     pad_id: int,
     warn: bool = True,
 ) -> TokenBatch:
-    """Frame each text's ids as ``<bos> ids <eot>``, cut to ``context_length`` keeping the end token,
-    right-pad, and count the texts cut (in ``truncated``). ``warn``: log this batch's cuts; a tokenizer
-    passes it for its first cut only and counts the rest (``total_truncated``): a training run encodes
-    every batch, and the same line each batch would bury the rest of the log."""
-    if context_length < 3:
-        raise TokenizerError(f"context_length must be at least 3 (<bos> x <eot>), got {context_length}")
+    """Frame each text's ids as ``<bos> ids <eot>`` (``ids <eot>`` when ``bos_id`` is None, as SigLIP's
+    SentencePiece tokenizer does), cut to ``context_length`` keeping the end token, right-pad, and count the
+    texts cut (in ``truncated``). ``warn``: log this batch's cuts; a tokenizer passes it for its first cut
+    only and counts the rest (``total_truncated``): a training run encodes every batch, and the same line
+    each batch would bury the rest of the log."""
+    start = [] if bos_id is None else [bos_id]
+    if context_length < len(start) + 2:
+        least, frame = len(start) + 2, "<bos> x <eot>" if start else "x <eot>"
+        raise TokenizerError(f"context_length must be at least {least} ({frame}), got {context_length}")
     if padding not in ("max_length", "longest"):
         raise TokenizerError(f"padding must be 'max_length' or 'longest', got {padding!r}")
-    room = context_length - 2
-    rows = [[bos_id, *ids[:room], eot_id] for ids in token_ids]
+    room = context_length - len(start) - 1
+    rows = [[*start, *ids[:room], eot_id] for ids in token_ids]
     truncated = torch.tensor([len(ids) > room for ids in token_ids], dtype=torch.bool)
-    width = context_length if padding == "max_length" else max((len(r) for r in rows), default=2)
+    shortest = len(start) + 1
+    width = context_length if padding == "max_length" else max((len(r) for r in rows), default=shortest)
     ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
     ids = ids.reshape(len(rows), width)  # (B, T), also when B == 0
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
