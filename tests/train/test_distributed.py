@@ -18,7 +18,7 @@ import mumo
 from mumo.layers.batch_norm import sync_batch_norm
 from mumo.run.train import trainer as run_trainer
 from mumo.train import load_recipe
-from mumo.train.distributed import DistInfo, average_gradients
+from mumo.train.distributed import DistInfo, average_gradients, destroy_distributed
 from mumo.train.tasks import MultiTask
 
 WORLD, B = 2, 4
@@ -75,8 +75,13 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             buffers = {f"buffer.{n}": b for n, b in model.named_buffers() if "running" in n}
             save_file({**grads, **buffers, "loss": loss / WORLD}, f"{out_dir}/{case}-rank{rank}.safetensors")
             dist.barrier()
+        destroy_distributed(DistInfo(rank, WORLD))  # a group the caller made is left alone ...
+        assert dist.is_initialized()
+        destroy_distributed(DistInfo(rank, WORLD, owns_group=True))  # ... one the trainer made is ended
+        assert not dist.is_initialized()
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")

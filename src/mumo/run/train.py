@@ -11,6 +11,7 @@ from mumo.run.evaluate import evaluate_run
 from mumo.run.heads import classifier_model
 from mumo.run.report import write_report
 from mumo.train.config import TrainConfig
+from mumo.train.distributed import destroy_distributed
 from mumo.train.trainer import Trainer
 
 
@@ -35,10 +36,13 @@ def trainer(
 
 
 def fit(run: Trainer) -> dict[str, Any]:
-    """Train, save and evaluate (``run.fit()``), then write report.html / report.md when the config asks;
-    returns the metrics (``metrics.json``). A resumed run that had finished only returns its metrics."""
+    """Train, save and evaluate (``run.fit()``), leave the process group the run created under torchrun, then
+    write report.html / report.md when the config asks; returns the metrics (``metrics.json``). A resumed run that had finished only returns its metrics."""
     finished = run.finished
-    results = run.fit()
+    try:
+        results = run.fit()
+    finally:  # a torchrun process leaves the group it joined, whether the run ended or failed
+        destroy_distributed(run.dist)
     if run.config.report and not finished and run.dist.is_main:
         write_report(run.out_dir)
     return results

@@ -22,11 +22,13 @@ from mumo.layers.block import Block
 
 @dataclass(frozen=True)
 class DistInfo:
-    """This process's place: ``rank`` of ``world_size``, ``local_rank`` on its node."""
+    """This process's place: ``rank`` of ``world_size``, ``local_rank`` on its node; ``owns_group`` when
+    :func:`init_distributed` created the process group (and :func:`destroy_distributed` should end it)."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -43,18 +45,22 @@ def init_distributed(device: str) -> DistInfo:
     if world_size == 1:
         return DistInfo()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
+    owns_group = not dist.is_initialized()
+    if owns_group:
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend)
-    return DistInfo(rank, world_size, local_rank)
+    return DistInfo(rank, world_size, local_rank, owns_group)
 
 
-def destroy_distributed() -> None:
-    """Leave the process group once every rank is done with it."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+def destroy_distributed(info: DistInfo) -> None:
+    """End the process group :func:`init_distributed` created (a group the caller made is left alone).
+
+    A process that exits with its group alive can abort in the backend's thread teardown ("terminate called
+    without an active exception", seen on gloo), failing a run that had finished.
+    """
+    if info.owns_group and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
