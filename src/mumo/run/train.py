@@ -37,7 +37,8 @@ def trainer(
 
 def fit(run: Trainer) -> dict[str, Any]:
     """Train, save and evaluate (``run.fit()``), leave the process group the run created under torchrun, then
-    write report.html / report.md when the config asks; returns the metrics (``metrics.json``). A resumed run that had finished only returns its metrics."""
+    write report.html / report.md when the config asks; returns the metrics (``metrics.json``). A resumed
+    run that had finished only returns its metrics."""
     finished = run.finished
     try:
         results = run.fit()
