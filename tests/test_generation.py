@@ -1,6 +1,8 @@
 """Decoding: every strategy agrees with its reference (greedy, no cache, one prompt at a time), and the
 sampling filters never leave their set."""
 
+import copy
+
 import pytest
 import torch
 
@@ -14,6 +16,8 @@ from mumo.generation import (
     top_k_filter,
     top_p_filter,
 )
+from mumo.inference import freeze
+from mumo.layers.frozen_linear import FrozenLinear, Int8Linear
 
 STOP = 3  # the toy language's end token
 PAD = 0
@@ -106,6 +110,34 @@ def test_cached_and_uncached_decoding_give_the_same_tokens(gpt, captioner, strat
         )
         assert cached.tokens() == uncached.tokens()
         torch.testing.assert_close(cached.scores, uncached.scores)
+
+
+def test_float32_cached_decoding_gives_the_uncached_tokens(gpt):
+    model = copy.deepcopy(gpt).float()
+    cached = generate(model, PROMPTS, config=_config())
+    uncached = generate(model, PROMPTS, config=_config(use_cache=False))
+    assert cached.tokens() == uncached.tokens()
+    torch.testing.assert_close(cached.scores, uncached.scores, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.learned
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_frozen_weights_decode_the_tokens_of_the_float32_model(gpt, precision):
+    """The trained toy model puts the next token far above the rest, further than bf16 or int8 rounding
+    moves a logit, so every precision must give the float32 model's tokens (with and without padding)."""
+    model = copy.deepcopy(gpt).float()
+    want = generate(model, PROMPTS, config=_config(num_beams=1))
+    frozen = freeze(copy.deepcopy(model), precision)
+    layers = [m for m in frozen.modules() if isinstance(m, FrozenLinear)]
+    assert layers and not any(isinstance(m, torch.nn.Linear) for m in frozen.modules())
+    assert all(isinstance(m, Int8Linear) for m in layers) == (precision == "int8")
+    got = generate(frozen, PROMPTS, config=_config())
+    assert got.tokens() == want.tokens()
+    # per-token log-probabilities move by the rounding only
+    tolerance = 1e-4 if precision == "fp32" else 0.05
+    torch.testing.assert_close(got.scores / got.lengths, want.scores / want.lengths, rtol=0, atol=tolerance)
+    with pytest.raises(RuntimeError, match="save the model before"):
+        frozen.state_dict()
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "beam3", "beam3_short", "repetition"])

@@ -130,26 +130,39 @@ class _Decoder:
     mask when there is padding (the whole sequence too, when it decodes without a cache)."""
 
     def __init__(
-        self, model: torch.nn.Module, ids: Tensor, mask: Tensor, context: Tensor | None, use_cache: bool
+        self,
+        model: torch.nn.Module,
+        ids: Tensor,
+        mask: Tensor,
+        context: Tensor | None,
+        use_cache: bool,
+        total: int,
     ) -> None:
-        self.model, self.context, self.use_cache = model, context, use_cache
-        self.ids = ids
-        self.mask = mask if not bool(mask.all()) else None  # None: no padding, no key mask to carry
+        self.model, self.context, self.use_cache, self.total = model, context, use_cache, total
+        self.ids, self.length = ids, ids.shape[1]
+        self.key_mask = None  # (B, total) when there is padding: every column a step will ever see
+        if not bool(mask.all()):
+            self.key_mask = torch.ones(ids.shape[0], total, dtype=mask.dtype, device=mask.device)
+            self.key_mask[:, : self.length] = mask
         self.positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, P): real tokens count from 0
         self.state = None
 
-    def start(self, total: int) -> Tensor:
-        """Logits (B, V) after the prompt; ``total`` positions are cached at most."""
+    @property
+    def mask(self) -> Tensor | None:
+        """(B, S) key mask of the positions so far; None: no padding."""
+        return None if self.key_mask is None else self.key_mask[:, : self.length]
+
+    def start(self) -> Tensor:
+        """Logits (B, V) after the prompt."""
         if self.use_cache:
-            self.state = self.model.start_decoding(self.context, self.ids.shape[0], total)
+            self.state = self.model.start_decoding(self.context, self.ids.shape[0], self.total)
             return self.model.decode(self.ids, self.positions, self.mask, self.state)[:, -1]
         return self.model.decode(self.ids, self.positions, self.mask, context=self.context)[:, -1]
 
     def step(self, tokens: Tensor) -> Tensor:
         """Append tokens (B,); logits (B, V) for the next position."""
         nxt = self.positions[:, -1:] + 1  # (B, 1)
-        if self.mask is not None:
-            self.mask = torch.cat([self.mask, self.mask.new_ones(tokens.shape[0], 1)], dim=1)
+        self.length += 1
         if self.use_cache:  # only the newest position goes in; the rest is in the cache
             self.positions = nxt
             return self.model.decode(tokens[:, None], nxt, self.mask, self.state)[:, -1]
@@ -160,8 +173,8 @@ class _Decoder:
     def reorder(self, index: Tensor) -> None:
         """Keep rows ``index`` (beam search)."""
         self.ids, self.positions = self.ids[index], self.positions[index]
-        if self.mask is not None:
-            self.mask = self.mask[index]
+        if self.key_mask is not None:
+            self.key_mask = self.key_mask[index]
         if self.state is not None:
             self.state.reorder(index)
         elif self.context is not None:
@@ -223,8 +236,8 @@ def _sample_or_greedy(
     total: int,
 ) -> GenerationOutput:
     b, device = ids.shape[0], ids.device
-    decoder = _Decoder(model, ids, mask, context, config.use_cache)
-    logits = decoder.start(total)
+    decoder = _Decoder(model, ids, mask, context, config.use_cache, total)
+    logits = decoder.start()
     seen = _seen_tokens(ids, mask, logits.shape[-1])
     stops = torch.tensor(config.stop_ids, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(config.seed) if config.do_sample else None
@@ -268,8 +281,8 @@ def _beam_search(
     ids, mask = ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
     if context is not None:
         context = context.repeat_interleave(k, 0)
-    decoder = _Decoder(model, ids, mask, context, config.use_cache)
-    logits = decoder.start(total)  # (BK, V)
+    decoder = _Decoder(model, ids, mask, context, config.use_cache, total)
+    logits = decoder.start()  # (BK, V)
     vocab = logits.shape[-1]
     seen = _seen_tokens(ids, mask, vocab)
     stops = set(config.stop_ids)

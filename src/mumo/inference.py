@@ -8,6 +8,7 @@ zero-shot probabilities ``scale_and_bias()``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,11 @@ from mumo.data.pairs import IMAGE_SUFFIXES, Skipped, list_images, load_rgb
 from mumo.data.tokenizer import Tokenizer, load_tokenizer
 from mumo.data.transforms import eval_transform
 from mumo.errors import ConfigError, DataError
+from mumo.layers.frozen_linear import PRECISIONS, Precision, bf16_supported, freeze_linears
+from mumo.models import capabilities
 from mumo.models._pretrained import load_pretrained, model_folder
+
+logger = logging.getLogger(__name__)
 
 
 def load(path: str | Path) -> tuple[nn.Module, Tokenizer | ClipTokenizer]:
@@ -36,6 +41,32 @@ def load(path: str | Path) -> tuple[nn.Module, Tokenizer | ClipTokenizer]:
     folder = model_folder(path)
     model = load_pretrained(folder).eval()
     return model, load_tokenizer(folder, context_length=model.context_length)
+
+
+def freeze(model: nn.Module, precision: Precision = "fp32") -> nn.Module:
+    """Freeze ``model`` for inference, in place, and return it: eval mode, no gradients, and every linear
+    layer (a captioner's output layer too) at ``precision``, in the layout the CPU's kernels read fastest
+    (:mod:`mumo.layers.frozen_linear`). What decoding runs on: at batch 1 a token step reads every weight
+    once, so fp32 decodes ~1.6x faster frozen, and int8 weights (a quarter of the bytes) ~3x.
+
+    Args:
+        precision: ``fp32`` (results as unfrozen up to summation order), ``bf16`` (half the bytes; pays on
+            CPUs with AVX-512 BF16 or AMX) or ``int8`` (weight-only, per output channel; CPU only).
+
+    A frozen model cannot be saved or trained: freeze the model you serve, not the one you keep.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = model_device(model)
+    if precision == "int8" and device.type != "cpu":
+        raise ConfigError(f"int8 weights run on the CPU kernels; the model is on {device}: use bf16 there")
+    if precision == "bf16" and device.type == "cpu" and not bf16_supported():
+        logger.warning("this CPU has no bf16 instructions (AVX-512 BF16 or AMX): bf16 weights will be slow")
+    model.eval().requires_grad_(False)
+    freeze_linears(model, precision)
+    if "generate" in capabilities(model):
+        model.freeze_head(precision)
+    return model
 
 
 def image_transform(model: nn.Module) -> Callable[[Image.Image], Tensor]:

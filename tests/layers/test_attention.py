@@ -111,6 +111,17 @@ def test_kv_cache_decoding_equals_full_recompute():
     assert caches[0].length == T
 
 
+def test_the_in_place_cache_holds_exactly_what_concatenation_would():
+    torch.manual_seed(2)
+    cache, ks, vs = KVCache(B, H, D, max_length=8), [], []
+    for t in (3, 1, 1, 2):  # a prompt, then steps
+        ks.append(torch.randn(B, H, t, D))
+        vs.append(torch.randn(B, H, t, D))
+        k, v = cache.update(ks[-1], vs[-1])
+        assert torch.equal(k, torch.cat(ks, dim=2)) and torch.equal(v, torch.cat(vs, dim=2))
+        assert k.data_ptr() == cache.k.data_ptr()  # a view of the preallocated buffer: nothing copied
+
+
 def test_kv_cache_overflow_says_what_to_do():
     cache = KVCache(1, H, D, max_length=2)
     with pytest.raises(ValueError, match="larger cache"):

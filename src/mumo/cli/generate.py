@@ -4,6 +4,7 @@ answer) or from a text-only model (prompt -> continuation). The commands parse t
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,22 @@ _TOP_K = typer.Option(0, "--top-k", min=0, help="sample among the k most likely 
 _TOP_P = typer.Option(1.0, "--top-p", min=1e-6, max=1.0, help="nucleus sampling mass (implies --sample)")
 _REPETITION = typer.Option(1.0, "--repetition-penalty", min=1e-6, help="> 1 discourages repeats")
 _SEED = typer.Option(0, "--seed", help="seed of sampling")
+
+
+class Precision(str, Enum):
+    """mumo.layers.frozen_linear.PRECISIONS, spelled out so that --help does not import torch."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    int8 = "int8"
+
+
+PRECISION = typer.Option(
+    Precision.fp32,
+    "--precision",
+    help="weights to decode with: fp32, bf16 (pays on CPUs with AVX-512 BF16 or AMX) or int8 (weight-only "
+    "quantization, ~3x fp32's speed at batch 1)",
+)
 
 
 def _generation_config(
@@ -68,9 +85,12 @@ def _load_images(paths: list[Path], model: Captioner) -> Tensor:
     return torch.stack(out)
 
 
-def _load_captioner(checkpoint: Path, needs_images: bool) -> tuple[Captioner, Tokenizer]:
-    """A captioner and its tokenizer, refusing a model that cannot do what the command asks."""
-    from mumo.inference import load
+def _load_captioner(
+    checkpoint: Path, needs_images: bool, precision: Precision
+) -> tuple[Captioner, Tokenizer]:
+    """A captioner, frozen at ``precision`` for decoding, and its tokenizer; a model that cannot do what the
+    command asks is refused."""
+    from mumo.inference import freeze, load
     from mumo.models import capabilities
 
     model, tokenizer = load(checkpoint)
@@ -81,7 +101,7 @@ def _load_captioner(checkpoint: Path, needs_images: bool) -> tuple[Captioner, To
         raise DataError(f"{checkpoint} is a text-only model; use `mumo generate` with --prompt")
     if not needs_images and "caption" in can:
         raise DataError(f"{checkpoint} is an image captioner; use `mumo caption` or `mumo ask`")
-    return model, tokenizer
+    return freeze(model, precision.value), tokenizer
 
 
 def caption(
@@ -96,11 +116,12 @@ def caption(
     top_p: float = _TOP_P,
     repetition_penalty: float = _REPETITION,
     seed: int = _SEED,
+    precision: Precision = PRECISION,
 ) -> None:
     """Caption images: one line per image, "path<TAB>caption"."""
     from mumo.generation import caption_images
 
-    model, tokenizer = _load_captioner(checkpoint, needs_images=True)
+    model, tokenizer = _load_captioner(checkpoint, needs_images=True, precision=precision)
     config = _generation_config(
         max_new_tokens, beam, length_penalty, sample, temperature, top_k, top_p, repetition_penalty, seed
     )
@@ -115,11 +136,12 @@ def ask(
     question: str = typer.Argument(..., help='e.g. "what colour is the star?"'),
     max_new_tokens: int = typer.Option(8, "--max-new-tokens", min=1, help="most answer tokens"),
     beam: int = _BEAM,
+    precision: Precision = PRECISION,
 ) -> None:
     """Answer a question about an image (visual question answering as generation)."""
     from mumo.generation import GenerationConfig, answer_questions
 
-    model, tokenizer = _load_captioner(checkpoint, needs_images=True)
+    model, tokenizer = _load_captioner(checkpoint, needs_images=True, precision=precision)
     pixels = _load_images([image], model)
     config = GenerationConfig(max_new_tokens=max_new_tokens, num_beams=beam)
     print(answer_questions(model, tokenizer, pixels, [0], [question.strip()], config)[0])
@@ -137,11 +159,12 @@ def generate(
     top_p: float = _TOP_P,
     repetition_penalty: float = _REPETITION,
     seed: int = _SEED,
+    precision: Precision = PRECISION,
 ) -> None:
     """Continue text prompts with a text-only model; prints each prompt followed by its continuation."""
     from mumo.generation import complete_text
 
-    model, tokenizer = _load_captioner(checkpoint, needs_images=False)
+    model, tokenizer = _load_captioner(checkpoint, needs_images=False, precision=precision)
     config = _generation_config(
         max_new_tokens, beam, length_penalty, sample, temperature, top_k, top_p, repetition_penalty, seed
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from mumo.cli._output import console, progress_bar
+from mumo.cli.generate import PRECISION, Precision
 from mumo.errors import DataError
 
 
@@ -79,12 +80,13 @@ def serve(
         "--allow-host",
         help="another name this server answers to (Host header, page Origin), e.g. a proxy's; repeatable",
     ),
+    precision: Precision = PRECISION,
 ) -> None:
     """Serve the model over HTTP with a web page at / (search, zero-shot labels, captions) and OpenAPI docs
     at /docs. There is no authentication: keep the default loopback address unless a proxy guards it. It
     answers only to 127.0.0.1, localhost, ::1, the --host address and --allow-host names (others: 421), and
     refuses POSTs from other sites' pages (403)."""
-    from mumo.inference import load
+    from mumo.inference import freeze, load
     from mumo.models._pretrained import model_folder
     from mumo.serve.app import Limits, create_app, run_server
     from mumo.serve.budget import return_large_blocks_to_the_os
@@ -102,7 +104,7 @@ def serve(
             "127.0.0.1, localhost, ::1, the --host address and those given with --allow-host)"
         )
     return_large_blocks_to_the_os()  # decoded uploads' memory goes back as the pixel budget frees it
-    engine = Engine(model, tokenizer, max_batch=max_batch)
+    engine = Engine(freeze(model, precision.value), tokenizer, max_batch=max_batch)
     limits = Limits(max_body_bytes=int(max_body_mb * 2**20))
     console.print(f"serving {type(model).__name__} on http://{host}:{port}/ (API docs: /docs)")
     try:

@@ -53,10 +53,11 @@ class KVCache:
                 f"KV cache holds {self.max_length} positions; appending {t} to {self.length} overflows it — "
                 "allocate a larger cache (max_length) or decode fewer tokens"
             )
-        self.k[:, :, self.length : self.length + t] = k
-        self.v[:, :, self.length : self.length + t] = v
+        # narrow + copy_ writes in place with two ops per tensor (slice assignment dispatches one per dim)
+        self.k.narrow(2, self.length, t).copy_(k)
+        self.v.narrow(2, self.length, t).copy_(v)
         self.length += t
-        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+        return self.k.narrow(2, 0, self.length), self.v.narrow(2, 0, self.length)
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows ``index`` (B',) in that order, e.g. the surviving beams of a beam search."""

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from mumo._config import Config, check
 from mumo.layers import CrossAttention, KVCache, Transformer, build_norm, padding_mask, sincos_2d
+from mumo.layers.frozen_linear import FrozenLinear, Precision, frozen_linear
 from mumo.models._registry import register_architecture, register_model
 from mumo.models.text import TextConfig, TextTransformer, check_tokens
 from mumo.models.vision import VisionConfig, build_vision_tower
@@ -161,6 +162,7 @@ class Captioner(nn.Module):
             self.image_proj = nn.Linear(image_width, c.embed_dim, bias=False)
             self.text_proj = nn.Linear(t.embed_dim, c.embed_dim, bias=False)
             self.logit_scale = nn.Parameter(torch.tensor(c.init_logit_scale))
+        self.frozen_head: FrozenLinear | None = None  # see freeze_head
         self.reset_parameters()
 
     @torch.no_grad()
@@ -262,8 +264,17 @@ class Captioner(nn.Module):
         return self.logit_scale.clamp(max=self.config.max_logit_scale).exp(), None
 
     def _lm_head(self, x: Tensor) -> Tensor:
+        x = self.decoder_norm(x)
+        if self.frozen_head is not None:
+            return self.frozen_head(x)
         # Output embedding tied to the input one (Press & Wolf, 2017), as in GPT-2: one V x C matrix.
-        return F.linear(self.decoder_norm(x), self.text.token_embed.weight)
+        return F.linear(x, self.text.token_embed.weight)
+
+    def freeze_head(self, precision: Precision) -> None:
+        """Give the output layer its own frozen copy of the tied embedding (see
+        :mod:`mumo.layers.frozen_linear`): at batch 1 it is the largest matrix a decoding step reads, and the
+        token lookup keeps the float32 embedding."""
+        self.frozen_head = frozen_linear(self.text.token_embed.weight, None, precision)
 
     def forward(
         self, images: Tensor | None, input_ids: Tensor, attention_mask: Tensor | None = None
