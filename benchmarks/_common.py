@@ -33,6 +33,20 @@ def matmul_peak(n: int = 4096, repeats: int = 10, warmup: int = 3) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def memory_bandwidth(nbytes: int = 2**30, repeats: int = 5) -> float:
+    """Best copy rate of a ``nbytes`` buffer in GB/s, read and write counted (the memory traffic), after one
+    untimed copy: what streaming weights from memory can reach. The buffers are filled first, since an
+    untouched one maps the kernel's zero page and reads from cache."""
+    src, dst = torch.ones(nbytes // 4), torch.zeros(nbytes // 4)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - t)
+    return 2 * nbytes / best / 1e9
+
+
 def rotate(candidates: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, list[float]]:
     """Run each candidate ``warmup`` times, then ``repeats`` rounds of one call each; seconds per call."""
     for fn in candidates.values():

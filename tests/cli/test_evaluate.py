@@ -190,3 +190,6 @@ def test_eval_of_a_captioner_names_java_when_meteor_is_asked_and_skips_it_otherw
     invoke("eval", str(tmp_path / "coca"), "--size", "2", "--out", str(out))
     metrics = json.loads(out.read_text())["captioning"]
     assert "ROUGE-L" in metrics and "CIDEr-D" in metrics and "METEOR" not in metrics
+    # as `mumo caption --precision int8` would caption (the model's widths are multiples of 16)
+    invoke("eval", str(tmp_path / "coca"), "--size", "2", "--precision", "int8", "--out", str(out))
+    assert "CIDEr-D" in json.loads(out.read_text())["captioning"]

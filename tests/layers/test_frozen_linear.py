@@ -7,11 +7,13 @@ import torch
 from torch import nn
 
 from mumo.layers.frozen_linear import (
+    MIN_PACKED_SIZE,
     FrozenLinear,
     Int8Linear,
     bf16_supported,
     freeze_linears,
     frozen_linear,
+    onednn_packing,
 )
 
 
@@ -21,13 +23,20 @@ def _linear(k=64, n=48, bias=True):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_fp32_frozen_layer_equals_the_linear_it_replaces(bias):
-    layer = _linear(bias=bias)
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_fp32_frozen_layer_equals_the_linear_it_replaces(bias, size):
+    k, n = (64, 48) if size == "small" else (512, MIN_PACKED_SIZE // 512)
+    layer = _linear(k, n, bias=bias)
     frozen = frozen_linear(layer.weight, layer.bias, "fp32")
-    for shape in [(1, 64), (1, 1, 64), (3, 5, 64), (0, 64)]:
+    # a large layer is laid out for oneDNN; a small one keeps F.linear, where it is faster
+    assert frozen.packed == (size == "large" and onednn_packing())
+    for shape in [(1, k), (1, 1, k), (3, 5, k), (0, k)]:
         x = torch.randn(shape)
         with torch.no_grad():
-            torch.testing.assert_close(frozen(x), layer(x), rtol=1e-5, atol=1e-6)
+            if frozen.packed:  # another summation order
+                torch.testing.assert_close(frozen(x), layer(x), rtol=1e-5, atol=1e-5)
+            else:
+                assert torch.equal(frozen(x), layer(x))
 
 
 def test_int8_layer_computes_its_dequantized_weight_on_bfloat16_activations():
@@ -62,7 +71,9 @@ def test_int8_falls_back_to_fp32_where_the_kernel_cannot_read_the_width():
 
 def test_bf16_layer_rounds_weights_and_activations_only():
     layer = _linear()
-    frozen = frozen_linear(layer.weight, layer.bias, "bf16")
+    assert frozen_linear(layer.weight, layer.bias, "bf16").dtype == torch.float32  # too small to pay
+    frozen = frozen_linear(layer.weight, layer.bias, "bf16", min_size=0)
+    assert frozen.dtype == torch.bfloat16
     x = torch.randn(4, 64)
     want = (x.bfloat16().float() @ layer.weight.detach().bfloat16().float().T) + layer.bias.detach()
     assert frozen(x).dtype == torch.float32

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from mumo.cli._output import check_output, console, print_metrics, print_table, progress_bar
+from mumo.cli.generate import Precision
 from mumo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -29,6 +30,9 @@ def eval_(
     meteor: bool | None = typer.Option(
         None, "--meteor/--no-meteor", help="captions: METEOR (runs Java); default: when Java is installed"
     ),
+    precision: Precision | None = typer.Option(
+        None, "--precision", help="evaluate it frozen at fp32, bf16 or int8 (as `mumo caption` runs it)"
+    ),
 ) -> None:
     """Evaluate a checkpoint: zero-shot, retrieval and the compositional probe (shapes), captions or VQA
     answers of a captioner, or retrieval on image-caption pairs (an image listed on several rows, one per
@@ -42,6 +46,10 @@ def eval_(
 
         pairs = PairsDataset(data)  # a malformed file fails here, before the model loads
     model, tokenizer = load(checkpoint)
+    if precision is not None:
+        from mumo.inference import freeze
+
+        freeze(model, precision.value)
     if pairs is None:
         from mumo.data.shapes import ShapesConfig
         from mumo.run.evaluate import evaluate_on_shapes

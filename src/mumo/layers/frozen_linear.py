@@ -26,6 +26,9 @@ from torch import Tensor, nn
 
 Precision = Literal["fp32", "bf16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+# A oneDNN product costs ~17 us however small (BLAS: ~4 us at 128 x 128), so it pays only on matrices that
+# take longer than that to stream: from about 1 MiB of fp32. Smaller fp32 and bf16 layers stay nn.Linear's.
+MIN_PACKED_SIZE = 2**18
 # _weight_int8pack_mm reads K in vectors of 16: other widths crash or return garbage (torch 2.14, CPU)
 INT8_K_MULTIPLE = 16
 
@@ -47,17 +50,19 @@ class FrozenLinear(nn.Module):
         weight: (N, K).
         bias: (N,) or None.
         dtype: torch.float32 or torch.bfloat16, the weight's storage.
+        pack: lay the weight out for oneDNN (where this CPU and PyTorch can); False: ``F.linear``.
     """
 
-    def __init__(self, weight: Tensor, bias: Tensor | None, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, weight: Tensor, bias: Tensor | None, dtype: torch.dtype = torch.float32, pack: bool = True
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
         self.dtype = dtype
         w = weight.detach().to(dtype)
         # The layout is chosen for one row (decoding); products of more rows still run on it.
-        self.packed = w.device.type == "cpu" and (
-            bf16_supported() if dtype == torch.bfloat16 else onednn_packing()
-        )
+        fast = bf16_supported() if dtype == torch.bfloat16 else onednn_packing()
+        self.packed = pack and fast and w.device.type == "cpu"
         self.weight = torch.ops.mkldnn._reorder_linear_weight(w, 1) if self.packed else w
         self.bias = None if bias is None else bias.detach().to(dtype)
 
@@ -69,6 +74,13 @@ class FrozenLinear(nn.Module):
         else:
             y = F.linear(y, self.weight, self.bias)
         return y if y.dtype == x.dtype else y.to(x.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes a product reads: the weight, and the bias and scales when there are some."""
+        size = self.in_features * self.out_features * torch.empty((), dtype=self.dtype).element_size()
+        extra = [t for t in (self.bias, getattr(self, "scale", None)) if t is not None]
+        return size + sum(t.numel() * t.element_size() for t in extra)
 
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
         raise RuntimeError(
@@ -121,15 +133,20 @@ def _ceil_bf16(x: Tensor) -> Tensor:
     return ((bits + 0xFFFF) & ~0xFFFF).view(torch.float32)
 
 
-def frozen_linear(weight: Tensor, bias: Tensor | None, precision: Precision) -> FrozenLinear:
-    """The frozen layer of ``weight`` (N, K) and ``bias`` (N,) at ``precision``. An int8 layer whose K the
-    kernel cannot take (not a multiple of 16) stays fp32."""
+def frozen_linear(
+    weight: Tensor, bias: Tensor | None, precision: Precision, min_size: int = MIN_PACKED_SIZE
+) -> FrozenLinear:
+    """The frozen layer of ``weight`` (N, K) and ``bias`` (N,) at ``precision``. int8 takes any size whose K
+    the kernel reads (a multiple of 16; others stay fp32); fp32 and bf16 layers of fewer than ``min_size``
+    weights keep fp32 ``F.linear``, which is faster there."""
     if precision == "int8" and weight.shape[1] % INT8_K_MULTIPLE == 0:
         return Int8Linear(weight, bias)
+    if weight.numel() < min_size:
+        return FrozenLinear(weight, bias, torch.float32, pack=False)
     return FrozenLinear(weight, bias, torch.bfloat16 if precision == "bf16" else torch.float32)
 
 
-def freeze_linears(module: nn.Module, precision: Precision) -> int:
+def freeze_linears(module: nn.Module, precision: Precision, min_size: int = MIN_PACKED_SIZE) -> int:
     """Replace every ``nn.Linear`` inside ``module`` with its :func:`frozen_linear`, in place; returns how
     many (merge LoRA adapters first: a wrapper's base layer would be frozen under its live adapter)."""
     if precision not in PRECISIONS:
@@ -138,6 +155,6 @@ def freeze_linears(module: nn.Module, precision: Precision) -> int:
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:
-                setattr(parent, name, frozen_linear(child.weight, child.bias, precision))
+                setattr(parent, name, frozen_linear(child.weight, child.bias, precision, min_size))
                 count += 1
     return count

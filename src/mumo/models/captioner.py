@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from mumo._config import Config, check
 from mumo.layers import CrossAttention, KVCache, Transformer, build_norm, padding_mask, sincos_2d
-from mumo.layers.frozen_linear import FrozenLinear, Precision, frozen_linear
+from mumo.layers.frozen_linear import MIN_PACKED_SIZE, FrozenLinear, Precision, frozen_linear
 from mumo.models._registry import register_architecture, register_model
 from mumo.models.text import TextConfig, TextTransformer, check_tokens
 from mumo.models.vision import VisionConfig, build_vision_tower
@@ -270,11 +270,11 @@ class Captioner(nn.Module):
         # Output embedding tied to the input one (Press & Wolf, 2017), as in GPT-2: one V x C matrix.
         return F.linear(x, self.text.token_embed.weight)
 
-    def freeze_head(self, precision: Precision) -> None:
+    def freeze_head(self, precision: Precision, min_size: int = MIN_PACKED_SIZE) -> None:
         """Give the output layer its own frozen copy of the tied embedding (see
-        :mod:`mumo.layers.frozen_linear`): at batch 1 it is the largest matrix a decoding step reads, and the
-        token lookup keeps the float32 embedding."""
-        self.frozen_head = frozen_linear(self.text.token_embed.weight, None, precision)
+        :func:`mumo.layers.frozen_linear.frozen_linear`): at batch 1 it is the largest matrix a decoding
+        step reads, and the token lookup keeps the float32 embedding."""
+        self.frozen_head = frozen_linear(self.text.token_embed.weight, None, precision, min_size)
 
     def forward(
         self, images: Tensor | None, input_ids: Tensor, attention_mask: Tensor | None = None
