@@ -141,6 +141,24 @@ def test_frozen_weights_decode_the_tokens_of_the_float32_model(gpt, precision):
         frozen.state_dict()
 
 
+def test_decoding_gives_back_onednn_dispatch_even_when_it_fails(gpt, monkeypatch):
+    """generate runs its steps on PyTorch's element-wise kernels (see generation._aten_eltwise) and must
+    leave the process-wide switch as it found it."""
+    model = copy.deepcopy(gpt)
+    assert torch._C._get_mkldnn_enabled()
+    generate(model, PROMPTS, config=_config())
+    assert torch._C._get_mkldnn_enabled()
+
+    def fail(*args, **kwargs):
+        assert not torch._C._get_mkldnn_enabled()  # off while decoding
+        raise RuntimeError("decode failed")
+
+    monkeypatch.setattr(model, "decode", fail)
+    with pytest.raises(RuntimeError, match="decode failed"):
+        generate(model, PROMPTS, config=_config())
+    assert torch._C._get_mkldnn_enabled()
+
+
 @pytest.mark.parametrize("strategy", ["greedy", "beam3", "beam3_short", "repetition"])
 def test_batched_generation_equals_one_prompt_at_a_time(gpt, captioner, strategy):
     images = torch.randn(4, 3, 32, 32, dtype=torch.float64)
