@@ -9,7 +9,7 @@ reordered once, streams at ~22 GB/s (and products of more rows gain 1.3-1.5x too
 - ``bf16``: the weight in bfloat16 (half the bytes); activations are rounded to bfloat16 for the product,
   the result comes back in the input's dtype. Fast only on CPUs with AVX-512 BF16 or AMX.
 - ``int8``: weight-only int8 (a quarter of the bytes): per output channel, ``W ~ scale[n] * q[n, :]`` with
-  ``q`` in [-127, 127] and ``scale = max|W[n, :]| / 127``; the product is PyTorch's
+  ``q`` in [-127, 127] and ``scale = max|W[n, :]| / 127`` rounded up to a bfloat16; the product is PyTorch's
   ``_weight_int8pack_mm`` on bfloat16 activations (the int8 weight-only kernel of gpt-fast and torchao).
 
 A frozen layer holds no parameters and refuses to be saved: freeze a copy for serving, keep the model.
