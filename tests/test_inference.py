@@ -50,3 +50,21 @@ def test_embed_image_files_reports_progress_in_files(tiny_clip, tmp_path):
     vectors, kept, skipped = embed_image_files(tiny_clip, paths, transform, batch_size=2, progress=note)
     assert vectors.shape[0] == 4 and len(skipped) == 1
     assert calls == [(2, 5), (4, 5), (5, 5)]
+
+
+def test_freeze_says_which_layers_int8_could_not_take_and_refuses_unknown_precisions(caplog):
+    import pytest
+    from torch import nn
+
+    from mumo.errors import ConfigError
+    from mumo.inference import freeze
+    from mumo.layers.frozen_linear import Int8Linear
+
+    model = nn.Sequential(nn.Linear(32, 40), nn.GELU(), nn.Linear(40, 8))  # the second's width: not / 16
+    with caplog.at_level("WARNING", logger="mumo.inference"):
+        freeze(model, "int8")
+    assert isinstance(model[0], Int8Linear) and model[2].dtype == torch.float32
+    assert "1 of 2 linear layers stay fp32: int8 needs in_features divisible by 16" in caplog.text
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, int8"):
+        freeze(nn.Sequential(nn.Linear(4, 4)), "int4")
