@@ -181,6 +181,36 @@ def test_conv_attention_pool_sees_where_features_are():
 def test_attention_pool_is_refused_for_a_vit():
     with pytest.raises(ConfigError, match="for the conv encoder"):
         mumo.create_model("clip_vit_tiny", **{"vision.pool": "attn"})
+    with pytest.raises(ConfigError, match="for the conv encoder"):
+        mumo.create_model("clip_vit_tiny", **{"vision.pool": "grid"})
+    with pytest.raises(ConfigError, match="for the conv encoder"):
+        mumo.create_model("clip_vit_tiny", **{"vision.coords": True})
+
+
+def _one_square(x: int) -> torch.Tensor:
+    """(1, 3, 32, 32): one bright 6-px square at column x, on black."""
+    image = torch.zeros(1, 3, 32, 32)
+    image[..., 13:19, x : x + 6] = 1.0
+    return image
+
+
+def test_conv_coordinates_and_grid_pool_tell_where_a_shape_is():
+    left, right = _one_square(8), _one_square(20)  # 12 px apart: a whole number of pooling steps
+    plain = mumo.create_model("clip_conv_tiny", seed=0).eval()
+    with torch.no_grad():
+        # Convolutions and a mean see the same square wherever it is (zero padding is far away)
+        torch.testing.assert_close(plain.visual(left), plain.visual(right))
+        for overrides in ({"vision.coords": True}, {"vision.pool": "grid"}):
+            model = mumo.create_model("clip_conv_tiny", seed=0, **overrides).eval()
+            a, b = model.visual(left), model.visual(right)
+            assert (a - b).norm() > 0.05 * a.norm(), overrides
+            tokens = model.visual.forward_features(left)
+            torch.testing.assert_close(model.visual.pool(tokens), a)  # the fusion path pools alike
+    coords = mumo.create_model("clip_conv_tiny", seed=0, **{"vision.coords": True})
+    assert coords.visual.stages[0].in_channels == 5
+    assert "coord_map" not in coords.state_dict()  # a fixed input, not a weight
+    with pytest.raises(ValueError, match="resize them to vision.image_size"):
+        coords.visual(torch.zeros(1, 3, 64, 64))
 
 
 def test_siglip_architecture_pools_by_map_and_last_position_with_padding_attended():

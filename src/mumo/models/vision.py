@@ -37,8 +37,12 @@ class VisionConfig(Config):
     class_token: bool = True  # prepend a learned class token
     pos_embed: Literal["learned", "sincos"] = "learned"  # position code of the patch grid
     norm_pre: bool = True  # normalize tokens before the first block (CLIP's ln_pre)
-    # class token, mean of the tokens, attention from the mean token (conv), or a learned probe (MAP, SigLIP)
-    pool: Literal["cls", "mean", "attn", "map"] = "cls"
+    # class token, mean of the tokens, attention from the mean token (conv), a learned probe (MAP, SigLIP),
+    # or (conv) one linear map of the whole grid, so that each cell has its own weights ("grid")
+    pool: Literal["cls", "mean", "attn", "map", "grid"] = "cls"
+    # conv: two more input channels holding each pixel's x and y in [-1, 1] (CoordConv, Liu et al., 2018),
+    # so that features, and the grid tokens that fusion blocks and decoders read, can say where they are
+    coords: bool = False
     # Per-channel normalisation of the input pixels (in [0, 1]) the weights expect; None: CLIP's (OpenAI's)
     # mean and std, what mumo trains with. SigLIP's are 0.5.
     image_mean: tuple[float, float, float] | None = None
@@ -63,11 +67,15 @@ class VisionConfig(Config):
                 self.pool != "cls" or self.class_token,
                 "vision.pool='cls' needs class_token=True; set pool='mean' to pool without one",
             )
-            check(self.pool != "attn", "vision.pool='attn' is for the conv encoder; a ViT: cls/mean/map")
+            check(
+                self.pool not in ("attn", "grid"),
+                f"vision.pool={self.pool!r} is for the conv encoder; a ViT pools by cls, mean or map",
+            )
+            check(not self.coords, "vision.coords is for the conv encoder; a ViT has position embeddings")
         else:
             check(
-                self.pool in ("mean", "attn"),
-                "the conv image encoder pools by 'mean' or 'attn'; set vision.pool to one of them",
+                self.pool in ("mean", "attn", "grid"),
+                "the conv image encoder pools by 'mean', 'attn' or 'grid'; set vision.pool to one of them",
             )
             check(
                 self.pool != "attn" or self.embed_dim % self.num_heads == 0,
@@ -167,17 +175,21 @@ class AttentionPool(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-    """A cheap CNN: ``depth`` stages of conv3x3 -> BatchNorm -> ReLU -> 2x2 max-pool, widths doubling up to
-    ``embed_dim``; then global mean pooling, or attention pooling (``pool='attn'``). On 64-px images of
-    simple shapes it learns far faster per CPU-second than a ViT, which needs many more samples to learn
-    locality."""
+    """A cheap CNN: [x, y coordinate channels ->] ``depth`` stages of conv3x3 -> BatchNorm -> ReLU -> 2x2
+    max-pool, widths doubling up to ``embed_dim``; then global mean pooling, attention pooling
+    (``pool='attn'``) or a linear map of the whole grid (``pool='grid'``). On 64-px images of simple shapes
+    it learns far faster per CPU-second than a ViT, which needs many more samples to learn locality.
+
+    Convolutions and a mean are blind to where a feature is (zero padding aside), so "a red circle to the
+    left of a blue square" and its reverse pool alike. ``coords`` lets the features carry their position;
+    ``pool='grid'`` weighs each cell on its own, so that the pooled vector can hold what is where."""
 
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
         self.config = c = config
         widths = [c.embed_dim // 2 ** (c.depth - 1 - i) for i in range(c.depth)]
         layers: list[nn.Module] = []
-        in_ch = c.in_chans
+        in_ch = c.in_chans + 2 * c.coords
         for w in widths:
             layers += [
                 nn.Conv2d(in_ch, w, kernel_size=3, padding=1, bias=False),
@@ -190,6 +202,13 @@ class ConvEncoder(nn.Module):
         self._layers_per_stage = len(layers) // c.depth
         grid = c.image_size // 2**c.depth
         self.attn_pool = AttentionPool(c.embed_dim, grid * grid, c.num_heads) if c.pool == "attn" else None
+        self.grid_pool = nn.Linear(grid * grid * c.embed_dim, c.embed_dim) if c.pool == "grid" else None
+        if c.coords:  # (1, 2, H, W): x then y, -1 at the left / top edge, +1 at the right / bottom
+            axis = torch.linspace(-1.0, 1.0, c.image_size)
+            ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+            self.register_buffer("coord_map", torch.stack([xs, ys])[None], persistent=False)
+        else:
+            self.coord_map = None
 
     @property
     def width(self) -> int:
@@ -202,13 +221,21 @@ class ConvEncoder(nn.Module):
 
     def layer_of(self, name: str) -> int:
         """Depth of the parameter ``name`` (relative to this tower): i + 1 for stage i, ``num_layers + 1``
-        for the attention pool."""
+        for the attention or grid pool."""
         head, _, rest = name.partition(".")
         if head == "stages":
             return int(rest.partition(".")[0]) // self._layers_per_stage + 1
         return self.num_layers + 1
 
     def _features(self, images: Tensor) -> Tensor:
+        if self.coord_map is not None:
+            if images.shape[-2:] != self.coord_map.shape[-2:]:
+                raise ValueError(
+                    f"images of {tuple(images.shape[-2:])} px for a conv encoder with coordinate channels "
+                    f"of {tuple(self.coord_map.shape[-2:])}; resize them to vision.image_size"
+                )
+            coords = self.coord_map.to(images.dtype).expand(images.shape[0], -1, -1, -1)
+            images = torch.cat([images, coords], dim=1)
         # Channels-last (NHWC) activations take oneDNN's faster convolution kernels on CPU: about 1.35x
         # for this encoder's training step at 64 px. The weights may stay in the default layout.
         return self.stages(images.contiguous(memory_format=torch.channels_last))
@@ -219,13 +246,17 @@ class ConvEncoder(nn.Module):
 
     def pool(self, tokens: Tensor) -> Tensor:
         """(B, N, C) tokens from :meth:`forward_features` -> (B, C), equal to :meth:`forward`."""
-        return self.attn_pool(tokens) if self.attn_pool is not None else tokens.mean(dim=1)
+        if self.attn_pool is not None:
+            return self.attn_pool(tokens)
+        if self.grid_pool is not None:
+            return self.grid_pool(tokens.flatten(1))
+        return tokens.mean(dim=1)
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) -> pooled features (B, C)."""
-        if self.attn_pool is not None:
-            return self.attn_pool(self.forward_features(images))
-        return self._features(images).mean(dim=(2, 3))
+        if self.config.pool == "mean":
+            return self._features(images).mean(dim=(2, 3))
+        return self.pool(self.forward_features(images))
 
 
 def build_vision_tower(config: VisionConfig) -> nn.Module:
