@@ -64,3 +64,20 @@ def test_compare_refuses_recipes_with_the_same_name(tmp_path):
         (tmp_path / d / "dual.yaml").write_text(COMMON)
     with pytest.raises(ConfigError, match="must differ"):
         compare([tmp_path / "a" / "dual.yaml", tmp_path / "b" / "dual.yaml"], tmp_path / "out")
+
+
+def test_compare_over_seeds_trains_each_seed_and_gives_the_worst_and_best(tmp_path):
+    (tmp_path / "common.yaml").write_text(COMMON)
+    (tmp_path / "dual.yaml").write_text("base: common.yaml\nmodel: clip_conv_tiny\n")
+    out = tmp_path / "out"
+    kwargs = dict(size=8, retrieval_size=6, num_queries=2, progress=False)
+    rows = compare([tmp_path / "dual.yaml"], out, seeds=[3, 4], eval_seed=9, **kwargs)
+    assert [(r["seed"], r["eval_seed"]) for r in rows] == [(3, 9), (4, 9)]
+    assert all(r["train_seconds"] > 0 for r in rows)
+    assert json.loads((out / "dual" / "seed4" / "train_config.json").read_text())["seed"] == 4
+    line = format_table(rows).splitlines()[2]
+    worst, best = sorted(r["t2i_R@1"] for r in rows)
+    expected = f"{100 * worst:.1f}" if worst == best else f"{100 * worst:.1f}–{100 * best:.1f}"
+    assert line.startswith("| dual | itc | 3, 4 | ") and f"| {expected} |" in line
+    with pytest.raises(ConfigError, match="different seeds"):
+        compare([tmp_path / "dual.yaml"], out, seeds=[1, 1])

@@ -115,13 +115,24 @@ def compare(
     size: int = typer.Option(1000, min=2, help="test scenes for zero-shot and the compositional probe"),
     retrieval_size: int = typer.Option(1000, min=2, help="retrieval gallery size"),
     rerank_k: int = typer.Option(16, min=1, help="ITC shortlist that ITM re-ranks"),
+    seeds: list[int] = typer.Option(
+        None, "--seed", help="train each recipe once per seed (repeatable): worst and spread per figure"
+    ),
+    eval_seed: int = typer.Option(None, help="data seed of the test scenes (default: each recipe's)"),
 ) -> None:
     """Train each recipe at the same budget (resumable) and write one comparison table."""
     from mumo.run.compare import compare as run_compare
     from mumo.run.compare import format_table
 
     rows = run_compare(
-        recipes, out, override or [], size=size, retrieval_size=retrieval_size, rerank_k=rerank_k
+        recipes,
+        out,
+        override or [],
+        size=size,
+        retrieval_size=retrieval_size,
+        rerank_k=rerank_k,
+        seeds=seeds or None,
+        eval_seed=eval_seed,
     )
     console.print(format_table(rows))
     console.print(f"table written to {out / 'compare.md'}")

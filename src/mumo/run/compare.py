@@ -4,6 +4,10 @@
 (resumable: an interrupted comparison picks up where it stopped, finished variants are not retrained),
 evaluates every way the model can score (a fusion model twice: by its towers alone, ITC, and by ITC -> ITM
 re-ranking), times text -> image queries, and writes ``compare.json`` and ``compare.md``.
+
+With ``--seeds 0 1 2`` each recipe trains once per seed (``<out>/<recipe name>/seed<k>``): a learned figure
+from one run can be luck, so the table gives each figure's worst run and its spread over the seeds, and
+``compare.json`` keeps every seed's row.
 """
 
 from __future__ import annotations
@@ -101,6 +105,13 @@ def _samples_per_s(run_dir: Path) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def _train_seconds(run_dir: Path, results: dict[str, Any]) -> float:
+    """Seconds the run trained: from its ``metrics.json`` (what a finished run keeps), else ``results``."""
+    path = run_dir / "metrics.json"
+    saved = json.loads(path.read_text()) if path.exists() else results
+    return float(saved.get("train_seconds", float("nan")))
+
+
 def compare(
     recipes: Sequence[str | Path],
     out_dir: str | Path,
@@ -110,6 +121,8 @@ def compare(
     rerank_k: int = 16,
     num_queries: int = 16,
     progress: bool = True,
+    seeds: Sequence[int] | None = None,
+    eval_seed: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train (or resume) each recipe, evaluate each on the same test scenes, and write the table.
 
@@ -121,30 +134,44 @@ def compare(
         retrieval_size: retrieval gallery (the first pairs of the same test scenes).
         rerank_k: ITC shortlist length that ITM re-ranks.
         num_queries: text queries timed per variant.
+        seeds: train each recipe once per seed (``seed=k``), into ``out_dir/<stem>/seed<k>``; None: once,
+            with the recipe's own seed, into ``out_dir/<stem>``.
+        eval_seed: data seed of the test scenes; None: the recipe's (``data.seed``). Another seed draws
+            other scenes, rendered the same way.
 
     Returns:
-        One row per (variant, scoring), as written to ``compare.json``.
+        One row per (variant, seed, scoring), as written to ``compare.json``.
     """
 
     out_dir = Path(out_dir)
     stems = [Path(r).stem for r in recipes]
     if len(set(stems)) != len(stems):
         raise ConfigError(f"recipe names must differ (they name the runs): {stems}")
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise ConfigError(f"give one or more different seeds, got {list(seeds)}")
+    runs = [
+        (recipe, stem, seed)
+        for recipe, stem in zip(recipes, stems, strict=True)
+        for seed in (seeds if seeds is not None else [None])
+    ]
     rows: list[dict[str, Any]] = []
-    for recipe, stem in zip(recipes, stems, strict=True):
-        run_dir = out_dir / stem
+    for recipe, stem, seed in runs:
+        run_dir = out_dir / stem if seed is None else out_dir / stem / f"seed{seed}"
         row_file = run_dir / ROW_FILE
         if row_file.exists():
-            logger.info("%s: already trained and evaluated, reusing %s", stem, row_file)
+            logger.info("%s: already trained and evaluated, reusing %s", run_dir, row_file)
             rows.extend(json.loads(row_file.read_text()))
             continue
-        config = load_recipe(recipe, [*overrides, f"out_dir={run_dir}", "evaluate=false"])
+        seeded = [] if seed is None else [f"seed={seed}"]
+        config = load_recipe(recipe, [*overrides, *seeded, f"out_dir={run_dir}", "evaluate=false"])
         if config.data.kind != "shapes":
             raise ConfigError(f"{recipe}: compare runs on the built-in data (data.kind=shapes)")
         trainer = build_trainer(config, resume=True, progress=progress)
-        fit(trainer)
+        results = fit(trainer)
         model, tokenizer = trainer.model.eval(), trainer.tokenizer
         shapes = shapes_config(config.data)
+        if eval_seed is not None:
+            shapes = shapes.replace(seed=eval_seed)
         test_set = ShapesDataset("test", retrieval_size, shapes)
         test_pairs = [test_set[i] for i in range(retrieval_size)]
         gallery = normalize(torch.stack([s["image"] for s in test_pairs]))  # (N, 3, H, W)
@@ -166,6 +193,8 @@ def compare(
             variant_rows.append(
                 {
                     "variant": stem,
+                    "seed": config.seed,
+                    "eval_seed": shapes.seed,
                     "model": config.model,
                     "objectives": list(config.objectives),
                     "hard_negatives": config.hard_negatives,
@@ -178,6 +207,7 @@ def compare(
                     "i2t_R@1": m["retrieval"]["image_to_text_R@1"],
                     "compositional": {t: m["compositional"].get(t) for t in (*NEGATIVE_TYPES, "overall")},
                     "train_samples_per_s": _samples_per_s(run_dir),
+                    "train_seconds": _train_seconds(run_dir, results),
                     **time_text_queries(model, tokenizer, gallery, queries, scoring, rerank_k),
                     "steps": config.max_steps,
                     "batch_size": config.batch_size,
@@ -193,45 +223,70 @@ def compare(
     return rows
 
 
+def _groups(rows: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Rows of the same (variant, scoring), in first-seen order: one group per table line."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["variant"], r["scoring"]), []).append(r)
+    return list(groups.values())
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The comparison as a Markdown table (percentages, samples/s, ms per query)."""
+    """The comparison as a Markdown table (percentages, seconds, samples/s, ms per query). Runs of one
+    variant with several seeds share a line: each accuracy as worst–best over the seeds, the speeds as
+    medians."""
 
     def pct(v: float | None) -> str:
         return "n/a" if v is None or v != v else f"{100 * v:.1f}"
 
+    def over_seeds(values: list[float | None]) -> str:
+        known = [v for v in values if v is not None and v == v]
+        if len(known) < 2 or min(known) == max(known):
+            return pct(known[0] if known else None)
+        return f"{pct(min(known))}–{pct(max(known))}"
+
+    def median(values: list[float]) -> float:
+        known = [v for v in values if v == v]
+        return statistics.median(known) if known else float("nan")
+
     head = [
         "variant",
         "scoring",
+        "seeds",
         "zero-shot",
         "held-out",
         "t2i R@1",
         "i2t R@1",
         *NEGATIVE_TYPES,
+        "train s",
         "train samples/s",
         "ms / query",
         "fusion passes / query",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
+    for group in _groups(rows):
+        r = group[0]
         cells = [
             r["variant"],
             r["scoring"],
-            pct(r["zero_shot"]),
-            pct(r["held_out"]),
-            pct(r["t2i_R@1"]),
-            pct(r["i2t_R@1"]),
-            *(pct(r["compositional"].get(t)) for t in NEGATIVE_TYPES),
-            f"{r['train_samples_per_s']:.0f}",
-            f"{r['ms_per_query']:.2f}",
+            ", ".join(str(g.get("seed", "")) for g in group),
+            *(over_seeds([g[k] for g in group]) for k in ("zero_shot", "held_out", "t2i_R@1", "i2t_R@1")),
+            *(over_seeds([g["compositional"].get(t) for g in group]) for t in NEGATIVE_TYPES),
+            f"{median([g.get('train_seconds', float('nan')) for g in group]):.0f}",
+            f"{median([g['train_samples_per_s'] for g in group]):.0f}",
+            f"{median([g['ms_per_query'] for g in group]):.2f}",
             str(r["fusion_passes_per_query"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     if rows:
         r = rows[0]
+        several = any(len(g) > 1 for g in _groups(rows))
+        seeds = " Several seeds: worst–best over them; seconds, samples/s and ms / query are medians."
         lines.append(
             f"\nTest split of the built-in data: zero-shot over {r['size']} one-object scenes (36 classes), "
             f"held-out over {r['size'] // 2}, compositional probe over {r['size']} scenes, retrieval over "
             f"{r['retrieval_size']} pairs. Budget per variant: {r['steps']} steps x {r['batch_size']} "
             "samples. Percentages; ms / query = one text -> image query over the retrieval gallery."
+            + (seeds if several else "")
         )
     return "\n".join(lines) + "\n"
