@@ -17,8 +17,10 @@ from mumo.data.shapes import (
     captions,
     generate_scene,
     hard_negatives,
+    partial_captions,
     questions,
     scene_and_caption,
+    wordings,
 )
 from mumo.data.shard_writer import pairs_from_shapes, write_shards
 from mumo.data.shards import ShardStream
@@ -141,6 +143,22 @@ def test_shapes_batches_normalise_images_and_carry_hard_negatives(files, tokeniz
     assert HardNegativeCaptions(2)(samples[1]) == [negatives[kinds[1 % len(kinds)]], negatives[kinds[2]]]
     assert hard_negative_captions(0) is None
     assert "neg_index" not in data_source(config).collate(tokenizer)(samples)
+
+
+def test_partial_captions_reach_training_only_with_negatives_in_their_wording(files):
+    config = _configs(files)["shapes"].replace(partial_captions=1.0, min_objects=1, max_objects=1)
+    train = data_source(config, hard_negatives=3).train_set()
+    for i in range(6):
+        sample = train[i]
+        scene = sample["scene"]
+        assert sample["caption"] in partial_captions(scene)
+        template = wordings(scene).index(sample["caption"])
+        assert set(HardNegativeCaptions(3)(sample)) <= set(hard_negatives(scene, template).values())
+    assert shapes_config(config).partial_captions == 0.0  # evaluations caption in full
+    with pytest.raises(ConfigError, match="partial_captions is a share"):
+        config.replace(partial_captions=1.5)
+    with pytest.raises(ConfigError, match="partial_captions is for captions of the built-in data"):
+        config.replace(questions=True)
 
 
 def test_shapes_questions_reach_the_tokenizer_and_mask_the_prompt(files):

@@ -33,6 +33,8 @@ class DataConfig(Config):
     seed: int = 0  # seed of the data set itself (scenes, held-out combinations)
     questions: bool = False  # shapes: question-answer texts (VQA) instead of captions
     tokenizer_questions: bool = False  # shapes: the tokenizer also learns the VQA questions and answers
+    # shapes, training only: share of one-object scenes captioned without their size, position or both
+    partial_captions: float = 0.0
     # pairs: annotations (CSV or JSONL); shards: the folder of .tar shards; text: a UTF-8 file;
     # imagefolder: the root of the class folders
     path: str | None = None
@@ -54,6 +56,14 @@ class DataConfig(Config):
         )
         check(self.shuffle_block >= 1, "data.shuffle_block must be >= 1 (1: no shuffling within shards)")
         check(self.num_workers >= 0, "data.num_workers must be >= 0")
+        check(
+            0.0 <= self.partial_captions <= 1.0,
+            f"data.partial_captions is a share of one-object scenes in [0, 1], got {self.partial_captions}",
+        )
+        check(
+            self.partial_captions == 0.0 or (self.kind == "shapes" and not self.questions),
+            "data.partial_captions is for captions of the built-in data (kind=shapes, questions=false)",
+        )
 
 
 def labelled_data_config(data: str, image_size: int, seed: int = 0) -> DataConfig:

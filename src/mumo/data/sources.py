@@ -38,7 +38,15 @@ from mumo.data.config import DataConfig
 from mumo.data.digits import DIGIT_SPLITS, DigitsDataset
 from mumo.data.image_folder import SPLIT_FOLDERS, ImageFolderDataset
 from mumo.data.pairs import PairsDataset
-from mumo.data.shapes import ShapesConfig, ShapesDataset, captions, generate_scene, hard_negatives, questions
+from mumo.data.shapes import (
+    ShapesConfig,
+    ShapesDataset,
+    captions,
+    generate_scene,
+    hard_negatives,
+    questions,
+    wordings,
+)
 from mumo.data.shards import ShardStream
 from mumo.data.text import TextCorpus, TokenCollate
 from mumo.data.tokenizer import Tokenizer
@@ -124,7 +132,7 @@ class HardNegativeCaptions:
         self.k = k
 
     def __call__(self, sample: dict[str, Any]) -> list[str]:
-        texts = captions(sample["scene"])
+        texts = wordings(sample["scene"])
         template = texts.index(sample["caption"]) if sample["caption"] in texts else 0
         negatives = hard_negatives(sample["scene"], template)
         kinds = sorted(negatives)
@@ -144,7 +152,9 @@ class ShapesSource(DataSource):
 
     def _build_train(self) -> Dataset:
         data = self.config
-        return ShapesDataset("train", data.train_size, shapes_config(data), questions=data.questions)
+        # Partial captions are for training only: every evaluation captions its scenes in full.
+        config = shapes_config(data).replace(partial_captions=data.partial_captions)
+        return ShapesDataset("train", data.train_size, config, questions=data.questions)
 
     def tokenizer_texts(self) -> list[str]:
         """Every caption template of the first ``data.tokenizer_samples`` training scenes (and their

@@ -15,6 +15,9 @@ from mumo.data.shapes import (
     generate_scene,
     hard_negatives,
     held_out_combinations,
+    partial_captions,
+    scene_and_caption,
+    wordings,
 )
 
 CFG = ShapesConfig()
@@ -117,6 +120,39 @@ def test_hard_negatives_follow_the_wording_of_any_template():
                 assert negative not in texts
                 if t == 0:
                     assert negative == canonical[kind]
+
+
+def test_partial_captions_name_less_and_their_negatives_stay_false():
+    lone = Scene([ShapeObject("circle", "red", "small", 0.1, 0.1)])
+    assert partial_captions(lone) == [
+        "a red circle",
+        "a small red circle",
+        "a red circle in the top left",
+    ]
+    pair = generate_scene(ShapesConfig(min_objects=2, max_objects=2), "train", 0)
+    assert partial_captions(pair) == [] and wordings(pair) == captions(pair)
+    negatives = {t: hard_negatives(lone, t) for t in range(4, 7)}  # the three partial wordings
+    canonical = hard_negatives(lone)  # the same edits, in the full wording
+    colour, shape = canonical["change_colour"].split()[2], canonical["change_shape"].split()[3]
+    assert negatives[4] == {"change_colour": f"a {colour} circle", "change_shape": f"a red {shape}"}
+    assert negatives[5]["change_size"] == "a large red circle"
+    assert set(negatives[6]) == {"change_colour", "change_shape"}  # no size in it: no size to change
+    for t, negs in negatives.items():
+        assert wordings(lone)[t] not in negs.values()
+
+
+def test_a_share_of_lone_objects_gets_partial_captions_and_the_rest_draw_as_before():
+    plain, partial = ShapesConfig(), ShapesConfig(partial_captions=0.5)
+    kinds = {"full": 0, "partial": 0}
+    for i in range(300):
+        scene, caption = scene_and_caption(partial, "train", i)
+        assert scene == scene_and_caption(plain, "train", i)[0]  # the same scenes
+        if len(scene.objects) > 1:
+            assert caption == scene_and_caption(plain, "train", i)[1]  # only lone objects change
+        else:
+            kinds["partial" if caption in partial_captions(scene) else "full"] += 1
+            assert caption in wordings(scene)
+    assert kinds["partial"] > 0.3 * sum(kinds.values()) and kinds["full"] > 0.3 * sum(kinds.values())
 
 
 def test_paraphrases_are_never_in_training_texts_or_prompts() -> None:

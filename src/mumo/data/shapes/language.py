@@ -48,6 +48,8 @@ _ONE = (
     "there is a {size} {colour} {shape} {where}",
     "{where} there is a {alt} {colour} {shape}",
 )
+# One object named with fewer attributes, what a zero-shot prompt ("a red circle") says: true, but not all.
+_ONE_PARTIAL = ("a {colour} {shape}", "a {size} {colour} {shape}", "a {colour} {shape} {where}")
 _TWO = ("{a} {rel} {b}", "{b} is {inv} {a}", "there is {a} {rel} {b}", "{a_alt} {rel} {b_alt}")
 _THREE = (
     "{a}, {b} and {c}, from left to right",
@@ -88,14 +90,27 @@ def captions(scene: Scene) -> list[str]:
     return _fill(scene, {1: _ONE, 2: _TWO, 3: _THREE}.get(len(scene.objects), ()))
 
 
+def partial_captions(scene: Scene) -> list[str]:
+    """A one-object scene's captions that leave out its size, its position or both (none for more
+    objects); training with some (``ShapesConfig.partial_captions``) teaches a text tower that an attribute
+    a caption does not name may be anything, which zero-shot prompts rely on."""
+    return _fill(scene, _ONE_PARTIAL) if len(scene.objects) == 1 else []
+
+
+def wordings(scene: Scene) -> list[str]:
+    """Every caption a sample of the scene can get: :func:`captions`, then :func:`partial_captions`. A
+    sample's index in this list is the ``template`` of :func:`hard_negatives`."""
+    return captions(scene) + partial_captions(scene)
+
+
 def canonical_caption(scene: Scene) -> str:
     """Template 0: the positive that :func:`hard_negatives` edits."""
     return captions(scene)[0]
 
 
 def hard_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
-    """False captions that differ from the scene's caption of ``template`` (0: :func:`canonical_caption`)
-    only in the words that make them false.
+    """False captions that differ from the scene's caption of ``template`` (0: :func:`canonical_caption`;
+    an index into :func:`wordings`) only in the words that make them false.
 
     Keys, for each that applies: ``swap_colours`` (two objects of different colours swap them),
     ``reverse_relation`` (two objects), ``change_colour``, ``change_shape``, ``change_size`` (one object,
@@ -103,7 +118,8 @@ def hard_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
     is deterministic. In a scene without held-out pairs, edits avoid creating one where possible, so a
     model cannot reject a negative merely for showing an unseen pair. The edits do not depend on
     ``template``; training uses the template of each sample's own caption, so that wording never tells a
-    negative from a positive.
+    negative from a positive. A partial caption leaves out the edits it cannot show (no ``change_size``
+    for a caption without a size).
     """
     positive = canonical_caption(scene)
     rng = np.random.default_rng(zlib.crc32(positive.encode()))
@@ -114,7 +130,7 @@ def hard_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
         return not closed or not any(p in held for p in pairs)
 
     def caption_of(s: Scene) -> str:
-        return captions(s)[template]
+        return wordings(s)[template]
 
     def edit(i: int, **change: str) -> str:
         new = list(objs)
@@ -151,7 +167,8 @@ def hard_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
     out["change_shape"] = edit(i, shape=pick([s for s in shapes if allowed((objs[i].colour, s))] or shapes))
     i = int(rng.integers(len(objs)))
     out["change_size"] = edit(i, size="small" if objs[i].size == "large" else "large")
-    return out
+    own = caption_of(scene)
+    return {kind: text for kind, text in out.items() if text != own}
 
 
 def _captioned(config: ShapesConfig, split_id: int, index: int) -> tuple[Scene, list[str], str]:
@@ -159,7 +176,11 @@ def _captioned(config: ShapesConfig, split_id: int, index: int) -> tuple[Scene, 
     :func:`~mumo.data.shapes.scene._sample`)."""
     scene, u = _sample(config, split_id, index)
     texts = captions(scene)
-    return scene, texts, texts[int(u * len(texts))]
+    p = config.partial_captions if len(scene.objects) == 1 else 0.0
+    if u < p:  # the one uniform draw picks partial or full, then the template: p = 0 draws as before
+        partial = partial_captions(scene)
+        return scene, texts, partial[int(u / p * len(partial))]
+    return scene, texts, texts[int((u - p) / (1.0 - p) * len(texts))]
 
 
 def scene_and_caption(config: ShapesConfig, split: str, index: int) -> tuple[Scene, str]:

@@ -91,6 +91,9 @@ class ShapesConfig(Config):
     min_objects: int = 1  # fewest objects per scene
     max_objects: int = 3  # most objects per scene (at most 3)
     seed: int = 0  # with (split, index) fixes every sample
+    # Share of one-object scenes captioned with a partial description (no size, no position, or neither:
+    # see language.partial_captions), so that a text naming fewer attributes still finds its image.
+    partial_captions: float = 0.0
 
     def validate(self) -> None:
         check(self.image_size >= 32, f"ShapesConfig.image_size must be >= 32, got {self.image_size}")
@@ -100,6 +103,10 @@ class ShapesConfig(Config):
             f"got min_objects={self.min_objects}, max_objects={self.max_objects}",
         )
         check(self.seed >= 0, f"ShapesConfig.seed must be >= 0, got {self.seed}")
+        check(
+            0.0 <= self.partial_captions <= 1.0,
+            f"ShapesConfig.partial_captions is a share in [0, 1], got {self.partial_captions}",
+        )
 
 
 @dataclass(frozen=True)
