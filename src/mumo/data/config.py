@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from mumo._config import Config, check
+from mumo.data.shapes.scene import check_object_weights
 from mumo.errors import DataError
 
 LABELLED_KINDS = ("digits", "imagefolder")  # data of labelled images: a classifier is fine-tuned on them
@@ -35,6 +36,8 @@ class DataConfig(Config):
     tokenizer_questions: bool = False  # shapes: the tokenizer also learns the VQA questions and answers
     # shapes, training only: share of one-object scenes captioned without their size, position or both
     partial_captions: float = 0.0
+    # shapes, training only: relative frequency of each object count, min_objects to max_objects (null: even)
+    object_weights: tuple[float, ...] | None = None
     # pairs: annotations (CSV or JSONL); shards: the folder of .tar shards; text: a UTF-8 file;
     # imagefolder: the root of the class folders
     path: str | None = None
@@ -60,6 +63,11 @@ class DataConfig(Config):
             0.0 <= self.partial_captions <= 1.0,
             f"data.partial_captions is a share of one-object scenes in [0, 1], got {self.partial_captions}",
         )
+        check(
+            self.object_weights is None or self.kind == "shapes",
+            "data.object_weights is for the built-in data (kind=shapes)",
+        )
+        check_object_weights(self.object_weights, self.min_objects, self.max_objects, "data")
         check(
             self.partial_captions == 0.0 or (self.kind == "shapes" and not self.questions),
             "data.partial_captions is for captions of the built-in data (kind=shapes, questions=false)",

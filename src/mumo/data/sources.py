@@ -152,8 +152,10 @@ class ShapesSource(DataSource):
 
     def _build_train(self) -> Dataset:
         data = self.config
-        # Partial captions are for training only: every evaluation captions its scenes in full.
-        config = shapes_config(data).replace(partial_captions=data.partial_captions)
+        # Training only: every evaluation draws the even mix of scenes and captions them in full.
+        config = shapes_config(data).replace(
+            partial_captions=data.partial_captions, object_weights=data.object_weights
+        )
         return ShapesDataset("train", data.train_size, config, questions=data.questions)
 
     def tokenizer_texts(self) -> list[str]:

@@ -65,6 +65,13 @@ def test_object_count_range_and_sizes() -> None:
     assert SIZES["large"] >= 1.4 * SIZES["small"]
 
 
+def test_object_weights_set_how_often_each_count_comes() -> None:
+    weighted = [len(s.objects) for s in scenes("train", 600, ShapesConfig(object_weights=(1, 4, 0)))]
+    assert 3 not in weighted and 0.7 < weighted.count(2) / 600 < 0.9  # 4 in 5 expected
+    pairs_only = ShapesConfig(min_objects=2, max_objects=3, object_weights=(1, 0))
+    assert {len(s.objects) for s in scenes("train", 30, pairs_only)} == {2}
+
+
 @pytest.mark.parametrize(
     "overrides, field",
     [
@@ -73,6 +80,9 @@ def test_object_count_range_and_sizes() -> None:
         ({"max_objects": 4}, "max_objects"),
         ({"min_objects": 3, "max_objects": 2}, "min_objects"),
         ({"seed": -1}, "seed"),
+        ({"object_weights": (1, 2)}, "object_weights"),
+        ({"object_weights": (0, 0, 0)}, "object_weights"),
+        ({"partial_captions": -0.1}, "partial_captions"),
     ],
 )
 def test_bad_config_names_the_field(overrides: dict, field: str) -> None:

@@ -83,6 +83,16 @@ def class_names() -> list[tuple[str, str]]:
     return list(_ALL)
 
 
+def check_object_weights(weights: tuple[float, ...] | None, lo: int, hi: int, where: str) -> None:
+    """Refuse object-count weights that are not one weight >= 0 per count from ``lo`` to ``hi``, not all 0."""
+    counts = hi - lo + 1
+    check(
+        weights is None or (len(weights) == counts and min(weights) >= 0 < sum(weights)),
+        f"{where}.object_weights needs {counts} weights >= 0, not all 0, one per object count from {lo} to "
+        f"{hi}; got {weights}",
+    )
+
+
 @dataclass
 class ShapesConfig(Config):
     """How scenes are drawn."""
@@ -94,6 +104,9 @@ class ShapesConfig(Config):
     # Share of one-object scenes captioned with a partial description (no size, no position, or neither:
     # see language.partial_captions), so that a text naming fewer attributes still finds its image.
     partial_captions: float = 0.0
+    # Relative frequency of each object count from min_objects to max_objects (None: equally often); more
+    # two-object scenes, say, give more relations to learn from.
+    object_weights: tuple[float, ...] | None = None
 
     def validate(self) -> None:
         check(self.image_size >= 32, f"ShapesConfig.image_size must be >= 32, got {self.image_size}")
@@ -103,6 +116,7 @@ class ShapesConfig(Config):
             f"got min_objects={self.min_objects}, max_objects={self.max_objects}",
         )
         check(self.seed >= 0, f"ShapesConfig.seed must be >= 0, got {self.seed}")
+        check_object_weights(self.object_weights, self.min_objects, self.max_objects, "ShapesConfig")
         check(
             0.0 <= self.partial_captions <= 1.0,
             f"ShapesConfig.partial_captions is a share in [0, 1], got {self.partial_captions}",
@@ -179,7 +193,11 @@ def _sample(config: ShapesConfig, split_id: int, index: int) -> tuple[Scene, flo
     if index < 0:
         raise ConfigError(f"sample index must be >= 0, got {index}")
     rng = np.random.default_rng([config.seed, split_id, index])
-    n = int(rng.integers(config.min_objects, config.max_objects + 1))
+    if config.object_weights is None:
+        n = int(rng.integers(config.min_objects, config.max_objects + 1))
+    else:
+        cumulative = np.cumsum(config.object_weights) / sum(config.object_weights)
+        n = config.min_objects + int(np.searchsorted(cumulative, rng.random(), side="right"))
     pool = _SEEN if split_id != SPLITS.index("heldout") else _ALL
     combos = [pool[k] for k in rng.integers(len(pool), size=n)]
     if split_id == SPLITS.index("heldout"):  # one object, at random, is forced to a held-out pair
