@@ -26,13 +26,14 @@ from mumo.data.shapes import (
     class_index,
     class_names,
     hard_negatives,
+    scene_key,
 )
 from mumo.data.tokenizer import Tokenizer
 from mumo.data.transforms import normalize
 from mumo.errors import DataError
 from mumo.eval.compositional import compositional_probe_from_texts
 from mumo.eval.matching import PairScorer, itm_compositional, itm_retrieval, itm_zero_shot
-from mumo.eval.retrieval import retrieval_metrics
+from mumo.eval.retrieval import match_ranks, retrieval_metrics
 from mumo.eval.zero_shot import zero_shot_accuracy
 from mumo.inference import ZERO_SHOT_TEMPLATES, build_classifier, embed_images, embed_texts
 from mumo.models import capabilities
@@ -108,6 +109,13 @@ class ShapesEvaluation:
             t["similarity"],
             **grid,
         )
+
+
+def _scene_ids(scenes: list[Any]) -> Tensor:
+    """(N,) long: one id per distinct :func:`~mumo.data.shapes.scene_key`, shared by scenes no caption
+    can tell apart."""
+    ids: dict[tuple[str, ...], int] = {}
+    return torch.tensor([ids.setdefault(scene_key(s), len(ids)) for s in scenes], dtype=torch.long)
 
 
 def _images(dataset: ShapesDataset) -> tuple[Tensor, list[Any]]:
@@ -218,10 +226,13 @@ def evaluate_shapes(
     negatives = [hard_negatives(s) for s in scenes]
     r = min(retrieval_size or size, size)
     p = min(num_pairs, size)
+    keys = _scene_ids(scenes[:r])
     if scorer is None:
         image_embeds = embed_images(model, normalized, batch_size=batch_size)
         text_embeds = embed_texts(model, tokenizer, captions, batch_size=batch_size)
         retrieval = retrieval_metrics(image_embeds[:r], text_embeds[:r])
+        fit = match_ranks(text_embeds[:r], image_embeds[:r], query_ids=keys, candidate_ids=keys) < 1
+        retrieval["text_to_image_R@1_any_fit"] = fit.float().mean().item()
         step(3)
         compositional = compositional_probe_from_texts(
             model, tokenizer, image_embeds, positives, negatives, batch_size=batch_size
@@ -240,6 +251,10 @@ def evaluate_shapes(
             context[:p], captions[:p], torch.arange(p).expand(p, p), "images"
         )
     step(4)
+    # A caption may fit several gallery images equally (two lone red circles, both small, both top left):
+    # strict R@1 then credits one of them, so even a model that tells apart all that captions can tell
+    # apart expects only 1 / (images its caption fits) on such a query.
+    retrieval["text_to_image_R@1_ceiling"] = (1.0 / torch.bincount(keys)[keys].float()).mean().item()
     metrics = {
         "split": split,
         "scoring": scoring,

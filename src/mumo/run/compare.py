@@ -204,6 +204,8 @@ def compare(
                     "zero_shot": m["zero_shot"]["top1"],
                     "held_out": m["held_out"]["top1"],
                     "t2i_R@1": m["retrieval"]["text_to_image_R@1"],
+                    "t2i_R@1_any_fit": m["retrieval"].get("text_to_image_R@1_any_fit"),
+                    "t2i_R@1_ceiling": m["retrieval"]["text_to_image_R@1_ceiling"],
                     "i2t_R@1": m["retrieval"]["image_to_text_R@1"],
                     "compositional": {t: m["compositional"].get(t) for t in (*NEGATIVE_TYPES, "overall")},
                     "train_samples_per_s": _samples_per_s(run_dir),

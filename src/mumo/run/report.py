@@ -164,6 +164,16 @@ def headline_rows(evaluation: dict[str, Any]) -> list[tuple[str, str]]:
             detail = f"(colour {_percent(para['colour'])}, shape {_percent(para['shape'])})"
             rows.append(("zero-shot, paraphrased class names", f"{_percent(para['top1'])} {detail}"))
         rows.append((f"text->image R@1 ({rt['n']} pairs)", _percent(rt["text_to_image_R@1"])))
+        if "text_to_image_R@1_ceiling" in rt:  # runs evaluated before these were added have neither
+            fit = rt.get("text_to_image_R@1_any_fit")  # ITC only: ITM ranks by fusion passes
+            rows.append(
+                (
+                    "text->image R@1 ceiling (captions that fit several images)",
+                    _percent(rt["text_to_image_R@1_ceiling"]),
+                )
+            )
+            if fit is not None:
+                rows.append(("text->image R@1, any image the caption fits", _percent(fit)))
         rows.append((f"image->text R@1 ({rt['n']} pairs)", _percent(rt["image_to_text_R@1"])))
         rows += [
             (f"compositional: {k}", _percent(v))

@@ -17,6 +17,7 @@ from mumo.data.shapes import (
     held_out_combinations,
     partial_captions,
     scene_and_caption,
+    scene_key,
     wordings,
 )
 
@@ -246,3 +247,12 @@ def test_parsed_captions_say_what_the_words_say() -> None:
     )
     assert scene_attributes(three_scene)[::3] == ["small", "large", "small"]
     assert scene_attributes(three_scene)[2::3] == ["circle", "square", "star"]
+
+
+def test_scenes_no_caption_tells_apart_share_a_key():
+    a = ShapeObject("circle", "red", "small", 0.2, 0.5)
+    b = ShapeObject("square", "blue", "large", 0.8, 0.5)
+    assert scene_key(Scene([a, b], "left of")) == scene_key(Scene([b, a], "right of"))  # one scene, both ways
+    assert scene_key(Scene([a, b], "left of")) != scene_key(Scene([a, b], "right of"))
+    moved = dataclasses.replace(a, x=0.25, y=0.55)  # the same cell of the grid: the same captions
+    assert scene_key(Scene([a])) == scene_key(Scene([moved])) != scene_key(Scene([b]))

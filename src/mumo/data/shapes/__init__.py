@@ -27,6 +27,7 @@ from mumo.data.shapes.language import (
     partial_captions,
     scene_and_caption,
     scene_attributes,
+    scene_key,
     wordings,
 )
 from mumo.data.shapes.scene import (
@@ -83,6 +84,7 @@ __all__ = [
     "scene_and_caption",
     "wordings",
     "scene_attributes",
+    "scene_key",
     "write_captions",
     "write_shapes",
 ]

@@ -287,6 +287,16 @@ def scene_attributes(scene: Scene) -> list[str]:
     return out
 
 
+def scene_key(scene: Scene) -> tuple[str, ...]:
+    """What every caption of the scene says, as one key: two scenes with the same key get the same
+    captions (up to which of a pair is named first), so no caption can tell their images apart."""
+    attributes = scene_attributes(scene)
+    if len(scene.objects) != 2:
+        return tuple(attributes)
+    a, b, relation = attributes[:3], attributes[3:6], attributes[6]
+    return min(tuple(attributes), (*b, *a, _OPPOSITE.get(relation, relation)))
+
+
 def attribute_names(n_objects: int) -> list[str]:
     """Names of :func:`scene_attributes`' entries for a scene of ``n_objects``: ``size``, ``colour`` and
     ``shape`` per object, then ``position`` (one object) or ``relation`` (two)."""
