@@ -105,13 +105,6 @@ def _samples_per_s(run_dir: Path) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def _train_seconds(run_dir: Path, results: dict[str, Any]) -> float:
-    """Seconds the run trained: from its ``metrics.json`` (what a finished run keeps), else ``results``."""
-    path = run_dir / "metrics.json"
-    saved = json.loads(path.read_text()) if path.exists() else results
-    return float(saved.get("train_seconds", float("nan")))
-
-
 def compare(
     recipes: Sequence[str | Path],
     out_dir: str | Path,
@@ -209,7 +202,7 @@ def compare(
                     "i2t_R@1": m["retrieval"]["image_to_text_R@1"],
                     "compositional": {t: m["compositional"].get(t) for t in (*NEGATIVE_TYPES, "overall")},
                     "train_samples_per_s": _samples_per_s(run_dir),
-                    "train_seconds": _train_seconds(run_dir, results),
+                    "train_seconds": results.get("train_seconds", float("nan")),  # a finished run: saved
                     **time_text_queries(model, tokenizer, gallery, queries, scoring, rerank_k),
                     "steps": config.max_steps,
                     "batch_size": config.batch_size,
@@ -233,14 +226,25 @@ def _groups(rows: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return list(groups.values())
 
 
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None or v != v else f"{100 * v:.1f}"
+
+
+def _span(values: Sequence[float | None]) -> str:
+    """Percentages as one value, or worst–best when they differ; unknown ones (None, NaN) left out."""
+    known = [v for v in values if v is not None and v == v]
+    if len(known) < 2 or min(known) == max(known):
+        return _pct(known[0] if known else None)
+    return f"{_pct(min(known))}–{_pct(max(known))}"
+
+
 def _ceiling_note(rows: Sequence[dict[str, Any]]) -> str:
-    ceilings = {round(r["t2i_R@1_ceiling"], 4) for r in rows if r.get("t2i_R@1_ceiling") is not None}
-    if not ceilings:  # rows written before the ceiling was measured
+    ceilings = [r.get("t2i_R@1_ceiling") for r in rows]
+    if all(c is None for c in ceilings):  # rows written before the ceiling was measured
         return ""
-    span = "–".join(f"{100 * c:.1f}" for c in sorted(ceilings)[:: max(1, len(ceilings) - 1)])
     return (
         f" t2i fit: a hit on any image the caption fits (by embeddings; n/a for ITM); some captions fit "
-        f"several images, so strict t2i R@1 cannot expect more than {span} on these scenes."
+        f"several images, so strict t2i R@1 cannot expect more than {_span(ceilings)} on these scenes."
     )
 
 
@@ -248,15 +252,6 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The comparison as a Markdown table (percentages, seconds, samples/s, ms per query). Runs of one
     variant with several seeds share a line: each accuracy as worst–best over the seeds, the speeds as
     medians."""
-
-    def pct(v: float | None) -> str:
-        return "n/a" if v is None or v != v else f"{100 * v:.1f}"
-
-    def over_seeds(values: list[float | None]) -> str:
-        known = [v for v in values if v is not None and v == v]
-        if len(known) < 2 or min(known) == max(known):
-            return pct(known[0] if known else None)
-        return f"{pct(min(known))}–{pct(max(known))}"
 
     def median(values: list[float]) -> float:
         known = [v for v in values if v == v]
@@ -278,17 +273,18 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         "fusion passes / query",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for group in _groups(rows):
+    groups = _groups(rows)
+    for group in groups:
         r = group[0]
         cells = [
             r["variant"],
             r["scoring"],
             ", ".join(str(g.get("seed", "")) for g in group),
             *(
-                over_seeds([g.get(k) for g in group])
+                _span([g.get(k) for g in group])
                 for k in ("zero_shot", "held_out", "t2i_R@1", "t2i_R@1_any_fit", "i2t_R@1")
             ),
-            *(over_seeds([g["compositional"].get(t) for g in group]) for t in NEGATIVE_TYPES),
+            *(_span([g["compositional"].get(t) for g in group]) for t in NEGATIVE_TYPES),
             f"{median([g.get('train_seconds', float('nan')) for g in group]):.0f}",
             f"{median([g['train_samples_per_s'] for g in group]):.0f}",
             f"{median([g['ms_per_query'] for g in group]):.2f}",
@@ -297,7 +293,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if rows:
         r = rows[0]
-        several = any(len(g) > 1 for g in _groups(rows))
+        several = any(len(g) > 1 for g in groups)
         seeds = " Several seeds: worst–best over them; seconds, samples/s and ms / query are medians."
         lines.append(
             f"\nTest split of the built-in data: zero-shot over {r['size']} one-object scenes (36 classes), "

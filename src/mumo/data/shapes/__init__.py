@@ -82,9 +82,9 @@ __all__ = [
     "questions",
     "render",
     "scene_and_caption",
-    "wordings",
     "scene_attributes",
     "scene_key",
+    "wordings",
     "write_captions",
     "write_shapes",
 ]
