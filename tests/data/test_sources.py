@@ -14,6 +14,7 @@ from mumo.data.pairs import PairsDataset
 from mumo.data.shapes import (
     ShapesConfig,
     ShapesDataset,
+    binding_negatives,
     captions,
     generate_scene,
     hard_negatives,
@@ -159,6 +160,23 @@ def test_partial_captions_reach_training_only_with_negatives_in_their_wording(fi
         config.replace(partial_captions=1.5)
     with pytest.raises(ConfigError, match="partial_captions is for captions of the built-in data"):
         config.replace(questions=True)
+
+
+def test_binding_negatives_join_the_kinds_each_sample_rotates_through(files, tokenizer):
+    config = _configs(files)["shapes"].replace(min_objects=3, max_objects=3, binding_negatives=True)
+    train = data_source(config, hard_negatives=20).train_set()
+    for i in range(6):
+        sample = train[i]
+        scene, template = sample["scene"], wordings(sample["scene"]).index(sample["caption"])
+        plain, extra = hard_negatives(scene, template), binding_negatives(scene, template)
+        every = HardNegativeCaptions(20, binding=True)(sample)  # more than there are kinds: all of them
+        assert sorted(every) == sorted(set(plain.values()) | set(extra.values()))  # each once
+        assert len(extra) > 1 and len(every) > len(plain)
+        assert set(HardNegativeCaptions(20)(sample)) == set(plain.values())  # without: as before
+        two = HardNegativeCaptions(2, binding=True)(sample)
+        assert len(two) == 2 and set(two) <= set(every)
+    batch = data_source(config, hard_negatives=20).collate(tokenizer)([train[0], train[1]])
+    assert batch["neg_index"].shape[0] == sum(len(HardNegativeCaptions(20, True)(train[i])) for i in (0, 1))
 
 
 def test_shapes_questions_reach_the_tokenizer_and_mask_the_prompt(files):

@@ -32,6 +32,12 @@ def test_recipe_and_overrides(tmp_path):
         ("", ["device=1e-3"], "device must be cpu, cuda or cuda:N, got '1e-3'"),
         ("", ["data=1", "data.seed=2"], "TrainConfig.data is 1, not a mapping; cannot set 'data.seed'"),
         ("", ["model_overrides=1", "model_overrides.x=2"], "model_overrides is 1, not a mapping"),
+        ("", ["data.binding_negatives=true"], "binding_negatives adds kinds to the hard negatives"),
+        (
+            "",
+            ["hard_negatives=2", "data.binding_negatives=true", "data.questions=true"],
+            "binding_negatives is for captions",
+        ),
     ],
 )
 def test_config_errors_name_the_bad_key(tmp_path, text, overrides, message):

@@ -38,6 +38,9 @@ class DataConfig(Config):
     partial_captions: float = 0.0
     # shapes, training only: relative frequency of each object count, min_objects to max_objects (null: even)
     object_weights: tuple[float, ...] | None = None
+    # shapes, training only: the hard negatives (hard_negatives > 0) also draw from every colour and shape
+    # swap between two objects and three objects' reversed order (language.binding_negatives)
+    binding_negatives: bool = False
     # pairs: annotations (CSV or JSONL); shards: the folder of .tar shards; text: a UTF-8 file;
     # imagefolder: the root of the class folders
     path: str | None = None
@@ -68,6 +71,10 @@ class DataConfig(Config):
             "data.object_weights is for the built-in data (kind=shapes)",
         )
         check_object_weights(self.object_weights, self.min_objects, self.max_objects, "data")
+        check(
+            not self.binding_negatives or (self.kind == "shapes" and not self.questions),
+            "data.binding_negatives is for captions of the built-in data (kind=shapes, questions=false)",
+        )
         check(
             self.partial_captions == 0.0 or (self.kind == "shapes" and not self.questions),
             "data.partial_captions is for captions of the built-in data (kind=shapes, questions=false)",

@@ -41,6 +41,7 @@ from mumo.data.pairs import PairsDataset
 from mumo.data.shapes import (
     ShapesConfig,
     ShapesDataset,
+    binding_negatives,
     captions,
     generate_scene,
     hard_negatives,
@@ -98,7 +99,8 @@ class DataSource:
         if tokenizer is None:
             raise ConfigError(f"data.kind={self.kind} batches captions: its collate needs a tokenizer")
         mean, std = self.normalization or (None, None)
-        return ImageTextCollate(tokenizer, mean, std, negatives=hard_negative_captions(self.hard_negatives))
+        negatives = hard_negative_captions(self.hard_negatives, self.config.binding_negatives)
+        return ImageTextCollate(tokenizer, mean, std, negatives=negatives)
 
     def split(self, name: str, augment: bool | None = None) -> Dataset:
         """One named split of labelled images; only the labelled kinds (digits, imagefolder) have them."""
@@ -125,23 +127,29 @@ class HardNegativeCaptions:
     so that a resumed run sees the same.
 
     The negatives are worded with the template of the sample's own caption: were they always in the
-    canonical wording, a model could learn to reject that wording instead of the false content.
+    canonical wording, a model could learn to reject that wording instead of the false content. With
+    ``binding``, the kinds also include :func:`~mumo.data.shapes.binding_negatives` (every colour and shape
+    swap, three objects reversed); with more kinds than ``k``, consecutive samples rotate through them.
     """
 
-    def __init__(self, k: int) -> None:
-        self.k = k
+    def __init__(self, k: int, binding: bool = False) -> None:
+        self.k, self.binding = k, binding
 
     def __call__(self, sample: dict[str, Any]) -> list[str]:
         texts = wordings(sample["scene"])
         template = texts.index(sample["caption"]) if sample["caption"] in texts else 0
         negatives = hard_negatives(sample["scene"], template)
+        if self.binding:  # the swaps hard_negatives already holds once
+            known = set(negatives.values())
+            extra = binding_negatives(sample["scene"], template)
+            negatives.update({kind: text for kind, text in extra.items() if text not in known})
         kinds = sorted(negatives)
         return [negatives[kinds[(sample["index"] + j) % len(kinds)]] for j in range(min(self.k, len(kinds)))]
 
 
-def hard_negative_captions(k: int) -> HardNegativeCaptions | None:
+def hard_negative_captions(k: int, binding: bool = False) -> HardNegativeCaptions | None:
     """:class:`HardNegativeCaptions` for ``k`` > 0 negatives per sample; None for ``k`` == 0 (no NegCLIP)."""
-    return HardNegativeCaptions(k) if k > 0 else None
+    return HardNegativeCaptions(k, binding) if k > 0 else None
 
 
 class ShapesSource(DataSource):

@@ -171,6 +171,10 @@ class TrainConfig(Config):
             self.hard_negatives == 0 or (self.data.kind == "shapes" and self.loss == "clip"),
             "hard_negatives needs data.kind=shapes (which generates them) and loss=clip",
         )
+        check(
+            not self.data.binding_negatives or self.hard_negatives > 0,
+            "data.binding_negatives adds kinds to the hard negatives: set hard_negatives > 0 too",
+        )
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

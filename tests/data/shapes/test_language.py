@@ -10,6 +10,7 @@ from mumo.data.shapes import (
     ShapeObject,
     ShapesConfig,
     ShapesDataset,
+    binding_negatives,
     canonical_caption,
     captions,
     generate_scene,
@@ -121,6 +122,45 @@ def test_hard_negatives_follow_the_wording_of_any_template():
                 assert negative not in texts
                 if t == 0:
                     assert negative == canonical[kind]
+
+
+def test_binding_negatives_keep_every_word_and_bind_them_wrongly():
+    trio = Scene(
+        [
+            ShapeObject("square", "red", "small", 0.8, 0.5),
+            ShapeObject("circle", "blue", "large", 0.2, 0.5),
+            ShapeObject("star", "green", "small", 0.5, 0.2),
+        ]
+    )
+    assert canonical_caption(trio) == (
+        "a large blue circle, a small green star and a small red square, from left to right"
+    )
+    negatives = binding_negatives(trio)
+    assert negatives["reverse_order"] == (
+        "a small red square, a small green star and a large blue circle, from left to right"
+    )
+    assert negatives["swap_colours(0,1)"] == (
+        "a large red circle, a small green star and a small blue square, from left to right"
+    )
+    assert negatives["swap_shapes(1,2)"] == (
+        "a large blue star, a small green circle and a small red square, from left to right"
+    )
+    # the red square is a held-out pair: no edit gives the scene away, so all 3 + 3 swaps and the reversal
+    assert len(negatives) == 7
+    closed = Scene([dataclasses.replace(trio.objects[0], shape="cross"), *trio.objects[1:]])
+    # no held-out pair in it: the two swaps that would show a blue star (held out) are left out
+    assert set(negatives) - set(binding_negatives(closed)) == {"swap_colours(1,2)", "swap_shapes(1,2)"}
+    held = held_out_combinations()
+    for scene in scenes("train", 150) + scenes("heldout", 30):
+        open_ = any((o.colour, o.shape) in held for o in scene.objects)
+        for t, own in enumerate(captions(scene)):
+            for kind, text in binding_negatives(scene, t).items():
+                # the same words (a bag of words cannot tell them apart), and none of them true
+                assert sorted(text.replace(",", "").split()) == sorted(own.replace(",", "").split()), kind
+                assert text not in captions(scene), (kind, text)
+                assert open_ or not any(f"{c} {s}" in text for c, s in held), text
+        if len(scene.objects) == 1:
+            assert binding_negatives(scene) == {}
 
 
 def test_partial_captions_name_less_and_their_negatives_stay_false():

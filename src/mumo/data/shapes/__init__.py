@@ -20,6 +20,7 @@ from mumo.data.shapes.draw import render
 from mumo.data.shapes.language import (
     ParsedCaption,
     attribute_names,
+    binding_negatives,
     canonical_caption,
     captions,
     hard_negatives,
@@ -68,6 +69,7 @@ __all__ = [
     "ShapesConfig",
     "ShapesDataset",
     "attribute_names",
+    "binding_negatives",
     "canonical_caption",
     "captions",
     "class_index",

@@ -4,7 +4,8 @@ reads a caption (say, a generated one) back into the objects it names.
 A scene has four caption templates for each of 1, 2 and 3 objects: a lone object with its position on the
 3×3 grid, the relation of the first of two objects to the second, three objects from left to right.
 :func:`hard_negatives` gives, per scene, captions that differ from :func:`canonical_caption` in only the
-words that make them false (swapped colours, reversed relation, one changed attribute).
+words that make them false (swapped colours, reversed relation, one changed attribute);
+:func:`binding_negatives` every false caption with the scene's own attributes bound to other objects.
 :func:`parse_caption` inverts every template, so :func:`scene_attributes` of a scene can be compared with
 what a caption says (:func:`mumo.eval.captioning.attribute_accuracy`).
 """
@@ -169,6 +170,40 @@ def hard_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
     out["change_size"] = edit(i, size="small" if objs[i].size == "large" else "large")
     own = caption_of(scene)
     return {kind: text for kind, text in out.items() if text != own}
+
+
+def binding_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
+    """False captions that name exactly the scene's attributes, bound to the wrong objects or places: every
+    swap of two objects' colours, every swap of two objects' shapes, and three objects in reverse order.
+
+    A model that sees only which attributes are present (a bag of words, a bag of features) cannot reject
+    these; :func:`hard_negatives` holds one of them per scene. Keys: ``swap_colours(i,j)``,
+    ``swap_shapes(i,j)`` (``i`` < ``j`` index ``scene.objects``), ``reverse_order``. Worded with
+    ``template`` (an index into :func:`wordings`); edits that would show a held-out colour-shape pair in a
+    scene without one are left out, and so are captions equal to the scene's own.
+    """
+    objs, held = scene.objects, held_out_combinations()
+    closed = not any((o.colour, o.shape) in held for o in objs)
+
+    def caption_of(new: list[ShapeObject]) -> str | None:
+        if closed and any((o.colour, o.shape) in held for o in new):
+            return None
+        return wordings(Scene(new, scene.relation))[template]
+
+    out: dict[str, str | None] = {}
+    for i in range(len(objs)):
+        for j in range(i + 1, len(objs)):
+            for attribute in ("colour", "shape"):
+                a, b = getattr(objs[i], attribute), getattr(objs[j], attribute)
+                if a != b:
+                    new = list(objs)
+                    new[i] = dataclasses.replace(objs[i], **{attribute: b})
+                    new[j] = dataclasses.replace(objs[j], **{attribute: a})
+                    out[f"swap_{attribute}s({i},{j})"] = caption_of(new)
+    if len(objs) == 3:  # "from left to right" read backwards: mirror every object's x
+        out["reverse_order"] = caption_of([dataclasses.replace(o, x=1.0 - o.x) for o in objs])
+    own = wordings(scene)[template]
+    return {kind: text for kind, text in out.items() if text is not None and text != own}
 
 
 def _captioned(config: ShapesConfig, split_id: int, index: int) -> tuple[Scene, list[str], str]:
