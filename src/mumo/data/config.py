@@ -39,7 +39,8 @@ class DataConfig(Config):
     # shapes, training only: relative frequency of each object count, min_objects to max_objects (null: even)
     object_weights: tuple[float, ...] | None = None
     # shapes, training only: the hard negatives (hard_negatives > 0) also draw from every colour and shape
-    # swap between two objects and three objects' reversed order (language.binding_negatives)
+    # swap between two objects, three objects' reversed order and a lone object's mirrored place
+    # (language.binding_negatives)
     binding_negatives: bool = False
     # pairs: annotations (CSV or JSONL); shards: the folder of .tar shards; text: a UTF-8 file;
     # imagefolder: the root of the class folders

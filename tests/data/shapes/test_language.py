@@ -153,14 +153,31 @@ def test_binding_negatives_keep_every_word_and_bind_them_wrongly():
     held = held_out_combinations()
     for scene in scenes("train", 150) + scenes("heldout", 30):
         open_ = any((o.colour, o.shape) in held for o in scene.objects)
-        for t, own in enumerate(captions(scene)):
+        for t, own in enumerate(wordings(scene)):
             for kind, text in binding_negatives(scene, t).items():
-                # the same words (a bag of words cannot tell them apart), and none of them true
-                assert sorted(text.replace(",", "").split()) == sorted(own.replace(",", "").split()), kind
-                assert text not in captions(scene), (kind, text)
+                assert text not in wordings(scene), (kind, text)  # none of them true
+                if kind.startswith("mirror"):  # only the place changes
+                    assert {x for _, x, _ in word_diff(own, text)} <= {"left", "right", "top", "bottom"}
+                else:  # the same words: a bag of words cannot tell them apart
+                    assert sorted(text.replace(",", "").split()) == sorted(own.replace(",", "").split())
                 assert open_ or not any(f"{c} {s}" in text for c, s in held), text
-        if len(scene.objects) == 1:
-            assert binding_negatives(scene) == {}
+        if len(scene.objects) > 1:
+            assert not any(kind.startswith("mirror") for kind in binding_negatives(scene))
+
+
+def test_a_lone_objects_binding_negatives_are_its_mirrored_places():
+    corner = Scene([ShapeObject("circle", "red", "small", 0.1, 0.9)])
+    assert binding_negatives(corner) == {
+        "mirror_x": "a small red circle in the bottom right",
+        "mirror_y": "a small red circle in the top left",
+    }
+    assert binding_negatives(corner, 4) == {}  # "a red circle": no place to mirror
+    assert binding_negatives(corner, 6) == {
+        "mirror_x": "a red circle in the bottom right",
+        "mirror_y": "a red circle in the top left",
+    }
+    middle = Scene([ShapeObject("circle", "red", "small", 0.5, 0.1)])
+    assert binding_negatives(middle) == {"mirror_y": "a small red circle at the bottom"}
 
 
 def test_partial_captions_name_less_and_their_negatives_stay_false():

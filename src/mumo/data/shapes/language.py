@@ -5,7 +5,8 @@ A scene has four caption templates for each of 1, 2 and 3 objects: a lone object
 3×3 grid, the relation of the first of two objects to the second, three objects from left to right.
 :func:`hard_negatives` gives, per scene, captions that differ from :func:`canonical_caption` in only the
 words that make them false (swapped colours, reversed relation, one changed attribute);
-:func:`binding_negatives` every false caption with the scene's own attributes bound to other objects.
+:func:`binding_negatives` every false caption with the scene's objects bound to the wrong attributes or
+places.
 :func:`parse_caption` inverts every template, so :func:`scene_attributes` of a scene can be compared with
 what a caption says (:func:`mumo.eval.captioning.attribute_accuracy`).
 """
@@ -173,12 +174,15 @@ def hard_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
 
 
 def binding_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
-    """False captions that name exactly the scene's attributes, bound to the wrong objects or places: every
-    swap of two objects' colours, every swap of two objects' shapes, and three objects in reverse order.
+    """False captions that name the scene's objects bound to the wrong places or attributes: every swap of
+    two objects' colours, every swap of two objects' shapes, three objects in reverse order, a lone object
+    mirrored left to right or top to bottom.
 
     A model that sees only which attributes are present (a bag of words, a bag of features) cannot reject
-    these; :func:`hard_negatives` holds one of them per scene. Keys: ``swap_colours(i,j)``,
-    ``swap_shapes(i,j)`` (``i`` < ``j`` index ``scene.objects``), ``reverse_order``. Worded with
+    the swaps; one that mixes up left and right cannot reject the mirrors. :func:`hard_negatives` holds one
+    swap per scene and no mirror. Keys: ``swap_colours(i,j)``, ``swap_shapes(i,j)`` (``i`` < ``j`` index
+    ``scene.objects``), ``reverse_order``, ``mirror_x``, ``mirror_y`` (where the position word changes:
+    none for a caption without one, no ``mirror_x`` in the centre column). Worded with
     ``template`` (an index into :func:`wordings`); edits that would show a held-out colour-shape pair in a
     scene without one are left out, and so are captions equal to the scene's own.
     """
@@ -202,6 +206,10 @@ def binding_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
                     out[f"swap_{attribute}s({i},{j})"] = caption_of(new)
     if len(objs) == 3:  # "from left to right" read backwards: mirror every object's x
         out["reverse_order"] = caption_of([dataclasses.replace(o, x=1.0 - o.x) for o in objs])
+    if len(objs) == 1:  # a lone object in the mirrored place (left for right, top for bottom)
+        o = objs[0]
+        out["mirror_x"] = caption_of([dataclasses.replace(o, x=1.0 - o.x)])
+        out["mirror_y"] = caption_of([dataclasses.replace(o, y=1.0 - o.y)])
     own = wordings(scene)[template]
     return {kind: text for kind, text in out.items() if text is not None and text != own}
 
