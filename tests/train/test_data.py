@@ -91,3 +91,6 @@ def test_labelled_and_shapes_helpers_match_the_sources(tmp_path, runs):
     assert shapes_config(runs["negclip"].data).image_size == 32
     pick = negative_captions(runs["negclip"])
     assert isinstance(pick, HardNegativeCaptions) and pick.k == 2 and negative_captions(runs["vqa"]) is None
+    assert not pick.binding
+    binding = runs["negclip"].replace(data=runs["negclip"].data.replace(binding_negatives=True))
+    assert negative_captions(binding).binding
