@@ -129,7 +129,8 @@ class HardNegativeCaptions:
     The negatives are worded with the template of the sample's own caption: were they always in the
     canonical wording, a model could learn to reject that wording instead of the false content. With
     ``binding``, the kinds also include :func:`~mumo.data.shapes.binding_negatives` (every colour and shape
-    swap, three objects reversed); with more kinds than ``k``, consecutive samples rotate through them.
+    swap, three objects reversed, a lone object mirrored); with more kinds than ``k``, consecutive samples
+    rotate through them.
     """
 
     def __init__(self, k: int, binding: bool = False) -> None:
