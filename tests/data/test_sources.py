@@ -20,6 +20,7 @@ from mumo.data.shapes import (
     hard_negatives,
     partial_captions,
     questions,
+    reading_order,
     scene_and_caption,
     wordings,
 )
@@ -159,6 +160,21 @@ def test_partial_captions_reach_training_only_with_negatives_in_their_wording(fi
     with pytest.raises(ConfigError, match="partial_captions is a share"):
         config.replace(partial_captions=1.5)
     with pytest.raises(ConfigError, match="partial_captions is for captions of the built-in data"):
+        config.replace(questions=True)
+
+
+def test_reading_order_reaches_training_only(files):
+    config = _configs(files)["shapes"].replace(reading_order=1.0, min_objects=2, max_objects=2)
+    train = data_source(config, hard_negatives=3).train_set()
+    for i in range(6):
+        sample = train[i]
+        assert sample["caption"] in reading_order(sample["scene"])
+        template = wordings(sample["scene"]).index(sample["caption"])
+        assert set(HardNegativeCaptions(3)(sample)) <= set(hard_negatives(sample["scene"], template).values())
+    assert shapes_config(config).reading_order == 0.0  # evaluations caption as before
+    with pytest.raises(ConfigError, match="reading_order is a share"):
+        config.replace(reading_order=-0.5)
+    with pytest.raises(ConfigError, match="reading_order is for captions of the built-in data"):
         config.replace(questions=True)
 
 

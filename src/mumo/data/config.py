@@ -38,6 +38,9 @@ class DataConfig(Config):
     partial_captions: float = 0.0
     # shapes, training only: relative frequency of each object count, min_objects to max_objects (null: even)
     object_weights: tuple[float, ...] | None = None
+    # shapes, training only: share of two-object scenes captioned in reading order, the upper (or left)
+    # object named first (language.reading_order)
+    reading_order: float = 0.0
     # shapes, training only: the hard negatives (hard_negatives > 0) also draw from every colour and shape
     # swap between two objects, three objects' reversed order and a lone object's mirrored place
     # (language.binding_negatives)
@@ -79,6 +82,14 @@ class DataConfig(Config):
         check(
             self.partial_captions == 0.0 or (self.kind == "shapes" and not self.questions),
             "data.partial_captions is for captions of the built-in data (kind=shapes, questions=false)",
+        )
+        check(
+            0.0 <= self.reading_order <= 1.0,
+            f"data.reading_order is a share of two-object scenes in [0, 1], got {self.reading_order}",
+        )
+        check(
+            self.reading_order == 0.0 or (self.kind == "shapes" and not self.questions),
+            "data.reading_order is for captions of the built-in data (kind=shapes, questions=false)",
         )
 
 

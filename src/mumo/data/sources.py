@@ -163,7 +163,9 @@ class ShapesSource(DataSource):
         data = self.config
         # Training only: every evaluation draws the even mix of scenes and captions them in full.
         config = shapes_config(data).replace(
-            partial_captions=data.partial_captions, object_weights=data.object_weights
+            partial_captions=data.partial_captions,
+            object_weights=data.object_weights,
+            reading_order=data.reading_order,
         )
         return ShapesDataset("train", data.train_size, config, questions=data.questions)
 

@@ -3,6 +3,8 @@ the parser that reads captions back into their scenes."""
 
 import dataclasses
 
+import numpy as np
+
 from mumo.data.shapes import (
     COLOURS,
     SHAPES,
@@ -16,8 +18,13 @@ from mumo.data.shapes import (
     generate_scene,
     hard_negatives,
     held_out_combinations,
+    in_reading_order,
+    parse_caption,
     partial_captions,
+    reading_order,
+    render,
     scene_and_caption,
+    scene_attributes,
     scene_key,
     wordings,
 )
@@ -197,6 +204,54 @@ def test_partial_captions_name_less_and_their_negatives_stay_false():
     assert set(negatives[6]) == {"change_colour", "change_shape"}  # no size in it: no size to change
     for t, negs in negatives.items():
         assert wordings(lone)[t] not in negs.values()
+
+
+def test_reading_order_names_the_upper_or_left_object_first_and_stays_true():
+    below = Scene(
+        [ShapeObject("circle", "red", "small", 0.5, 0.8), ShapeObject("square", "blue", "large", 0.45, 0.2)],
+        "below",
+    )
+    assert reading_order(below) == [
+        "a large blue square above a small red circle",
+        "there is a large blue square above a small red circle",
+        "a big blue square above a little red circle",
+    ]
+    ordered = in_reading_order(below)
+    assert ordered.relation == "above" and ordered.objects == below.objects[::-1]
+    assert in_reading_order(ordered) == ordered
+    for scene in scenes("train", 60, ShapesConfig(min_objects=2, max_objects=2)):
+        first = in_reading_order(scene).objects[0]
+        other = in_reading_order(scene).objects[1]
+        vertical = scene.relation in ("above", "below")
+        assert (first.y < other.y) if vertical else (first.x < other.x)
+        np.testing.assert_array_equal(render(scene), render(in_reading_order(scene)))  # the same picture
+        texts = reading_order(scene)
+        assert len(texts) == 3 and set(texts) <= set(captions(in_reading_order(scene)))
+        for text in texts:  # true of the scene, and names the first object first
+            assert parse_caption(text).objects[0] == (first.size, first.colour, first.shape)
+            assert scene_attributes(scene) in parse_caption(text).readings()
+    lone, trio = scenes("train", 1)[0], generate_scene(ShapesConfig(min_objects=3), "train", 0)
+    assert reading_order(lone) == [] == reading_order(trio) and in_reading_order(trio) == trio
+
+
+def test_a_share_of_pairs_is_captioned_in_reading_order_and_the_rest_draw_as_before():
+    plain, ordered = ShapesConfig(), ShapesConfig(reading_order=0.5)
+    kinds = {"reading": 0, "any": 0}
+    for i in range(300):
+        scene, caption = scene_and_caption(ordered, "train", i)
+        if len(scene.objects) != 2:
+            assert (scene, caption) == scene_and_caption(plain, "train", i)  # only pairs change
+            continue
+        original = scene_and_caption(plain, "train", i)[0]
+        assert scene in (original, in_reading_order(original))  # the same objects and picture
+        assert caption in wordings(scene)  # hard negatives find the sample's template
+        kinds["reading" if caption in reading_order(scene) else "any"] += 1
+    # reading order takes half the pairs; a quarter of the rest start with the upper object by chance
+    assert kinds["reading"] > 0.45 * sum(kinds.values()) and kinds["any"] > 0.2 * sum(kinds.values())
+    every = ShapesConfig(min_objects=2, max_objects=2, reading_order=1.0)
+    for i in range(40):
+        scene, caption = scene_and_caption(every, "train", i)
+        assert scene.relation in ("above", "left of") and caption in reading_order(scene)
 
 
 def test_a_share_of_lone_objects_gets_partial_captions_and_the_rest_draw_as_before():

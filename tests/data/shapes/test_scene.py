@@ -83,6 +83,7 @@ def test_object_weights_set_how_often_each_count_comes() -> None:
         ({"object_weights": (1, 2)}, "object_weights"),
         ({"object_weights": (0, 0, 0)}, "object_weights"),
         ({"partial_captions": -0.1}, "partial_captions"),
+        ({"reading_order": 1.5}, "reading_order"),
     ],
 )
 def test_bad_config_names_the_field(overrides: dict, field: str) -> None:

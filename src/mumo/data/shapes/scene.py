@@ -107,6 +107,9 @@ class ShapesConfig(Config):
     # Relative frequency of each object count from min_objects to max_objects (None: equally often); more
     # two-object scenes, say, give more relations to learn from.
     object_weights: tuple[float, ...] | None = None
+    # Share of two-object scenes captioned in reading order: the upper (or left) object named first, so that
+    # which object a caption starts with says where it is (see language.reading_order).
+    reading_order: float = 0.0
 
     def validate(self) -> None:
         check(self.image_size >= 32, f"ShapesConfig.image_size must be >= 32, got {self.image_size}")
@@ -120,6 +123,10 @@ class ShapesConfig(Config):
         check(
             0.0 <= self.partial_captions <= 1.0,
             f"ShapesConfig.partial_captions is a share in [0, 1], got {self.partial_captions}",
+        )
+        check(
+            0.0 <= self.reading_order <= 1.0,
+            f"ShapesConfig.reading_order is a share in [0, 1], got {self.reading_order}",
         )
 
 
