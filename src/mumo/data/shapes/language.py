@@ -115,9 +115,10 @@ def reading_order(scene: Scene) -> list[str]:
 
     Why: a captioner must say "above" or "below" after naming either object, a choice that depends on which
     it named and where both are, and nothing rewards learning either half alone. Captions of three objects
-    name them from left to right, which teaches where one object is against another along x alone; on
-    pairs, trained with random order only, a CoCa learns "left of" (100 %) and stays at chance on "above"
-    (50-58 %). Reading order makes the first word's choice itself a comparison of the two objects."""
+    name them from left to right, which teaches where one object is against another along x alone: with
+    pairs in random order only, CoCa's captions got pairs side by side right 99.6-100 % of the time and
+    pairs one above the other 58-90 % (three seeds; README, Generation). Reading order makes the choice
+    of the first object itself a comparison of the two."""
     if len(scene.objects) != 2:
         return []
     texts = captions(in_reading_order(scene))
