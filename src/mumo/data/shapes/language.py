@@ -103,7 +103,7 @@ def in_reading_order(scene: Scene) -> Scene:
     """The same scene with a pair's objects listed in reading order: the upper one first when one is above
     the other, the left one first when they are side by side (its relation then "above" or "left of").
     Other scenes come back as they are; the objects do not overlap, so the image is the same."""
-    if len(scene.objects) != 2 or scene.relation in ("above", "left of"):
+    if len(scene.objects) != 2 or scene.relation not in ("below", "right of"):
         return scene
     a, b = scene.objects
     return Scene([b, a], _OPPOSITE[scene.relation])
