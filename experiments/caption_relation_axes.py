@@ -1,7 +1,7 @@
 """How often a captioner gets a pair's relation right, split by axis: pairs side by side (left of / right
 of) and pairs one above the other (above / below), and which relation word its captions use. Used for the
-README's CoCa figures (issue 20): without ``data.reading_order`` a CoCa gets "left of" right and "above" at
-chance.
+README's CoCa figures (issue 20): without ``data.reading_order`` a CoCa got pairs side by side right and
+pairs one above the other near chance on two seeds of three.
 
     python experiments/caption_relation_axes.py runs/coca runs/coca_seed1 --seed 1 --scenes 600
 """
