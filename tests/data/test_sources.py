@@ -178,6 +178,18 @@ def test_reading_order_reaches_training_only(files):
         config.replace(questions=True)
 
 
+def test_question_weights_reach_the_training_questions(files):
+    config = _configs(files)["shapes"].replace(questions=True, question_weights={"where": 1, "colour": 0})
+    config = config.replace(min_objects=2, max_objects=2, train_size=40)
+    train = data_source(config).train_set()
+    kinds = {train[i]["kind"] for i in range(40)}
+    assert "where" in kinds and "colour" not in kinds
+    with pytest.raises(ConfigError, match="question_weights: unknown question kind"):
+        config.replace(question_weights={"colours": 1})
+    with pytest.raises(ConfigError, match="question_weights is for questions of the built-in data"):
+        config.replace(questions=False)
+
+
 def test_binding_negatives_join_the_kinds_each_sample_rotates_through(files, tokenizer):
     config = _configs(files)["shapes"].replace(min_objects=3, max_objects=3, binding_negatives=True)
     train = data_source(config, hard_negatives=20).train_set()

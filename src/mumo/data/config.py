@@ -12,6 +12,7 @@ from typing import Literal
 
 from mumo._config import Config, check
 from mumo.data.shapes.scene import check_object_weights
+from mumo.data.shapes.vqa import check_question_weights
 from mumo.errors import DataError
 
 LABELLED_KINDS = ("digits", "imagefolder")  # data of labelled images: a classifier is fine-tuned on them
@@ -34,6 +35,9 @@ class DataConfig(Config):
     seed: int = 0  # seed of the data set itself (scenes, held-out combinations)
     questions: bool = False  # shapes: question-answer texts (VQA) instead of captions
     tokenizer_questions: bool = False  # shapes: the tokenizer also learns the VQA questions and answers
+    # shapes with questions, training only: how often each question kind is asked, relative to the others
+    # (a kind left out weighs 1; null: all kinds equally; vqa.pick_question)
+    question_weights: dict[str, float] | None = None
     # shapes, training only: share of one-object scenes captioned without their size, position or both
     partial_captions: float = 0.0
     # shapes, training only: relative frequency of each object count, min_objects to max_objects (null: even)
@@ -83,6 +87,11 @@ class DataConfig(Config):
             self.partial_captions == 0.0 or (self.kind == "shapes" and not self.questions),
             "data.partial_captions is for captions of the built-in data (kind=shapes, questions=false)",
         )
+        check(
+            self.question_weights is None or (self.kind == "shapes" and self.questions),
+            "data.question_weights is for questions of the built-in data (kind=shapes, questions=true)",
+        )
+        check_question_weights(self.question_weights, "data.question_weights")
         check(
             0.0 <= self.reading_order <= 1.0,
             f"data.reading_order is a share of two-object scenes in [0, 1], got {self.reading_order}",

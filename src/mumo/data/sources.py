@@ -167,7 +167,9 @@ class ShapesSource(DataSource):
             object_weights=data.object_weights,
             reading_order=data.reading_order,
         )
-        return ShapesDataset("train", data.train_size, config, questions=data.questions)
+        return ShapesDataset(
+            "train", data.train_size, config, questions=data.questions, question_weights=data.question_weights
+        )
 
     def tokenizer_texts(self) -> list[str]:
         """Every caption template of the first ``data.tokenizer_samples`` training scenes (and their

@@ -68,3 +68,31 @@ def test_relation_questions_come_in_true_and_false_pairs_that_match_the_geometry
             delta = (a.x - b.x, a.y - b.y)[axis]
             holds = delta * sign > 0 and abs(delta) > abs((a.x - b.x, a.y - b.y)[1 - axis])
             assert (q.answer == "yes") == holds, (q, scene)
+
+
+def test_question_weights_draw_kinds_in_proportion_and_default_to_even():
+    import collections
+
+    import numpy as np
+    import pytest
+
+    from mumo.data.shapes import ShapesDataset, pick_question
+    from mumo.errors import ConfigError
+
+    config = ShapesConfig(min_objects=2, max_objects=2)  # pairs: relation and where always asked
+    scenes = [generate_scene(config, "train", i) for i in range(4000)]
+    draws = np.random.default_rng(0).random((len(scenes), 2)).tolist()
+
+    def kinds(weights):
+        return [pick_question(s, u, v, weights).kind for s, (u, v) in zip(scenes, draws, strict=True)]
+
+    even = kinds(None)
+    assert kinds({}) == even and kinds({"colour": 1.0}) == even  # a kind left out weighs 1
+    even, picked = collections.Counter(even), collections.Counter(kinds({"relation": 4, "where": 0}))
+    assert picked["where"] == 0 and even["where"] > 400
+    # relation weighs 4 against colour's 1: about 4 times as often (4000 draws, a wide margin)
+    assert 3.0 < picked["relation"] / picked["colour"] < 5.5
+    assert 0.7 < even["relation"] / even["colour"] < 1.4
+    for bad in ({"relations": 1}, {"where": -1}, {"where": True}):
+        with pytest.raises(ConfigError, match="question_weights"):
+            ShapesDataset("train", 4, questions=True, question_weights=bad)

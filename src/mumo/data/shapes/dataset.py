@@ -20,7 +20,7 @@ from PIL import Image
 from mumo.data.shapes.draw import render
 from mumo.data.shapes.language import _captioned, hard_negatives
 from mumo.data.shapes.scene import ShapesConfig, _split_id
-from mumo.data.shapes.vqa import pick_question
+from mumo.data.shapes.vqa import check_question_weights, pick_question
 from mumo.errors import ConfigError
 
 
@@ -30,8 +30,8 @@ class ShapesDataset(torch.utils.data.Dataset):
     Each item is a dict: ``image`` (3, H, W) float in [0, 1] (or ``transform(PIL image)``), ``caption``
     (one template, chosen by ``(seed, split, index)``), ``scene`` (:class:`Scene`) and ``index``. The
     default collate cannot batch ``scene``; drop it or collate it as a list. With ``questions``, the
-    caption is a question and its answer (:func:`pick_question`), ``prompt`` the question alone and
-    ``kind`` its kind.
+    caption is a question and its answer (:func:`pick_question`, its kinds drawn in proportion to
+    ``question_weights``), ``prompt`` the question alone and ``kind`` its kind.
     """
 
     def __init__(
@@ -41,9 +41,12 @@ class ShapesDataset(torch.utils.data.Dataset):
         config: ShapesConfig | None = None,
         transform: Callable[[Image.Image], Any] | None = None,
         questions: bool = False,
+        question_weights: dict[str, float] | None = None,
     ) -> None:
         self.split, self.split_id = split, _split_id(split)
         self.questions = questions
+        check_question_weights(question_weights, "ShapesDataset question_weights")
+        self.question_weights = question_weights
         if size < 0:
             raise ConfigError(f"ShapesDataset size must be >= 0, got {size}")
         self.size = size
@@ -66,7 +69,7 @@ class ShapesDataset(torch.utils.data.Dataset):
         item = {"image": image, "caption": caption, "scene": scene, "index": index}
         if self.questions:  # VQA as generation: the text is "question answer", the question its prompt
             rng = np.random.default_rng([self.config.seed, self.split_id, index, 1])
-            q = pick_question(scene, float(rng.random()), float(rng.random()))
+            q = pick_question(scene, float(rng.random()), float(rng.random()), self.question_weights)
             item.update(caption=f"{q.question} {q.answer}", prompt=q.question, kind=q.kind)
         return item
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from mumo.data.shapes.language import _REL_PHRASE
 from mumo.data.shapes.scene import _CELL_MARGIN, _OPPOSITE, SHAPES, Scene, ShapeObject, position_word
+from mumo.errors import ConfigError
 
 QUESTION_KINDS = ("colour", "shape", "size", "count", "position", "relation", "where")
 NUMBER_WORDS = ("zero", "one", "two", "three")
@@ -102,10 +103,38 @@ def questions(scene: Scene) -> list[Question]:
     return out
 
 
-def pick_question(scene: Scene, u: float, v: float) -> Question:
-    """One question for training: a kind uniformly among those the scene has (``u`` in [0, 1)), then a
-    question of that kind uniformly (``v``), so that rare kinds are not drowned by the many count ones."""
+def check_question_weights(weights: dict[str, float] | None, where: str) -> None:
+    """Raise :class:`ConfigError` unless ``weights`` is None or maps question kinds to weights >= 0."""
+    if weights is None:
+        return
+    unknown = sorted(set(weights) - set(QUESTION_KINDS))
+    if unknown:
+        kinds = ", ".join(QUESTION_KINDS)
+        raise ConfigError(f"{where}: unknown question kind(s) {unknown}; the kinds are {kinds}")
+    bad = {k: w for k, w in weights.items() if isinstance(w, bool) or not isinstance(w, (int, float))}
+    bad |= {k: w for k, w in weights.items() if k not in bad and w < 0}
+    if bad:
+        raise ConfigError(f"{where}: weights must be numbers >= 0, got {bad}")
+    if weights and all(weights.get(k, 1.0) == 0 for k in QUESTION_KINDS):
+        raise ConfigError(f"{where}: every question kind has weight 0; leave at least one above 0")
+
+
+def pick_question(scene: Scene, u: float, v: float, weights: dict[str, float] | None = None) -> Question:
+    """One question for training: a kind among those the scene has (``u`` in [0, 1)), then a question of
+    that kind uniformly (``v``), so that rare kinds are not drowned by the many count ones.
+
+    Kinds are drawn in proportion to ``weights`` (a kind left out weighs 1; None: all equally); a scene
+    whose kinds all weigh 0 falls back to drawing them equally, so every sample still has a question."""
     qs = questions(scene)
     kinds = [k for k in QUESTION_KINDS if any(q.kind == k for q in qs)]
-    of_kind = [q for q in qs if q.kind == kinds[int(u * len(kinds))]]
+    w = [(weights or {}).get(k, 1.0) for k in kinds]
+    if sum(w) <= 0:
+        w = [1.0] * len(kinds)
+    target, acc, kind = u * sum(w), 0.0, kinds[-1]
+    for k, wk in zip(kinds, w, strict=True):
+        acc += wk
+        if target < acc:
+            kind = k
+            break
+    of_kind = [q for q in qs if q.kind == kind]
     return of_kind[int(v * len(of_kind))]
