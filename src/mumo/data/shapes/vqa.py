@@ -103,6 +103,10 @@ def questions(scene: Scene) -> list[Question]:
     return out
 
 
+def _is_weight(w: object) -> bool:
+    return isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
+
+
 def check_question_weights(weights: dict[str, float] | None, where: str) -> None:
     """Raise :class:`ConfigError` unless ``weights`` is None or maps question kinds to weights >= 0."""
     if weights is None:
@@ -111,11 +115,10 @@ def check_question_weights(weights: dict[str, float] | None, where: str) -> None
     if unknown:
         kinds = ", ".join(QUESTION_KINDS)
         raise ConfigError(f"{where}: unknown question kind(s) {unknown}; the kinds are {kinds}")
-    bad = {k: w for k, w in weights.items() if isinstance(w, bool) or not isinstance(w, (int, float))}
-    bad |= {k: w for k, w in weights.items() if k not in bad and w < 0}
+    bad = {k: w for k, w in weights.items() if not _is_weight(w)}
     if bad:
         raise ConfigError(f"{where}: weights must be numbers >= 0, got {bad}")
-    if weights and all(weights.get(k, 1.0) == 0 for k in QUESTION_KINDS):
+    if all(weights.get(k, 1.0) == 0 for k in QUESTION_KINDS):
         raise ConfigError(f"{where}: every question kind has weight 0; leave at least one above 0")
 
 
