@@ -6,6 +6,7 @@ import torch
 import mumo
 from mumo.errors import CheckpointError, ConfigError
 from mumo.models import list_models
+from mumo.models.text import length_groups
 from mumo.models.vision import AttentionPool
 
 # Shrinks any registered config to test size while keeping its kind of tower, pooling, norms and MLP.
@@ -97,6 +98,47 @@ def test_pooled_fast_path_equals_full_features(pos_embed):
     torch.testing.assert_close(
         model.text(ids, mask), text_tokens[torch.arange(3), last], atol=1e-6, rtol=1e-5
     )
+
+
+def test_length_groups_split_by_length_only_when_it_saves_tokens():
+    lengths = torch.tensor([3] * 200 + [20] * 56)
+    mask = (
+        torch.arange(24)[None]
+        < lengths[torch.randperm(256, generator=torch.Generator().manual_seed(0))][:, None]
+    ).long()
+    groups = length_groups(mask)
+    assert groups is not None and len(groups) == 2 and all(len(g) == 128 for g in groups)
+    assert sorted(torch.cat(groups).tolist()) == list(range(256))  # every row once
+    assert mask[groups[0]].sum(1).max() == 3  # the short texts together
+    assert length_groups(mask[:255]) is None  # under 2 x 128 rows: one batch
+    assert length_groups(torch.ones(256, 24, dtype=torch.long)) is None  # no padding to save
+    assert length_groups(mask.flip(1)) is None  # left padding: trimming cannot drop it
+
+
+@pytest.mark.parametrize("name", ["clip_vit_tiny", "clip_vit_tiny_bidir"])
+def test_grouped_text_batch_equals_texts_one_by_one(name):
+    model = mumo.create_model(name, seed=0, **{"text.context_length": 24}).eval()
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(2, 25, (300,), generator=g)
+    mask = (torch.arange(24)[None] < lengths[:, None]).long()
+    ids = torch.randint(4, model.config.text.vocab_size, (300, 24), generator=g) * mask
+    assert length_groups(mask) is not None  # the batch does run in groups
+    batch = model.encode_text(ids, mask)
+    rows = torch.cat([model.encode_text(ids[i : i + 1, : lengths[i]]) for i in range(0, 300, 7)])
+    torch.testing.assert_close(batch[::7], rows, atol=1e-5, rtol=1e-4)
+    # gradients reach the embeddings exactly as without grouping (the same rows, summed)
+    weights = torch.randn(300, batch.shape[1], generator=g)
+    grouped = torch.autograd.grad(
+        (model.encode_text(ids, mask) * weights).sum(), model.text.token_embed.weight
+    )[0]
+    alone = sum(
+        torch.autograd.grad(
+            (model.encode_text(ids[i : i + 50], mask[i : i + 50]) * weights[i : i + 50]).sum(),
+            model.text.token_embed.weight,
+        )[0]
+        for i in range(0, 300, 50)
+    )
+    torch.testing.assert_close(grouped, alone, atol=1e-5, rtol=1e-4)
 
 
 def test_mask_inferred_from_pad_id():
