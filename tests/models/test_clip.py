@@ -242,7 +242,11 @@ def test_conv_coordinates_and_grid_pool_tell_where_a_shape_is():
     with torch.no_grad():
         # Convolutions and a mean see the same square wherever it is (zero padding is far away)
         torch.testing.assert_close(plain.visual(left), plain.visual(right))
-        for overrides in ({"vision.coords": True}, {"vision.pool": "grid"}):
+        for overrides in (
+            {"vision.coords": True},
+            {"vision.coords": True, "vision.coords_stage": 1},
+            {"vision.pool": "grid"},
+        ):
             model = mumo.create_model("clip_conv_tiny", seed=0, **overrides).eval()
             a, b = model.visual(left), model.visual(right)
             assert (a - b).norm() > 0.05 * a.norm(), overrides
@@ -253,6 +257,28 @@ def test_conv_coordinates_and_grid_pool_tell_where_a_shape_is():
     assert "coord_map" not in coords.state_dict()  # a fixed input, not a weight
     with pytest.raises(ValueError, match="resize them to vision.image_size"):
         coords.visual(torch.zeros(1, 3, 64, 64))
+
+
+def test_coordinates_at_a_later_stage_leave_the_earlier_stages_blind_to_position():
+    model = mumo.create_model("clip_conv_tiny", seed=0, **{"vision.coords": True, "vision.coords_stage": 1})
+    v = model.visual.eval()
+    assert [m.in_channels for m in v.stages if isinstance(m, torch.nn.Conv2d)][:2] == [
+        3,
+        v.stages[0].out_channels + 2,
+    ]
+    assert v.coord_map.shape[-1] == 16  # the second stage's resolution for 32-px images
+    left, right = _one_square(8), _one_square(20)
+    with torch.no_grad():  # the first stage sees the same square at either place, shifted by 6 cells
+        a, b = v.stages[:4](left), v.stages[:4](right)
+        torch.testing.assert_close(a[..., 2:9], b[..., 8:15])
+    for bad, match in (
+        ({"vision.coords_stage": 1}, "needs vision.coords"),
+        ({"vision.coords": True, "vision.coords_stage": 9}, "coords_stage must be in 0"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            mumo.create_model("clip_conv_tiny", **bad)
+    with pytest.raises(ConfigError, match="for the conv encoder"):
+        mumo.create_model("clip_vit_tiny", **{"vision.coords_stage": 1})
 
 
 def test_siglip_architecture_pools_by_map_and_last_position_with_padding_attended():

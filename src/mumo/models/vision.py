@@ -43,6 +43,9 @@ class VisionConfig(Config):
     # conv: two more input channels holding each pixel's x and y in [-1, 1] (CoordConv, Liu et al., 2018),
     # so that features, and the grid tokens that fusion blocks and decoders read, can say where they are
     coords: bool = False
+    # conv: which stage's input gets the coordinate channels, at its resolution: 0 the image; k > 0 leaves
+    # the first k stages blind to position, so that what they detect (colour, edges) is the same everywhere
+    coords_stage: int = 0
     # Per-channel normalisation of the input pixels (in [0, 1]) the weights expect; None: CLIP's (OpenAI's)
     # mean and std, what mumo trains with. SigLIP's are 0.5.
     image_mean: tuple[float, float, float] | None = None
@@ -72,6 +75,7 @@ class VisionConfig(Config):
                 f"vision.pool={self.pool!r} is for the conv encoder; a ViT pools by cls, mean or map",
             )
             check(not self.coords, "vision.coords is for the conv encoder; a ViT has position embeddings")
+            check(self.coords_stage == 0, "vision.coords_stage is for the conv encoder's coordinate channels")
         else:
             check(
                 self.pool in ("mean", "attn", "grid"),
@@ -90,6 +94,11 @@ class VisionConfig(Config):
                 self.embed_dim % 2 ** (self.depth - 1) == 0,
                 f"vision.embed_dim {self.embed_dim} must be divisible by 2**(depth-1) for the conv encoder",
             )
+            check(
+                0 <= self.coords_stage < self.depth,
+                f"vision.coords_stage must be in 0 .. depth - 1 = {self.depth - 1}, got {self.coords_stage}",
+            )
+            check(self.coords or self.coords_stage == 0, "vision.coords_stage needs vision.coords: true")
 
 
 class VisionTransformer(StackDepth, nn.Module):
@@ -189,8 +198,9 @@ class ConvEncoder(nn.Module):
         self.config = c = config
         widths = [c.embed_dim // 2 ** (c.depth - 1 - i) for i in range(c.depth)]
         layers: list[nn.Module] = []
-        in_ch = c.in_chans + 2 * c.coords
-        for w in widths:
+        in_ch = c.in_chans
+        for i, w in enumerate(widths):
+            in_ch += 2 * (c.coords and i == c.coords_stage)
             layers += [
                 nn.Conv2d(in_ch, w, kernel_size=3, padding=1, bias=False),
                 nn.BatchNorm2d(w),
@@ -203,8 +213,8 @@ class ConvEncoder(nn.Module):
         grid = c.image_size // 2**c.depth
         self.attn_pool = AttentionPool(c.embed_dim, grid * grid, c.num_heads) if c.pool == "attn" else None
         self.grid_pool = nn.Linear(grid * grid * c.embed_dim, c.embed_dim) if c.pool == "grid" else None
-        if c.coords:  # (1, 2, H, W): x then y, -1 at the left / top edge, +1 at the right / bottom
-            axis = torch.linspace(-1.0, 1.0, c.image_size)
+        if c.coords:  # (1, 2, H', W') at stage coords_stage: x then y, -1 at the left / top edge, +1 right
+            axis = torch.linspace(-1.0, 1.0, c.image_size // 2**c.coords_stage)
             ys, xs = torch.meshgrid(axis, axis, indexing="ij")
             self.register_buffer("coord_map", torch.stack([xs, ys])[None], persistent=False)
         else:
@@ -228,17 +238,22 @@ class ConvEncoder(nn.Module):
         return self.num_layers + 1
 
     def _features(self, images: Tensor) -> Tensor:
-        if self.coord_map is not None:
-            if images.shape[-2:] != self.coord_map.shape[-2:]:
-                raise ValueError(
-                    f"images of {tuple(images.shape[-2:])} px for a conv encoder with coordinate channels "
-                    f"of {tuple(self.coord_map.shape[-2:])}; resize them to vision.image_size"
-                )
-            coords = self.coord_map.to(images.dtype).expand(images.shape[0], -1, -1, -1)
-            images = torch.cat([images, coords], dim=1)
         # Channels-last (NHWC) activations take oneDNN's faster convolution kernels on CPU: about 1.35x
         # for this encoder's training step at 64 px. The weights may stay in the default layout.
-        return self.stages(images.contiguous(memory_format=torch.channels_last))
+        x = images.contiguous(memory_format=torch.channels_last)
+        if self.coord_map is None:
+            return self.stages(x)
+        size = self.config.image_size
+        if images.shape[-2:] != (size, size):
+            raise ValueError(
+                f"images of {tuple(images.shape[-2:])} px for a conv encoder with coordinate channels "
+                f"of {size} px; resize them to vision.image_size"
+            )
+        split = self._layers_per_stage * self.config.coords_stage
+        x = self.stages[:split](x)
+        coords = self.coord_map.to(x.dtype).expand(x.shape[0], -1, -1, -1)
+        x = torch.cat([x, coords], dim=1).contiguous(memory_format=torch.channels_last)
+        return self.stages[split:](x)
 
     def forward_features(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) -> feature-map tokens (B, H/2^depth * W/2^depth, C), row-major."""
