@@ -79,5 +79,10 @@ def test_compare_over_seeds_trains_each_seed_and_gives_the_worst_and_best(tmp_pa
     worst, best = sorted(r["t2i_R@1"] for r in rows)
     expected = f"{100 * worst:.1f}" if worst == best else f"{100 * worst:.1f}–{100 * best:.1f}"
     assert line.startswith("| dual | itc | 3, 4 | ") and f"| {expected} |" in line
+    assert f"Budget per variant: {rows[0]['steps']} steps x" in format_table(rows)
+    longer = {**rows[1], "variant": "longer", "steps": 5 * rows[1]["steps"]}
+    footer = format_table([rows[0], longer])
+    assert "Budget per variant" not in footer  # not the first row's budget as everyone's
+    assert f"dual: {rows[0]['steps']} steps x" in footer and f"longer: {longer['steps']} steps x" in footer
     with pytest.raises(ConfigError, match="different seeds"):
         compare([tmp_path / "dual.yaml"], out, seeds=[1, 1])

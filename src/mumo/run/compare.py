@@ -295,11 +295,16 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         r = rows[0]
         several = any(len(g) > 1 for g in groups)
         seeds = " Several seeds: worst–best over them; seconds, samples/s and ms / query are medians."
+        budgets = dict.fromkeys((g["variant"], g["steps"], g["batch_size"]) for g in rows)  # ordered, once
+        if len({(steps, batch) for _, steps, batch in budgets}) == 1:
+            budget = f"Budget per variant: {r['steps']} steps x {r['batch_size']} samples."
+        else:  # rows trained for different budgets: say each, not the first row's as everyone's
+            budget = "Budgets: " + "; ".join(f"{v}: {n} steps x {b}" for v, n, b in budgets) + "."
         lines.append(
             f"\nTest split of the built-in data: zero-shot over {r['size']} one-object scenes (36 classes), "
             f"held-out over {r['size'] // 2}, compositional probe over {r['size']} scenes, retrieval over "
-            f"{r['retrieval_size']} pairs. Budget per variant: {r['steps']} steps x {r['batch_size']} "
-            "samples. Percentages; ms / query = one text -> image query over the retrieval gallery."
+            f"{r['retrieval_size']} pairs. {budget} "
+            "Percentages; ms / query = one text -> image query over the retrieval gallery."
             + (seeds if several else "")
             + _ceiling_note(rows)
         )
