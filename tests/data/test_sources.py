@@ -16,8 +16,10 @@ from mumo.data.shapes import (
     ShapesDataset,
     binding_negatives,
     captions,
+    class_names,
     generate_scene,
     hard_negatives,
+    held_out_combinations,
     partial_captions,
     questions,
     reading_order,
@@ -28,6 +30,7 @@ from mumo.data.shard_writer import pairs_from_shapes, write_shards
 from mumo.data.shards import ShardStream
 from mumo.data.sources import (
     SOURCES,
+    ClassPrompts,
     HardNegativeCaptions,
     ShapesSource,
     data_source,
@@ -205,6 +208,32 @@ def test_binding_negatives_join_the_kinds_each_sample_rotates_through(files, tok
         assert len(two) == 2 and set(two) <= set(every)
     batch = data_source(config, hard_negatives=20).collate(tokenizer)([train[0], train[1]])
     assert batch["neg_index"].shape[0] == sum(len(HardNegativeCaptions(20, True)(train[i])) for i in (0, 1))
+
+
+def test_class_prompts_name_every_seen_class_and_label_each_lone_object(files, tokenizer):
+    prompts = ClassPrompts()
+    held_out = held_out_combinations()
+    assert len(prompts.texts) == len(class_names()) - len(held_out) == 30
+    assert not any(f"{colour} {shape}" in text for colour, shape in held_out for text in prompts.texts)
+    config = _configs(files)["shapes"].replace(class_prompts=True, train_size=40)
+    train = data_source(config, hard_negatives=2).train_set()
+    samples = [train[i] for i in range(40)]
+    batch = data_source(config, hard_negatives=2).collate(tokenizer)(samples)
+    labels = batch["class_index"].tolist()
+    assert len(labels) == 40 and -1 in labels and any(label >= 0 for label in labels)  # 1 to 3 objects
+    for sample, label in zip(samples, labels, strict=True):
+        objects = sample["scene"].objects
+        if len(objects) > 1:
+            assert label == -1
+        else:
+            assert prompts.texts[label] == f"a {objects[0].colour} {objects[0].shape}"
+    assert batch["class_input_ids"].shape == batch["class_attention_mask"].shape == (30, 24)
+    assert tokenizer.decode(batch["class_input_ids"][3].tolist()) == prompts.texts[3]
+    assert "neg_index" in batch and "class_index" not in data_source(_configs(files)["shapes"]).collate(
+        tokenizer
+    )(samples[:2])
+    with pytest.raises(ConfigError, match="class_prompts is for captions of the built-in data"):
+        config.replace(questions=True)
 
 
 def test_shapes_questions_reach_the_tokenizer_and_mask_the_prompt(files):

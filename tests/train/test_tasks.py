@@ -31,6 +31,7 @@ TINY = [
 VARIANTS = {
     "dual": ["model=clip_conv_tiny"],
     "negclip": ["model=clip_conv_tiny", "hard_negatives=2"],
+    "class_prompts": ["model=clip_conv_tiny", "hard_negatives=2", "data.class_prompts=true"],
     "fusion_hard": ["model=fusion_vit_tiny", "objectives=[itc,itm,mlm]", "hard_negatives=1"],
     "fusion_soft": [
         "model=fusion_vit_tiny",
@@ -159,6 +160,43 @@ def test_generated_negatives_are_scored_with_their_own_images(tmp_path, per_samp
     # the shared text tokens are the text tower's own for every row, gathered rather than recomputed
     expected = t.model.text_tokens(seen["ids"], seen["mask"])
     torch.testing.assert_close(seen["text_tokens"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_class_prompt_loss_is_each_lone_objects_cross_entropy_over_every_prompt(tmp_path):
+    t = _trainer(tmp_path, VARIANTS["class_prompts"], steps=1)
+    batch = next(iter(t._loader()))
+    labels = batch["class_index"]
+    assert (labels >= 0).any() and (labels == -1).any()
+    t.task.reseed(0)
+    losses = t.task.training_forward(batch)
+    assert set(losses) == {"itc", "prompt"}
+    model = t.task.model
+    with torch.no_grad():  # batch norm in training mode, as in the task: the same statistics
+        images = model.encode_image(batch["images"])
+        prompts = model.encode_text(batch["class_input_ids"], batch["class_attention_mask"])
+        logits = t.task.scale_and_bias()[0] * images @ prompts.t()
+    lone = labels >= 0
+    expected = torch.nn.functional.cross_entropy(logits[lone], labels[lone])
+    torch.testing.assert_close(losses["prompt"].detach(), expected, rtol=1e-4, atol=1e-5)
+    # the loss reaches both towers and the temperature
+    losses["prompt"].backward()
+    assert model.logit_scale.grad is not None and model.logit_scale.grad.abs() > 0
+    for tower in (model.visual, model.text):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tower.parameters())
+    # a batch of pairs and triples only: a zero, still part of the graph
+    t.task.zero_grad()
+    none = dict(batch, class_index=torch.full_like(labels, -1))
+    zero = t.task.training_forward(none)["prompt"]
+    assert zero.item() == 0.0 and zero.requires_grad
+
+
+def test_class_prompts_are_refused_where_they_would_not_train(tmp_path):
+    with pytest.raises(ConfigError, match="data.class_prompts trains a dual encoder"):
+        _trainer(tmp_path / "fusion", [*VARIANTS["fusion_hard"], "data.class_prompts=true"], steps=1)
+    with pytest.raises(ConfigError, match="data.class_prompts trains with the CLIP"):
+        load_recipe(None, [*TINY, "data.class_prompts=true", "loss=siglip"])
+    with pytest.raises(ConfigError, match="data.class_prompts trains with the CLIP"):
+        load_recipe(None, [*TINY, "data.class_prompts=true", "grad_cache_chunk=4"])
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,9 @@
 Batch keys: ``images`` (B, 3, H, W) float normalised, ``input_ids`` (B, T), ``attention_mask`` (B, T),
 ``skipped`` (samples that could not be read, with their paths and reasons), ``num_truncated``; with a
 ``negatives`` function also ``neg_input_ids`` / ``neg_attention_mask`` (M, T): captions matching no image,
-and ``neg_index`` (M,): the row of the image each was made from. Samples with a ``prompt`` (a VQA
+and ``neg_index`` (M,): the row of the image each was made from. With a ``class_prompts`` labeller also
+``class_input_ids`` / ``class_attention_mask`` (C, T), the prompt of each of C classes, and ``class_index``
+(B,): each sample's class among them, -1 for none. Samples with a ``prompt`` (a VQA
 question whose answer ends the caption) add ``loss_mask`` (B, T): 1 on the tokens a language-model loss
 should predict (the answer and <eot>), 0 on ``<bos>``, the prompt and padding.
 """
@@ -11,12 +13,21 @@ should predict (the answer and <eot>), 0 on ``<bos>``, the prompt and padding.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from mumo.data.tokenizer import Tokenizer
 from mumo.errors import DataError
+
+
+class ClassLabeller(Protocol):
+    """Class prompts and a sample's class among them (-1: none); see
+    :class:`mumo.data.sources.ClassPrompts`."""
+
+    texts: Sequence[str]
+
+    def __call__(self, sample: dict[str, Any]) -> int: ...
 
 
 class _Normalize:
@@ -46,9 +57,12 @@ class ImageTextCollate:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         negatives: Callable[[dict[str, Any]], list[str]] | None = None,
+        class_prompts: ClassLabeller | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.negatives = negatives
+        self.class_prompts = class_prompts
+        self._class_tokens: Any = None  # the prompts tokenized once: they are the same in every batch
         self.normalize = _Normalize(mean, std)
 
     def __call__(self, samples: list[Any]) -> dict[str, Any]:
@@ -77,6 +91,12 @@ class ImageTextCollate:
                 batch["neg_index"] = torch.tensor(
                     [i for i, negs in enumerate(per_sample) for _ in negs], dtype=torch.long
                 )
+        if self.class_prompts is not None:
+            if self._class_tokens is None:
+                self._class_tokens = self.tokenizer.encode(list(self.class_prompts.texts))
+            batch["class_input_ids"] = self._class_tokens.input_ids
+            batch["class_attention_mask"] = self._class_tokens.attention_mask
+            batch["class_index"] = torch.tensor([self.class_prompts(s) for s in good], dtype=torch.long)
         return batch
 
     def _answer_mask(

@@ -49,6 +49,9 @@ class DataConfig(Config):
     # swap between two objects, three objects' reversed order and a lone object's mirrored place
     # (language.binding_negatives)
     binding_negatives: bool = False
+    # shapes, training only: each batch also holds the position-free prompt of every seen colour x shape
+    # class ("a red circle") and each lone object's class among them, for the class-prompt loss (UniCL)
+    class_prompts: bool = False
     # pairs: annotations (CSV or JSONL); shards: the folder of .tar shards; text: a UTF-8 file;
     # imagefolder: the root of the class folders
     path: str | None = None
@@ -86,6 +89,10 @@ class DataConfig(Config):
         check(
             self.partial_captions == 0.0 or (self.kind == "shapes" and not self.questions),
             "data.partial_captions is for captions of the built-in data (kind=shapes, questions=false)",
+        )
+        check(
+            not self.class_prompts or (self.kind == "shapes" and not self.questions),
+            "data.class_prompts is for captions of the built-in data (kind=shapes, questions=false)",
         )
         check(
             self.question_weights is None or (self.kind == "shapes" and self.questions),

@@ -14,7 +14,8 @@ Batches (:mod:`mumo.data.collate`, :class:`~mumo.data.text.TokenCollate`):
 - image–caption kinds: ``images`` (B, 3, H, W) normalised, ``input_ids`` (B, T), ``attention_mask``
   (B, T), ``skipped`` (unreadable samples), ``num_truncated``; with ``hard_negatives`` (shapes) also
   ``neg_input_ids`` / ``neg_attention_mask`` (M, T) and ``neg_index`` (M,); with ``data.questions`` also
-  ``loss_mask`` (B, T).
+  ``loss_mask`` (B, T); with ``data.class_prompts`` (shapes) also ``class_input_ids`` /
+  ``class_attention_mask`` (C, T) and ``class_index`` (B,).
 - ``text``: ``input_ids`` (B, T), ``attention_mask`` (B, T) (and an empty ``skipped``, ``num_truncated`` 0).
 - labelled kinds: ``images`` (B, 3, H, W) normalised, ``labels`` (B,), ``skipped``.
 
@@ -43,8 +44,10 @@ from mumo.data.shapes import (
     ShapesDataset,
     binding_negatives,
     captions,
+    class_names,
     generate_scene,
     hard_negatives,
+    held_out_combinations,
     questions,
     wordings,
 )
@@ -100,7 +103,8 @@ class DataSource:
             raise ConfigError(f"data.kind={self.kind} batches captions: its collate needs a tokenizer")
         mean, std = self.normalization or (None, None)
         negatives = hard_negative_captions(self.hard_negatives, self.config.binding_negatives)
-        return ImageTextCollate(tokenizer, mean, std, negatives=negatives)
+        prompts = ClassPrompts() if self.config.class_prompts else None
+        return ImageTextCollate(tokenizer, mean, std, negatives=negatives, class_prompts=prompts)
 
     def split(self, name: str, augment: bool | None = None) -> Dataset:
         """One named split of labelled images; only the labelled kinds (digits, imagefolder) have them."""
@@ -146,6 +150,28 @@ class HardNegativeCaptions:
             negatives.update({kind: text for kind, text in extra.items() if text not in known})
         kinds = sorted(negatives)
         return [negatives[kinds[(sample["index"] + j) % len(kinds)]] for j in range(min(self.k, len(kinds)))]
+
+
+class ClassPrompts:
+    """For the class-prompt loss (``data.class_prompts``; UniCL, Yang et al., 2022, which trains on
+    labelled images as captions made of their class names): the position-free prompt of every colour ×
+    shape class the training split shows ("a red circle", the wording of a partial caption), and a
+    sample's class among them.
+
+    The held-out combinations are left out, so that their names still never reach training.
+    """
+
+    def __init__(self) -> None:
+        held_out = held_out_combinations()
+        self.classes = [cs for cs in class_names() if cs not in held_out]
+        self.texts = [f"a {colour} {shape}" for colour, shape in self.classes]
+        self._index = {cs: i for i, cs in enumerate(self.classes)}
+
+    def __call__(self, sample: dict[str, Any]) -> int:
+        """The row of ``texts`` naming a one-object scene's object; -1 for more objects (or a held-out
+        class), which the loss skips."""
+        objects = sample["scene"].objects
+        return self._index.get((objects[0].colour, objects[0].shape), -1) if len(objects) == 1 else -1
 
 
 def hard_negative_captions(k: int, binding: bool = False) -> HardNegativeCaptions | None:

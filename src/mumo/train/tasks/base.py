@@ -48,6 +48,7 @@ class ObjectiveTask(nn.Module):
     """
 
     objectives_supported: ClassVar[tuple[str, ...]] = ()
+    class_prompts_supported: ClassVar[bool] = False  # trains on data.class_prompts (ContrastiveTask)
 
     def __init__(
         self,
@@ -102,6 +103,11 @@ class ObjectiveTask(nn.Module):
     @classmethod
     def from_config(cls, model: nn.Module, config: Any, tokenizer: Any, rank: int = 0, world_size: int = 1):
         """The task a :class:`~mumo.train.config.TrainConfig` asks for, with the tokenizer's special ids."""
+        if getattr(config.data, "class_prompts", False) and not cls.class_prompts_supported:
+            raise ConfigError(
+                f"data.class_prompts trains a dual encoder (CLIP), not {type(model).__name__}; "
+                "set data.class_prompts=false"
+            )
         return cls(
             model,
             config.objectives,
@@ -152,7 +158,9 @@ class ObjectiveTask(nn.Module):
         self, batch: dict[str, Any], chunk_size: int, scale: float = 1.0
     ) -> dict[str, Tensor]:
         """Only a CLIP's contrastive task caches gradients (:class:`ContrastiveTask`)."""
-        raise ConfigError("grad_cache_chunk works for a CLIP trained on itc alone, without hard negatives")
+        raise ConfigError(
+            "grad_cache_chunk works for a CLIP trained on itc alone, without hard negatives or class prompts"
+        )
 
     def _itc(self, image_embeds: Tensor, text_embeds: Tensor, negatives: Tensor | None) -> Tensor:
         scale, bias = self.scale_and_bias()
