@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mumo.errors import TrainingError
+from mumo.errors import ConfigError, TrainingError
 from mumo.run.train import train
 from mumo.run.train import trainer as run_trainer
 from mumo.train import load_recipe
@@ -57,6 +57,14 @@ def test_overwrite_replaces_the_run_and_nothing_else(tmp_path):
     assert _steps(tmp_path) == ["step_000002"] and run_id(list_checkpoints(tmp_path)[0]) != old
     assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 2
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_refused_overwrite_leaves_the_old_run_in_place(tmp_path):
+    train(_config(tmp_path, "evaluate=false"), progress=False)
+    refused = _config(tmp_path, "model=fusion_vit_tiny", "objectives=[itc,itm]", "data.class_prompts=true")
+    with pytest.raises(ConfigError, match="data.class_prompts trains a dual encoder"):
+        run_trainer(refused, progress=False, overwrite=True)
+    assert _steps(tmp_path) == ["step_000002", "step_000004"] and (tmp_path / "final").is_dir()
 
 
 def _cli(argv):

@@ -193,6 +193,7 @@ def test_the_class_prompt_loss_is_each_lone_objects_cross_entropy_over_every_pro
 def test_class_prompts_are_refused_where_they_would_not_train(tmp_path):
     with pytest.raises(ConfigError, match="data.class_prompts trains a dual encoder"):
         _trainer(tmp_path / "fusion", [*VARIANTS["fusion_hard"], "data.class_prompts=true"], steps=1)
+    assert not (tmp_path / "fusion").exists()  # refused before the run folder is made
     with pytest.raises(ConfigError, match="data.class_prompts trains with the CLIP"):
         load_recipe(None, [*TINY, "data.class_prompts=true", "loss=siglip"])
     with pytest.raises(ConfigError, match="data.class_prompts trains with the CLIP"):

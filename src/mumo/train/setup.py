@@ -2,9 +2,11 @@
 optimizer and schedule, spread over the processes, and, on resume, all of it restored from the newest valid
 checkpoint. The :class:`~mumo.train.trainer.Trainer` is then only the loop.
 
-Order matters: the run folder is claimed before anything is written; the checkpoint's settings are checked
-before anything is built from the config; fine-tuning rules (locking, LoRA) apply before the optimizer and
-the checkpoint see the parameters; the task is built on the final model and wrapped for the processes last.
+Order matters: a folder that holds another run is refused before anything is built, and claimed (created,
+or emptied with ``overwrite``) only once everything is, so a refused run leaves nothing behind; the
+checkpoint's settings are checked before anything is built from the config; fine-tuning rules (locking,
+LoRA) apply before the optimizer and the checkpoint see the parameters; the task is built on the final model
+and wrapped for the processes last.
 """
 
 from __future__ import annotations
@@ -169,10 +171,8 @@ def setup(
     if c.threads:
         torch.set_num_threads(c.threads)
     dist = init_distributed(c.device)
-    if not resume:  # every rank checks before any writes; rank 0 alone deletes
-        claim_out_dir(out_dir, overwrite, dist.is_main)
-        barrier(dist)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:  # refuse a folder that holds another run before building anything
+        claim_out_dir(out_dir, overwrite, delete=False)
     # The run owns torch's global generator (random crops, dropout, LoRA's initialisation draw from it).
     torch.manual_seed(c.seed + dist.rank)
     across_gpus = dist.world_size > 1 and c.device == "cuda"
@@ -249,6 +249,12 @@ def setup(
     )
     if checkpoint is not None:
         restore(pieces, checkpoint)
+    # Only now, with everything built: a run refused above (a model, task or data that cannot train
+    # together) leaves no folder behind, and --overwrite deletes the old run only for one that will start.
+    if not resume:  # every rank has checked; rank 0 alone deletes
+        claim_out_dir(out_dir, overwrite, delete=dist.is_main)
+        barrier(dist)
+    out_dir.mkdir(parents=True, exist_ok=True)
     return pieces
 
 
