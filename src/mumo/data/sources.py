@@ -45,6 +45,7 @@ from mumo.data.shapes import (
     binding_negatives,
     captions,
     class_names,
+    class_prompt,
     generate_scene,
     hard_negatives,
     held_out_combinations,
@@ -164,7 +165,7 @@ class ClassPrompts:
     def __init__(self) -> None:
         held_out = held_out_combinations()
         self.classes = [cs for cs in class_names() if cs not in held_out]
-        self.texts = [f"a {colour} {shape}" for colour, shape in self.classes]
+        self.texts = [class_prompt(colour, shape) for colour, shape in self.classes]
         self._index = {cs: i for i, cs in enumerate(self.classes)}
 
     def __call__(self, sample: dict[str, Any]) -> int:

@@ -15,6 +15,7 @@ from mumo.data.shapes import (
     binding_negatives,
     canonical_caption,
     captions,
+    class_prompt,
     generate_scene,
     hard_negatives,
     held_out_combinations,
@@ -196,6 +197,7 @@ def test_partial_captions_name_less_and_their_negatives_stay_false():
     ]
     pair = generate_scene(ShapesConfig(min_objects=2, max_objects=2), "train", 0)
     assert partial_captions(pair) == [] and wordings(pair) == captions(pair)
+    assert class_prompt("red", "circle") == partial_captions(lone)[0]  # a class prompt reads as a caption
     negatives = {t: hard_negatives(lone, t) for t in range(4, 7)}  # the three partial wordings
     canonical = hard_negatives(lone)  # the same edits, in the full wording
     colour, shape = canonical["change_colour"].split()[2], canonical["change_shape"].split()[3]

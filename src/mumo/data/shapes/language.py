@@ -99,6 +99,12 @@ def partial_captions(scene: Scene) -> list[str]:
     return _fill(scene, _ONE_PARTIAL) if len(scene.objects) == 1 else []
 
 
+def class_prompt(colour: str, shape: str) -> str:
+    """The position-free prompt of a colour x shape class, "a red circle": the wording of the first partial
+    caption, so that a prompt trained against (``data.class_prompts``) reads as a caption the data gives."""
+    return _ONE_PARTIAL[0].format(colour=colour, shape=shape)
+
+
 def in_reading_order(scene: Scene) -> Scene:
     """The same scene with a pair's objects listed in reading order: the upper one first when one is above
     the other, the left one first when they are side by side (its relation then "above" or "left of").
