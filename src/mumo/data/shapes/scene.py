@@ -9,6 +9,7 @@ generalisation.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,7 @@ _X_GAP = 0.1  # least x distance between neighbours in a triple, so "from left t
 _CANDIDATES = 32  # positions drawn per rejection round, vectorised
 
 
+@functools.cache  # frozen, and asked for by every sample's negatives
 def held_out_combinations() -> frozenset[tuple[str, str]]:
     """The six (colour, shape) pairs kept out of train/val/test.
 
