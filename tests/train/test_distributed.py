@@ -261,8 +261,9 @@ def test_fsdp_trains_saves_shards_and_resumes_from_them(tmp_path, reference):
 
 
 def test_a_failed_launch_fails_the_command(tmp_path):
-    """`mumo train --nproc 2` exits non-zero when its processes fail (here: no shards where the recipe
-    says), not 0 as click's non-standalone mode would return it."""
+    """`mumo train --nproc 2` exits with its processes' code when they fail (here: no shards where the
+    recipe says), not 0 as click's non-standalone mode would return it, and says why in one line per
+    process: no launcher log lines, no traceback."""
     recipe = tmp_path / "r.yaml"
     recipe.write_text("seed: 0\n")
     run = subprocess.run(
@@ -272,8 +273,10 @@ def test_a_failed_launch_fails_the_command(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert run.returncode != 0
-    assert "does not exist" in run.stderr
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: shard folder") for line in lines), run.stderr
+    assert all("does not exist" in line for line in lines)
 
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"

@@ -32,14 +32,12 @@ def train(
     from mumo.run.recipes import load as load_recipe
 
     if nproc > 1:
-        import subprocess
-
-        from mumo.train.distributed import torchrun_command
+        from mumo.train.distributed import launch_local
 
         load_recipe(recipe, overrides or [])  # a bad recipe fails here, once, not in every process
         flags = [f for f, on in (("--resume", resume), ("--overwrite", overwrite)) if on]
         args = ["train", str(recipe), *(overrides or []), *flags]
-        raise typer.Exit(subprocess.call(torchrun_command(nproc, args)))
+        raise typer.Exit(launch_local(nproc, args))
 
     _fit(load_recipe(recipe, overrides or []), resume, overwrite)
 

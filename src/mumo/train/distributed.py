@@ -10,7 +10,6 @@ DDP averages the gradients, so a step equals a single process's step on the glob
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -124,15 +123,37 @@ def fully_shard_task(task: torch.nn.Module) -> list[torch.nn.Parameter]:
     return replicated
 
 
-def torchrun_command(nproc: int, args: list[str]) -> list[str]:
-    """The ``torchrun`` command line that runs ``mumo <args>`` in ``nproc`` processes on this machine."""
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "mumo",
-        *args,
+def launch_local(nproc: int, args: list[str]) -> int:
+    """Run ``mumo <args>`` in ``nproc`` processes on this machine, as ``torchrun --standalone
+    --nproc_per_node=<nproc> -m mumo <args>`` would; returns 0, or the exit code of the first process to
+    fail (128 + the signal's number for one killed by a signal, or for the launcher itself stopped by one).
+
+    Each process reports its own errors, one line each. torchrun's launcher would add its log lines and a
+    traceback of its own after them, burying that line: its loggers are silenced while it runs (and set
+    back after) and its failure becomes the exit code.
+    """
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    loggers = [
+        lg
+        for name, lg in list(logging.Logger.manager.loggerDict.items())
+        if name.startswith("torch.distributed") and isinstance(lg, logging.Logger)
     ]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        run(parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "mumo", *args]))
+    except ChildFailedError as e:
+        code = e.get_first_failure()[1].exitcode
+        return code if code > 0 else 128 - code if code < 0 else 1
+    except SignalException as e:
+        return 128 + int(e.sigval)
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+    return 0
