@@ -119,10 +119,7 @@ def test_kill_9_and_resume_is_bit_identical(tmp_path):
     recipe.write_text("evaluate: false\n")
     common = [str(recipe), *TINY, "max_steps=150", "checkpoint_every=10", "keep_checkpoints=3"]
 
-    straight = _run([*common, f"out_dir={tmp_path / 'straight'}"])
-    out, _ = straight.communicate(timeout=300)
-    assert straight.returncode == 0, out.decode()
-
+    straight = _run([*common, f"out_dir={tmp_path / 'straight'}"])  # beside the victim, one core each
     killed_dir = tmp_path / "killed"
     victim = _run([*common, f"out_dir={killed_dir}"])
     deadline = time.time() + 120
@@ -137,6 +134,8 @@ def test_kill_9_and_resume_is_bit_identical(tmp_path):
     assert not (killed_dir / "final").exists(), "the run finished before the kill; make it longer"
     done = sorted(p.name for p in (killed_dir / "checkpoints").glob("step_*"))
     assert done and done[-1] < "step_000150"
+    out, _ = straight.communicate(timeout=300)
+    assert straight.returncode == 0, out.decode()
 
     # corrupt the newest checkpoint as a crash mid-write on a bad disk could: resume must fall back
     newest = sorted((killed_dir / "checkpoints").glob("step_*"))[-1]
