@@ -54,3 +54,17 @@ def test_num_params_of_a_default_config_matches_the_built_model():
     config = get_model_config("clip_conv_tiny")
     assert num_params(config) == sum(p.numel() for p in build_model(config).parameters())
     assert num_params(CLIPConfig()) > 0  # a config that no name registers counts too
+
+
+def test_counting_skips_initialisers_only_on_meta_tensors():
+    import torch
+
+    from mumo.models.describe import _SkipMetaInit
+
+    real, meta = torch.zeros(4, 4), torch.zeros(4, 4, device="meta")
+    with _SkipMetaInit():
+        torch.nn.init.normal_(real)
+        torch.nn.init.normal_(meta)
+        meta.uniform_()
+    assert real.abs().sum() > 0  # a real tensor is still initialised
+    assert meta.shape == (4, 4) and meta.is_meta
