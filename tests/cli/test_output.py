@@ -36,6 +36,18 @@ def test_progress_bar_draws_only_on_a_terminal(monkeypatch, terminal):
     assert ("━" in out.getvalue()) == terminal and ("embedding" in out.getvalue()) == terminal
 
 
+@pytest.mark.parametrize("terminal", [True, False])
+def test_a_printed_line_is_wrapped_only_on_a_terminal(terminal):
+    out = io.StringIO()
+    console = _output._Console(file=out, force_terminal=terminal, width=80)
+    line = "/tmp/" + "a-long-folder-name/" * 8 + ": 6 images (flat search)"
+    console.print(line)
+    if terminal:  # wrapped to the terminal's width
+        assert out.getvalue().count("\n") > 1, out.getvalue()
+    else:  # whole, as grep wants it
+        assert out.getvalue() == line + "\n", out.getvalue()
+
+
 def test_models_through_a_pipe_prints_whole_names_tab_separated():
     lines = _mumo("models").stdout.splitlines()
     assert lines[0].split("\t") == ["model", "type", "parameters", "image", "shape"]

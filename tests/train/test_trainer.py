@@ -122,20 +122,26 @@ def test_kill_9_and_resume_is_bit_identical(tmp_path):
     straight = _run([*common, f"out_dir={tmp_path / 'straight'}"])  # beside the victim, one core each
     killed_dir = tmp_path / "killed"
     victim = _run([*common, f"out_dir={killed_dir}"])
-    deadline = time.time() + 120
-    while not list((killed_dir / "checkpoints").glob("step_*/manifest.json")):
-        assert victim.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.01)
-    time.sleep(0.3)  # let it get into the middle of something
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    assert victim.returncode == -signal.SIGKILL
-    assert not (killed_dir / "final").exists(), "the run finished before the kill; make it longer"
-    done = sorted(p.name for p in (killed_dir / "checkpoints").glob("step_*"))
-    assert done and done[-1] < "step_000150"
-    out, _ = straight.communicate(timeout=300)
-    assert straight.returncode == 0, out.decode()
+    try:
+        deadline = time.time() + 120
+        while not list((killed_dir / "checkpoints").glob("step_*/manifest.json")):
+            assert victim.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline
+            time.sleep(0.01)
+        time.sleep(0.3)  # let it get into the middle of something
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        assert victim.returncode == -signal.SIGKILL
+        assert not (killed_dir / "final").exists(), "the run finished before the kill; make it longer"
+        done = sorted(p.name for p in (killed_dir / "checkpoints").glob("step_*"))
+        assert done and done[-1] < "step_000150"
+        out, _ = straight.communicate(timeout=300)
+        assert straight.returncode == 0, out.decode()
+    finally:  # a failed assertion must not leave either run training on its own
+        for run in (straight, victim):
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
 
     # corrupt the newest checkpoint as a crash mid-write on a bad disk could: resume must fall back
     newest = sorted((killed_dir / "checkpoints").glob("step_*"))[-1]

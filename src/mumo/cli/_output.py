@@ -13,7 +13,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mumo.errors import DataError
 
-console = Console()
+class _Console(Console):
+    """rich's console, except that through a pipe or into a file a printed line stays whole: rich would wrap
+    it at the 80 columns it assumes there, splitting a long path, or a count after one, across lines that
+    grep no longer finds."""
+
+    def print(self, *objects: Any, soft_wrap: bool | None = None, **kwargs: Any) -> None:
+        super().print(*objects, soft_wrap=not self.is_terminal if soft_wrap is None else soft_wrap, **kwargs)
+
+
+console = _Console()
 
 
 @contextmanager
