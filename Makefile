@@ -23,9 +23,12 @@ demo: $(VENV)/.installed
 
 # Every test but the end-to-end recipe runs (2.5 minutes of the demo recipe), which CI runs once, on AVX2
 # kernels, with the other tests of learned behaviour (test-learned-avx2): the suite stays under 10 minutes.
+# Two pytest workers, a test file each at a time, each with one torch thread: most tests use one core (and
+# the rest wait on subprocesses), so one process left the second core idle (10:49 on 2 cores, 8:25 in two).
+# Two torch threads per worker would oversubscribe the cores (xdist with the default threads: 9:31).
 test: $(VENV)/.installed-dev
 	$(PY) -m ruff check src tests benchmarks experiments
-	$(PY) -m pytest -q -m "not recipe"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not recipe" -n 2 --dist loadfile
 
 # The tests of learned behaviour again, on the kernels of a CPU without AVX-512: results must not hang on
 # the last bits a machine's kernels round differently. ATen's own kernels, oneDNN's (convolutions) and MKL's

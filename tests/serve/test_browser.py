@@ -82,7 +82,7 @@ def demo(tmp_path_factory, free_port):
         "checkpoint_every=300",
         "evaluate=false",
         "tensorboard=false",
-        "threads=2",
+        "threads=1",  # make test runs another test file on the other core
         f"out_dir={root / 'run'}",
     ]
     train(load_recipe(None, overrides), progress=False)
