@@ -21,6 +21,7 @@ from mumo.data.shapes import (
     hard_negatives,
     held_out_combinations,
     partial_captions,
+    place_negatives,
     questions,
     reading_order,
     scene_and_caption,
@@ -208,6 +209,22 @@ def test_binding_negatives_join_the_kinds_each_sample_rotates_through(files, tok
         assert len(two) == 2 and set(two) <= set(every)
     batch = data_source(config, hard_negatives=20).collate(tokenizer)([train[0], train[1]])
     assert batch["neg_index"].shape[0] == sum(len(HardNegativeCaptions(20, True)(train[i])) for i in (0, 1))
+
+
+def test_place_negatives_join_the_kinds_and_reach_the_batch(files, tokenizer):
+    config = _configs(files)["shapes"].replace(binding_negatives=True, place_negatives=True, train_size=40)
+    train = data_source(config, hard_negatives=20).train_set()
+    seen = 0
+    for i in range(40):
+        sample = train[i]
+        scene, template = sample["scene"], wordings(sample["scene"]).index(sample["caption"])
+        places = set(place_negatives(scene, template).values())
+        every = HardNegativeCaptions(20, binding=True, places=True)(sample)
+        assert set(every) == set(HardNegativeCaptions(20, binding=True)(sample)) | places
+        seen += bool(places)
+    assert seen > 10  # lone objects with a position and trios have some
+    negatives = data_source(config, hard_negatives=5).collate(tokenizer).negatives
+    assert isinstance(negatives, HardNegativeCaptions) and negatives.places
 
 
 def test_class_prompts_name_every_seen_class_and_label_each_lone_object(files, tokenizer):

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mumo.errors import DataError
 
+
 class _Console(Console):
     """rich's console, except that through a pipe or into a file a printed line stays whole: rich would wrap
     it at the 80 columns it assumes there, splitting a long path, or a count after one, across lines that

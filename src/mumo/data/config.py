@@ -49,6 +49,9 @@ class DataConfig(Config):
     # swap between two objects, three objects' reversed order and a lone object's mirrored place
     # (language.binding_negatives)
     binding_negatives: bool = False
+    # shapes, training only: the hard negatives also draw from places next to the objects' own: a lone
+    # object in the nearest other cell, two neighbours of three swapped (language.place_negatives)
+    place_negatives: bool = False
     # shapes, training only: each batch also holds the position-free prompt of every seen colour x shape
     # class ("a red circle") and each lone object's class among them, for the class-prompt loss (UniCL)
     class_prompts: bool = False
@@ -85,6 +88,10 @@ class DataConfig(Config):
         check(
             not self.binding_negatives or (self.kind == "shapes" and not self.questions),
             "data.binding_negatives is for captions of the built-in data (kind=shapes, questions=false)",
+        )
+        check(
+            not self.place_negatives or (self.kind == "shapes" and not self.questions),
+            "data.place_negatives is for captions of the built-in data (kind=shapes, questions=false)",
         )
         check(
             self.partial_captions == 0.0 or (self.kind == "shapes" and not self.questions),

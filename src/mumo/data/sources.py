@@ -49,6 +49,7 @@ from mumo.data.shapes import (
     generate_scene,
     hard_negatives,
     held_out_combinations,
+    place_negatives,
     questions,
     wordings,
 )
@@ -103,7 +104,9 @@ class DataSource:
         if tokenizer is None:
             raise ConfigError(f"data.kind={self.kind} batches captions: its collate needs a tokenizer")
         mean, std = self.normalization or (None, None)
-        negatives = hard_negative_captions(self.hard_negatives, self.config.binding_negatives)
+        negatives = hard_negative_captions(
+            self.hard_negatives, self.config.binding_negatives, self.config.place_negatives
+        )
         prompts = ClassPrompts() if self.config.class_prompts else None
         return ImageTextCollate(tokenizer, mean, std, negatives=negatives, class_prompts=prompts)
 
@@ -134,21 +137,24 @@ class HardNegativeCaptions:
     The negatives are worded with the template of the sample's own caption: were they always in the
     canonical wording, a model could learn to reject that wording instead of the false content. With
     ``binding``, the kinds also include :func:`~mumo.data.shapes.binding_negatives` (every colour and shape
-    swap, three objects reversed, a lone object mirrored); with more kinds than ``k``, consecutive samples
-    rotate through them.
+    swap, three objects reversed, a lone object mirrored); with ``places``, those of
+    :func:`~mumo.data.shapes.place_negatives` (a lone object in the nearest other cell, two neighbours of
+    three swapped). With more kinds than ``k``, consecutive samples rotate through them.
     """
 
-    def __init__(self, k: int, binding: bool = False) -> None:
-        self.k, self.binding = k, binding
+    def __init__(self, k: int, binding: bool = False, places: bool = False) -> None:
+        self.k, self.binding, self.places = k, binding, places
 
     def __call__(self, sample: dict[str, Any]) -> list[str]:
         texts = wordings(sample["scene"])
         template = texts.index(sample["caption"]) if sample["caption"] in texts else 0
         negatives = hard_negatives(sample["scene"], template)
-        if self.binding:  # the swaps hard_negatives already holds once
+        extras = [binding_negatives] * self.binding + [place_negatives] * self.places
+        for more in extras:  # without the captions already held (hard_negatives holds one swap)
             known = set(negatives.values())
-            extra = binding_negatives(sample["scene"], template)
-            negatives.update({kind: text for kind, text in extra.items() if text not in known})
+            negatives.update(
+                {kind: text for kind, text in more(sample["scene"], template).items() if text not in known}
+            )
         kinds = sorted(negatives)
         return [negatives[kinds[(sample["index"] + j) % len(kinds)]] for j in range(min(self.k, len(kinds)))]
 
@@ -175,9 +181,11 @@ class ClassPrompts:
         return self._index.get((objects[0].colour, objects[0].shape), -1) if len(objects) == 1 else -1
 
 
-def hard_negative_captions(k: int, binding: bool = False) -> HardNegativeCaptions | None:
+def hard_negative_captions(
+    k: int, binding: bool = False, places: bool = False
+) -> HardNegativeCaptions | None:
     """:class:`HardNegativeCaptions` for ``k`` > 0 negatives per sample; None for ``k`` == 0 (no NegCLIP)."""
-    return HardNegativeCaptions(k, binding) if k > 0 else None
+    return HardNegativeCaptions(k, binding, places) if k > 0 else None
 
 
 class ShapesSource(DataSource):

@@ -180,6 +180,10 @@ class TrainConfig(Config):
             not self.data.binding_negatives or self.hard_negatives > 0,
             "data.binding_negatives adds kinds to the hard negatives: set hard_negatives > 0 too",
         )
+        check(
+            not self.data.place_negatives or self.hard_negatives > 0,
+            "data.place_negatives adds kinds to the hard negatives: set hard_negatives > 0 too",
+        )
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

@@ -49,7 +49,9 @@ def labelled_data(data: str, image_size: int, seed: int = 0) -> DataConfig:
 def negative_captions(config: TrainConfig) -> Callable[[dict[str, Any]], list[str]] | None:
     """For NegCLIP runs (``hard_negatives`` > 0), a function giving each training sample that many of its
     generated hard-negative captions (:class:`mumo.data.sources.HardNegativeCaptions`)."""
-    return hard_negative_captions(config.hard_negatives, config.data.binding_negatives)
+    return hard_negative_captions(
+        config.hard_negatives, config.data.binding_negatives, config.data.place_negatives
+    )
 
 
 def build_collate(config: TrainConfig, dataset: Dataset, tokenizer: Tokenizer, mean: Any, std: Any) -> Any:

@@ -22,6 +22,7 @@ from mumo.data.shapes import (
     in_reading_order,
     parse_caption,
     partial_captions,
+    place_negatives,
     reading_order,
     render,
     scene_and_caption,
@@ -29,6 +30,7 @@ from mumo.data.shapes import (
     scene_key,
     wordings,
 )
+from mumo.data.shapes.language import wording
 
 CFG = ShapesConfig()
 SIZE_WORDS = {"small", "large", "little", "big"}
@@ -186,6 +188,54 @@ def test_a_lone_objects_binding_negatives_are_its_mirrored_places():
     }
     middle = Scene([ShapeObject("circle", "red", "small", 0.5, 0.1)])
     assert binding_negatives(middle) == {"mirror_y": "a small red circle at the bottom"}
+
+
+def test_place_negatives_move_a_lone_object_across_its_nearest_grid_line():
+    # in the left cell, 0.04 under the line to the bottom left: the bottom left is the nearest other cell
+    low_left = Scene([ShapeObject("circle", "red", "small", 0.15, 0.63)])
+    assert canonical_caption(low_left) == "a small red circle on the left"
+    assert place_negatives(low_left) == {"nearest_cell": "a small red circle in the bottom left"}
+    # 0.02 right of the line to the centre: the left cell, across it
+    assert place_negatives(Scene([ShapeObject("circle", "red", "small", 0.35, 0.5)])) == {
+        "nearest_cell": "a small red circle on the left"
+    }
+    assert place_negatives(low_left, 4) == {}  # "a red circle": no place to move
+
+
+def test_place_negatives_swap_two_neighbours_of_three():
+    trio = Scene(
+        [
+            ShapeObject("square", "red", "small", 0.8, 0.5),
+            ShapeObject("circle", "blue", "large", 0.2, 0.5),
+            ShapeObject("star", "green", "small", 0.5, 0.2),
+        ]
+    )
+    assert place_negatives(trio) == {
+        "swap_places(0,1)": (
+            "a small green star, a large blue circle and a small red square, from left to right"
+        ),
+        "swap_places(1,2)": (
+            "a large blue circle, a small red square and a small green star, from left to right"
+        ),
+    }
+    for scene in scenes("train", 150):
+        for t, own in enumerate(wordings(scene)):
+            for kind, text in place_negatives(scene, t).items():
+                assert text not in wordings(scene), (kind, text)  # none of them true
+                if kind == "nearest_cell":  # the object in a cell next to its own, nothing else changed
+                    o = scene.objects[0]
+                    col, row = min(int(o.x * 3), 2), min(int(o.y * 3), 2)
+                    cells = [(col - 1, row), (col + 1, row), (col, row - 1), (col, row + 1)]
+                    next_door = [
+                        wording(Scene([dataclasses.replace(o, x=(c + 0.5) / 3, y=(r + 0.5) / 3)]), t)
+                        for c, r in cells
+                        if 0 <= c < 3 and 0 <= r < 3
+                    ]
+                    assert text in next_door, (own, text)
+                else:  # the same words: a bag of words cannot tell them apart
+                    assert sorted(text.replace(",", "").split()) == sorted(own.replace(",", "").split())
+        if len(scene.objects) == 2:
+            assert place_negatives(scene) == {}  # a pair's places are its relation: reverse_relation
 
 
 def test_partial_captions_name_less_and_their_negatives_stay_false():

@@ -6,7 +6,7 @@ A scene has four caption templates for each of 1, 2 and 3 objects: a lone object
 :func:`hard_negatives` gives, per scene, captions that differ from :func:`canonical_caption` in only the
 words that make them false (swapped colours, reversed relation, one changed attribute);
 :func:`binding_negatives` every false caption with the scene's objects bound to the wrong attributes or
-places.
+places; :func:`place_negatives` the objects moved to places next to their own.
 :func:`parse_caption` inverts every template, so :func:`scene_attributes` of a scene can be compared with
 what a caption says (:func:`mumo.eval.captioning.attribute_accuracy`).
 """
@@ -255,6 +255,43 @@ def binding_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
         out["mirror_y"] = caption_of([dataclasses.replace(o, y=1.0 - o.y)])
     own = wording(scene, template)
     return {kind: text for kind, text in out.items() if text is not None and text != own}
+
+
+def place_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
+    """False captions that put the scene's objects in places next to their own: a lone object in the
+    neighbouring cell nearest to it, across the grid line closest to its centre; two neighbours of three
+    objects (from left to right) trading places.
+
+    :func:`binding_negatives` mirrors a lone object and reads three backwards. The text->image misses left
+    after it are mostly these near places: "on the left" matched to an object in the bottom left, a few
+    pixels past the grid line, and three objects with two neighbours swapped. Keys: ``nearest_cell``,
+    ``swap_places(i,i+1)`` (``i`` counts the objects from the left). Worded with ``template``; none for a
+    caption without a position, and none equal to the scene's own.
+    """
+    objs = scene.objects
+    out: dict[str, str] = {}
+    if len(objs) == 1:
+        o = objs[0]
+        moves = []  # (distance to the grid line, the object in the cell across it)
+        for axis, v in (("x", o.x), ("y", o.y)):
+            cell = min(int(v * 3), 2)
+            if cell > 0:
+                moves.append((v - cell / 3, dataclasses.replace(o, **{axis: (cell - 0.5) / 3})))
+            if cell < 2:
+                moves.append(((cell + 1) / 3 - v, dataclasses.replace(o, **{axis: (cell + 1.5) / 3})))
+        out["nearest_cell"] = wording(Scene([min(moves, key=lambda m: m[0])[1]], None), template)
+    if len(objs) == 3:
+        order = sorted(range(3), key=lambda i: objs[i].x)
+        for k in range(2):
+            i, j = order[k], order[k + 1]
+            new = list(objs)
+            new[i], new[j] = (
+                dataclasses.replace(objs[i], x=objs[j].x),
+                dataclasses.replace(objs[j], x=objs[i].x),
+            )
+            out[f"swap_places({k},{k + 1})"] = wording(Scene(new, scene.relation), template)
+    own = wording(scene, template)
+    return {kind: text for kind, text in out.items() if text != own}
 
 
 def _captioned(config: ShapesConfig, split_id: int, index: int) -> tuple[Scene, list[str], str]:
