@@ -24,7 +24,7 @@ demo: $(VENV)/.installed
 # Every test but the end-to-end recipe runs (2.5 minutes of the demo recipe), which CI runs once, on AVX2
 # kernels, with the other tests of learned behaviour (test-learned-avx2): the suite stays under 10 minutes.
 # Two pytest workers, a test file each at a time, each with one torch thread: most tests use one core (and
-# the rest wait on subprocesses), so one process left the second core idle (10:49 on 2 cores, 8:25 in two).
+# the rest wait on subprocesses), so one process left the second core idle (10:49 on 2 cores; 7:41 in two).
 # Two torch threads per worker would oversubscribe the cores (xdist with the default threads: 9:31).
 test: $(VENV)/.installed-dev
 	$(PY) -m ruff check src tests benchmarks experiments
