@@ -149,7 +149,7 @@ class HardNegativeCaptions:
         texts = wordings(sample["scene"])
         template = texts.index(sample["caption"]) if sample["caption"] in texts else 0
         negatives = hard_negatives(sample["scene"], template)
-        extras = [binding_negatives] * self.binding + [place_negatives] * self.places
+        extras = [f for f, on in ((binding_negatives, self.binding), (place_negatives, self.places)) if on]
         for more in extras:  # without the captions already held (hard_negatives holds one swap)
             known = set(negatives.values())
             negatives.update(

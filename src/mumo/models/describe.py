@@ -44,8 +44,8 @@ def num_params(config: Config) -> int:
 
 class _SkipMetaInit(TorchFunctionMode):
     """Skip weight initialisers on meta tensors. There is nothing to fill, yet torch runs their meta
-    kernels through its Python references: ~1 ms a call, and a 2-s import of ``torch._dynamo`` on the
-    first, which made ``mumo models`` take 6 s."""
+    kernels through its Python references, ~1 ms a call: counting the 24 registered models took 1.1 s
+    with them and takes 0.4 s without."""
 
     _FILLS = frozenset({"normal_", "uniform_", "fill_", "zero_", "copy_"})
 
