@@ -38,6 +38,12 @@ def test_recipe_and_overrides(tmp_path):
             ["hard_negatives=2", "data.binding_negatives=true", "data.questions=true"],
             "binding_negatives is for captions",
         ),
+        ("", ["data.place_negatives=true"], "place_negatives adds kinds to the hard negatives"),
+        (
+            "",
+            ["hard_negatives=2", "data.place_negatives=true", "data.kind=digits"],
+            "place_negatives is for captions",
+        ),
     ],
 )
 def test_config_errors_name_the_bad_key(tmp_path, text, overrides, message):
