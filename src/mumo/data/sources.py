@@ -104,11 +104,13 @@ class DataSource:
         if tokenizer is None:
             raise ConfigError(f"data.kind={self.kind} batches captions: its collate needs a tokenizer")
         mean, std = self.normalization or (None, None)
-        negatives = hard_negative_captions(
-            self.hard_negatives, self.config.binding_negatives, self.config.place_negatives
-        )
         prompts = ClassPrompts() if self.config.class_prompts else None
-        return ImageTextCollate(tokenizer, mean, std, negatives=negatives, class_prompts=prompts)
+        return ImageTextCollate(tokenizer, mean, std, negatives=self.negatives(), class_prompts=prompts)
+
+    def negatives(self) -> HardNegativeCaptions | None:
+        """What gives each training sample its generated hard-negative captions (NegCLIP); None without."""
+        c = self.config
+        return hard_negative_captions(self.hard_negatives, c.binding_negatives, c.place_negatives)
 
     def split(self, name: str, augment: bool | None = None) -> Dataset:
         """One named split of labelled images; only the labelled kinds (digits, imagefolder) have them."""

@@ -10,7 +10,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from mumo.data.config import DataConfig, labelled_data_config
-from mumo.data.sources import DataSource, data_source, hard_negative_captions
+from mumo.data.sources import DataSource, data_source
 from mumo.data.sources import shapes_config as shapes_config  # re-exported: evaluate and compare use it
 from mumo.data.tokenizer import Tokenizer
 from mumo.train.config import TrainConfig
@@ -49,9 +49,7 @@ def labelled_data(data: str, image_size: int, seed: int = 0) -> DataConfig:
 def negative_captions(config: TrainConfig) -> Callable[[dict[str, Any]], list[str]] | None:
     """For NegCLIP runs (``hard_negatives`` > 0), a function giving each training sample that many of its
     generated hard-negative captions (:class:`mumo.data.sources.HardNegativeCaptions`)."""
-    return hard_negative_captions(
-        config.hard_negatives, config.data.binding_negatives, config.data.place_negatives
-    )
+    return _source(config).negatives()
 
 
 def build_collate(config: TrainConfig, dataset: Dataset, tokenizer: Tokenizer, mean: Any, std: Any) -> Any:
