@@ -193,6 +193,32 @@ def test_a_bug_is_one_line_exit_1_with_the_traceback_on_request(monkeypatch):
         main(["info", "clip_vit_tiny"])
 
 
+class _Writes(io.StringIO):
+    """stderr as ``python -u`` has it: each write reaches the file as it is made; the writes are kept."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, s: str) -> int:
+        self.writes.append(s)
+        return super().write(s)
+
+
+def test_each_line_on_stderr_is_one_write(monkeypatch):
+    """torchrun starts its processes with ``python -u``: a line written in two pieces (text, then newline)
+    ran into another rank's line when both failed at once. A mistake (exit 2) and a bug (exit 1) alike."""
+    monkeypatch.setattr("mumo.models.describe.num_params", lambda *a, **k: 1 / 0)
+    for argv, expected in ((["info", "no_such_model"], 2), (["info", "clip_vit_tiny"], 1)):
+        err = _Writes()
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == expected
+        assert len(err.writes) == 1 and err.writes[0].endswith("\n") and err.writes[0].count("\n") == 1, (
+            err.writes
+        )
+
+
 # ------------------------------------------------------------------------------------ recipe overrides
 
 KEYS = [

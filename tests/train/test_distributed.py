@@ -125,7 +125,9 @@ COMMON = [
 ]
 
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+# PYTHONFAULTHANDLER: a process that aborts (SIGABRT, say "terminate called without an active exception" in
+# a backend's thread teardown) prints every thread's Python stack, so a failure shows where it happened
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        print("aborted", file=sys.stderr)
+        _say("aborted")
         sys.exit(130)
     except OSError as e:  # a path the user gave that cannot be read or written
         if e.filename is None or os.environ.get("MUMO_TRACEBACK"):
@@ -105,15 +105,22 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # noqa: BLE001 - a bug: still one line, the traceback on request
         if os.environ.get("MUMO_TRACEBACK"):
             raise
-        print(
+        _say(
             _one_line(f"error: unexpected {type(e).__name__}: {e}")
-            + " (a bug in mumo; rerun with MUMO_TRACEBACK=1 and report the traceback)",
-            file=sys.stderr,
+            + " (a bug in mumo; rerun with MUMO_TRACEBACK=1 and report the traceback)"
         )
         sys.exit(1)
 
 
 def _fail(message: str) -> None:
     """Print ``error: MESSAGE`` on stderr and exit 2, the code of every mistake the user can fix."""
-    print(f"error: {message}", file=sys.stderr)
+    _say(f"error: {message}")
     sys.exit(2)
+
+
+def _say(line: str) -> None:
+    """Write ``line`` and its newline to stderr in one write. ``torchrun`` starts its processes with
+    ``python -u`` (stderr unbuffered), where ``print`` writes the text and the newline in two: two ranks
+    failing at once then ran their lines together ("...does not existerror: shard folder ...")."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
