@@ -11,6 +11,8 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -217,6 +219,31 @@ def test_each_line_on_stderr_is_one_write(monkeypatch):
         assert len(err.writes) == 1 and err.writes[0].endswith("\n") and err.writes[0].count("\n") == 1, (
             err.writes
         )
+
+
+_CANARY = (
+    "import atexit, sys; atexit.register(lambda: print('teardown ran', flush=True)); "
+    "from mumo.cli import main; main(sys.argv[1:])"
+)
+
+
+@pytest.mark.parametrize(("argv", "code"), [(["version"], 0), (["info", "no_such_model"], 2)])
+def test_a_torchrun_process_ends_without_the_interpreter_teardown(argv, code):
+    """Under torchrun (WORLD_SIZE > 1) `mumo` leaves by os._exit once its output is flushed: the gloo
+    backend's threads, still running at exit, can abort a finished run in Python's teardown. Its output
+    and exit code are those of the command; a single process still tears down as usual."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for world, teardown in (("2", False), ("1", True)):
+        run = subprocess.run(
+            [sys.executable, "-c", _CANARY, *argv], env={**env, "WORLD_SIZE": world}, capture_output=True,
+            text=True,
+        )  # fmt: skip
+        assert run.returncode == code, run.stderr
+        assert ("teardown ran" in run.stdout) == teardown, (world, run.stdout)
+        if code == 0:
+            assert run.stdout.splitlines()[0] == mumo.__version__, run.stdout  # the command's output
+        else:
+            assert run.stderr.startswith("error: ") and run.stderr.count("\n") == 1, run.stderr
 
 
 # ------------------------------------------------------------------------------------ recipe overrides

@@ -82,7 +82,42 @@ def main(argv: list[str] | None = None) -> None:
     Every mistake ends in one line on stderr and exit code 2: usage errors (an unknown command or option,
     a missing or malformed value), the library's own errors, and a file that cannot be read or written.
     Anything else is a bug in mumo: one line, exit 1, and MUMO_TRACEBACK=1 shows the traceback.
+
+    A process of a ``torchrun`` launch (``WORLD_SIZE`` > 1) ends without the interpreter's teardown, once
+    its output is flushed (:func:`_end_worker`).
     """
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        _run(argv)
+        return
+    try:
+        _run(argv)
+    except SystemExit as e:
+        _end_worker(e.code if isinstance(e.code, int) else 0 if e.code is None else 1)
+    _end_worker(0)
+
+
+def _end_worker(code: int) -> None:
+    """Flush and leave a torchrun process with ``code``, skipping the interpreter's teardown.
+
+    The gloo backend's threads (``pt_gloo_runloop``, ``gloo_tcp_loop``) outlive ``destroy_process_group``
+    and the run's model (the group's C++ object is still referenced), so they still run when the interpreter
+    tears down; a C++ thread that needs Python then is ended mid-unwind, which aborts the process
+    ("terminate called without an active exception", exit 134). A finished FSDP run in CI ended so, after
+    saving its final model; upstream's fix for this teardown race was abandoned (pytorch/pytorch#179291).
+    A run has written and closed all it keeps by now (checkpoints, metrics, TensorBoard): the teardown has
+    nothing left to do.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be written anyway
+            pass
+    os._exit(code)
+
+
+def _run(argv: list[str] | None) -> None:
+    """:func:`main`'s work: the command, and every error mapped to one line and its exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         # click returns, not raises, a command's typer.Exit code in non-standalone mode
