@@ -25,6 +25,8 @@ from mumo.data.shapes import (
     questions,
     reading_order,
     scene_and_caption,
+    scene_image,
+    twin_scenes,
     wordings,
 )
 from mumo.data.shard_writer import pairs_from_shapes, write_shards
@@ -34,6 +36,7 @@ from mumo.data.sources import (
     ClassPrompts,
     HardNegativeCaptions,
     ShapesSource,
+    TwinScenes,
     data_source,
     hard_negative_captions,
     shapes_config,
@@ -251,6 +254,45 @@ def test_class_prompts_name_every_seen_class_and_label_each_lone_object(files, t
     )(samples[:2])
     with pytest.raises(ConfigError, match="class_prompts is for captions of the built-in data"):
         config.replace(questions=True)
+
+
+def test_twin_scenes_replace_the_batch_tail_with_twins_of_its_head(files, tokenizer):
+    config = _configs(files)["shapes"].replace(train_size=64, object_weights=(1, 2, 1), twin_scenes=0.25)
+    train = data_source(config, hard_negatives=2).train_set()
+    samples = [train[i] for i in range(32)]
+    twinned = TwinScenes(0.25, 32)(samples)
+    assert len(twinned) == 32 and twinned[:24] == samples[:24]
+    for twin in twinned[24:]:
+        source = next(s for s in samples[:24] if s["index"] == twin["index"])
+        assert twin["scene"] in twin_scenes(source["scene"]).values()
+        template = wordings(source["scene"]).index(source["caption"])
+        assert twin["caption"] == wordings(twin["scene"])[template] != source["caption"]  # its wording
+        assert torch.equal(twin["image"], scene_image(twin["scene"], 32))
+        assert not torch.equal(twin["image"], source["image"])
+    again = TwinScenes(0.25, 32)(samples)  # drawn from the samples alone: a resumed run gets the same
+    assert [(t["caption"], t["scene"]) for t in again] == [(t["caption"], t["scene"]) for t in twinned]
+    batch = data_source(config, hard_negatives=2).collate(tokenizer)(samples)
+    assert batch["images"].shape == (32, 3, 32, 32) and batch["input_ids"].shape[0] == 32
+    assert torch.allclose(batch["images"][31], (twinned[31]["image"] - MEAN[0]) / STD[0])
+    assert batch["neg_index"].max().item() == 31  # the twins get hard negatives of their own
+    assert data_source(_configs(files)["shapes"]).collate(tokenizer).twins is None
+    for bad in (-0.1, 0.6):
+        with pytest.raises(ConfigError, match="twin_scenes is a share of each batch"):
+            config.replace(twin_scenes=bad)
+    with pytest.raises(ConfigError, match="twin_scenes is for captions of the built-in data"):
+        config.replace(questions=True)
+
+
+def test_a_lone_object_captioned_without_its_place_gives_no_twin():
+    from mumo.data.shapes import Scene, ShapeObject
+
+    scene = Scene([ShapeObject("circle", "red", "small", 0.2, 0.2)])
+    image = scene_image(scene, 32)
+    partial = {"image": image, "caption": "a red circle", "scene": scene, "index": 0}
+    placed = {**partial, "caption": wordings(scene)[0], "index": 1}
+    out = TwinScenes(0.5, 32)([partial, placed, dict(partial, index=2), dict(partial, index=3)])
+    assert out[:3] == [partial, placed, dict(partial, index=2)]  # only the captioned place has a twin
+    assert out[3]["index"] == 1 and out[3]["caption"] != placed["caption"]
 
 
 def test_shapes_questions_reach_the_tokenizer_and_mask_the_prompt(files):

@@ -50,6 +50,9 @@ class ImageTextCollate:
         tokenizer: encodes the captions (to its ``context_length``).
         mean, std: per-channel normalisation applied to images in [0, 1]; None leaves images as they are
             (for transforms that normalise already).
+        negatives: gives a sample its hard-negative captions (NegCLIP), batched as ``neg_*``.
+        class_prompts: labels a sample with its class prompt's row, batched as ``class_*``.
+        twins: rewrites the batch's samples before they are stacked (``data.twin_scenes``).
     """
 
     def __init__(
@@ -59,8 +62,10 @@ class ImageTextCollate:
         std: Sequence[float] | None = None,
         negatives: Callable[[dict[str, Any]], list[str]] | None = None,
         class_prompts: ClassLabeller | None = None,
+        twins: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
+        self.twins = twins
         self.negatives = negatives
         self.class_prompts = class_prompts
         self._class_tokens: Any = None  # the prompts tokenized once: they are the same in every batch
@@ -71,6 +76,8 @@ class ImageTextCollate:
         skipped = [s for s in samples if not isinstance(s, dict)]
         if not good:
             return {"images": None, "skipped": skipped, "num_truncated": 0}
+        if self.twins is not None:
+            good = self.twins(good)
         images = self.normalize(torch.stack([s["image"] for s in good]))
         tokens = self.tokenizer.encode([s["caption"] for s in good])
         batch = {

@@ -55,6 +55,10 @@ class DataConfig(Config):
     # shapes, training only: each batch also holds the position-free prompt of every seen colour x shape
     # class ("a red circle") and each lone object's class among them, for the class-prompt loss (UniCL)
     class_prompts: bool = False
+    # shapes, training only: share of each batch replaced by twins of other samples in it, the same objects
+    # with two colours, shapes or places traded (a lone object mirrored): hard negative images for the
+    # text->image loss (sources.TwinScenes); at most 0.5
+    twin_scenes: float = 0.0
     # pairs: annotations (CSV or JSONL); shards: the folder of .tar shards; text: a UTF-8 file;
     # imagefolder: the root of the class folders
     path: str | None = None
@@ -100,6 +104,14 @@ class DataConfig(Config):
         check(
             not self.class_prompts or (self.kind == "shapes" and not self.questions),
             "data.class_prompts is for captions of the built-in data (kind=shapes, questions=false)",
+        )
+        check(
+            0.0 <= self.twin_scenes <= 0.5,
+            f"data.twin_scenes is a share of each batch in [0, 0.5], got {self.twin_scenes}",
+        )
+        check(
+            self.twin_scenes == 0.0 or (self.kind == "shapes" and not self.questions),
+            "data.twin_scenes is for captions of the built-in data (kind=shapes, questions=false)",
         )
         check(
             self.question_weights is None or (self.kind == "shapes" and self.questions),

@@ -14,7 +14,9 @@ from mumo.data.shapes import (
     generate_scene,
     held_out_combinations,
     render,
+    twin_scenes,
 )
+from mumo.data.shapes.scene import _fits
 from mumo.errors import ConfigError
 
 CFG = ShapesConfig()
@@ -99,3 +101,39 @@ def test_class_names_and_index() -> None:
         assert names[class_index(scene)] == (o.colour, o.shape)
     with pytest.raises(ConfigError, match="one-object"):
         class_index(generate_scene(ShapesConfig(min_objects=2, max_objects=2), "train", 0))
+
+
+def test_twin_scenes_bind_the_same_objects_the_other_way_and_still_fit() -> None:
+    held = held_out_combinations()
+    kinds, lonely = set(), 0
+    for scene in scenes("train", 300, ShapesConfig(object_weights=(1, 2, 1))):
+        assert _fits(scene.objects)  # the check twins are held to passes every drawn scene
+        twins = twin_scenes(scene)
+        lonely += not twins  # trades that all show a held-out pair or leave the image
+        for kind, twin in twins.items():
+            kinds.add(kind.split("(")[0])
+            assert twin.objects != scene.objects and _fits(twin.objects)
+            assert not any((o.colour, o.shape) in held for o in twin.objects)  # training scenes stay closed
+            assert sorted(o.colour for o in twin.objects) == sorted(o.colour for o in scene.objects)
+            assert sorted(o.shape for o in twin.objects) == sorted(o.shape for o in scene.objects)
+            if kind.startswith("swap_places"):  # the same places, taken by the other object
+                assert sorted((o.x, o.y) for o in twin.objects) == sorted((o.x, o.y) for o in scene.objects)
+                assert twin.relation != scene.relation or scene.relation is None
+            if kind == "mirror_x":
+                assert twin.objects[0].x == pytest.approx(1.0 - scene.objects[0].x)
+    assert kinds == {"swap_colours", "swap_shapes", "swap_places", "mirror_x", "mirror_y"}
+    assert lonely < 15
+
+
+def test_a_pair_twin_trades_places_and_reverses_its_relation() -> None:
+    from mumo.data.shapes import ShapeObject
+
+    a = ShapeObject("circle", "green", "small", 0.2, 0.5)
+    b = ShapeObject("square", "blue", "large", 0.7, 0.5)
+    twins = twin_scenes(Scene([a, b], "left of"))
+    placed = twins["swap_places(0,1)"]
+    assert placed.relation == "right of" and (placed.objects[0].x, placed.objects[1].x) == (0.7, 0.2)
+    assert twins["swap_colours(0,1)"].objects[0].colour == "blue"
+    edge = ShapeObject("square", "blue", "large", 0.8, 0.5)  # a large disc here fits, a small one's place…
+    squeezed = ShapeObject("circle", "red", "small", 0.14, 0.5)  # …by the border does not fit a large one
+    assert "swap_places(0,1)" not in twin_scenes(Scene([squeezed, edge], "left of"))

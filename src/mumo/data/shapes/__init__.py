@@ -15,7 +15,7 @@ Modules, each one concept: ``scene`` (vocabulary, splits, where objects go), ``d
 ``dataset`` (the torch data set and the writers). Everything public is re-exported here.
 """
 
-from mumo.data.shapes.dataset import ShapesDataset, write_captions, write_shapes
+from mumo.data.shapes.dataset import ShapesDataset, scene_image, write_captions, write_shapes
 from mumo.data.shapes.draw import render
 from mumo.data.shapes.language import (
     ParsedCaption,
@@ -33,6 +33,7 @@ from mumo.data.shapes.language import (
     scene_and_caption,
     scene_attributes,
     scene_key,
+    wording,
     wordings,
 )
 from mumo.data.shapes.scene import (
@@ -52,6 +53,7 @@ from mumo.data.shapes.scene import (
     generate_scene,
     held_out_combinations,
     position_word,
+    twin_scenes,
 )
 from mumo.data.shapes.vqa import NUMBER_WORDS, QUESTION_KINDS, Question, pick_question, questions
 
@@ -93,7 +95,10 @@ __all__ = [
     "render",
     "scene_and_caption",
     "scene_attributes",
+    "scene_image",
     "scene_key",
+    "twin_scenes",
+    "wording",
     "wordings",
     "write_captions",
     "write_shapes",

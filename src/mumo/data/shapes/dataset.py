@@ -19,7 +19,7 @@ from PIL import Image
 
 from mumo.data.shapes.draw import render
 from mumo.data.shapes.language import _captioned, hard_negatives
-from mumo.data.shapes.scene import ShapesConfig, _split_id
+from mumo.data.shapes.scene import Scene, ShapesConfig, _split_id
 from mumo.data.shapes.vqa import check_question_weights, pick_question
 from mumo.errors import ConfigError
 
@@ -61,17 +61,21 @@ class ShapesDataset(torch.utils.data.Dataset):
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for a ShapesDataset of size {self.size}")
         scene, _, caption = _captioned(self.config, self.split_id, index)
-        pixels = render(scene, self.config.image_size)  # (H, W, 3) uint8
         if self.transform is not None:
-            image = self.transform(Image.fromarray(pixels))
+            image = self.transform(Image.fromarray(render(scene, self.config.image_size)))
         else:
-            image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
+            image = scene_image(scene, self.config.image_size)
         item = {"image": image, "caption": caption, "scene": scene, "index": index}
         if self.questions:  # VQA as generation: the text is "question answer", the question its prompt
             rng = np.random.default_rng([self.config.seed, self.split_id, index, 1])
             q = pick_question(scene, float(rng.random()), float(rng.random()), self.question_weights)
             item.update(caption=f"{q.question} {q.answer}", prompt=q.question, kind=q.kind)
         return item
+
+
+def scene_image(scene: Scene, image_size: int = 64) -> torch.Tensor:
+    """A scene drawn as a (3, H, W) float tensor in [0, 1], as :class:`ShapesDataset` gives it."""
+    return torch.from_numpy(render(scene, image_size)).permute(2, 0, 1).float().div_(255.0)
 
 
 def write_shapes(

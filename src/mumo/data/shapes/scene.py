@@ -9,6 +9,7 @@ generalisation.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -240,3 +241,55 @@ def class_index(scene: Scene) -> int:
         )
     o = scene.objects[0]
     return _ALL.index((o.colour, o.shape))
+
+
+def _fits(objects: list[ShapeObject]) -> bool:
+    """Whether every disc lies inside the image and apart from the others, as :func:`_place` keeps them."""
+    for k, o in enumerate(objects):
+        r = SIZES[o.size]
+        if not (_EDGE + r <= o.x <= 1.0 - _EDGE - r and _EDGE + r <= o.y <= 1.0 - _EDGE - r):
+            return False
+        for p in objects[k + 1 :]:
+            if np.hypot(o.x - p.x, o.y - p.y) < r + SIZES[p.size] + _GAP:
+                return False
+    return True
+
+
+def twin_scenes(scene: Scene) -> dict[str, Scene]:
+    """Scenes that hold what ``scene`` holds, bound the other way: two objects' colours, shapes or places
+    traded, a lone object in its mirrored place.
+
+    Set beside its twin in a batch, an image is the hard negative of the other's caption, one that differs
+    only in what goes where: the text->image direction otherwise meets few near misses among random
+    scenes (:class:`mumo.data.sources.TwinScenes`). Keys: ``swap_colours(i,j)``, ``swap_shapes(i,j)``
+    (``i`` < ``j`` index ``scene.objects``, where the two differ), ``swap_places(i,j)`` (two objects
+    trade centres; for three, neighbours from left to right only, where both still fit), ``mirror_x``,
+    ``mirror_y`` (a lone object). A trade that would show a held-out colour-shape pair in a scene without
+    one is left out. Some twins read as the scene itself in a caption that omits what changed.
+    """
+    objs, held = scene.objects, held_out_combinations()
+    closed = not any((o.colour, o.shape) in held for o in objs)
+    out: dict[str, Scene] = {}
+    for i in range(len(objs)):
+        for j in range(i + 1, len(objs)):
+            for attribute in ("colour", "shape"):
+                a, b = getattr(objs[i], attribute), getattr(objs[j], attribute)
+                if a != b:
+                    new = list(objs)
+                    new[i] = dataclasses.replace(objs[i], **{attribute: b})
+                    new[j] = dataclasses.replace(objs[j], **{attribute: a})
+                    if not closed or not any((o.colour, o.shape) in held for o in new):
+                        out[f"swap_{attribute}s({i},{j})"] = Scene(new, scene.relation)
+    order = sorted(range(len(objs)), key=lambda k: objs[k].x)  # neighbours from left to right
+    for i, j in zip(order, order[1:], strict=False):
+        new = list(objs)
+        new[i] = dataclasses.replace(objs[i], x=objs[j].x, y=objs[j].y)
+        new[j] = dataclasses.replace(objs[j], x=objs[i].x, y=objs[i].y)
+        if _fits(new):
+            relation = None if scene.relation is None else _OPPOSITE[scene.relation]
+            out[f"swap_places({min(i, j)},{max(i, j)})"] = Scene(new, relation)
+    if len(objs) == 1:
+        o = objs[0]
+        out["mirror_x"] = Scene([dataclasses.replace(o, x=1.0 - o.x)])
+        out["mirror_y"] = Scene([dataclasses.replace(o, y=1.0 - o.y)])
+    return out
