@@ -199,7 +199,7 @@ class TwinScenes:
     scenes that seldom differ from its own in one binding only. The retrieval test's misses are such near
     twins (three objects with two neighbours traded, a pair with its shapes swapped); NegCLIP's hard
     negatives are texts, so they sharpen image->text alone. A twin in the batch is a hard negative image for
-    its original's caption, and the original one for the twin's, at no extra cost per step.
+    its original's caption, and the original one for the twin's, with as many images and texts per step.
 
     Args:
         share: the fraction of each batch that becomes twins, in (0, 0.5]: the last ``round(share * B)``
