@@ -32,6 +32,7 @@ from mumo.data.shapes.scene import (
     ShapesConfig,
     _sample,
     _split_id,
+    attribute_swaps,
     held_out_combinations,
     position_word,
 )
@@ -229,24 +230,12 @@ def binding_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
     ``template`` (an index into :func:`wordings`); edits that would show a held-out colour-shape pair in a
     scene without one are left out, and so are captions equal to the scene's own.
     """
-    objs, held = scene.objects, held_out_combinations()
-    closed = not any((o.colour, o.shape) in held for o in objs)
+    objs = scene.objects
 
-    def caption_of(new: list[ShapeObject]) -> str | None:
-        if closed and any((o.colour, o.shape) in held for o in new):
-            return None
+    def caption_of(new: list[ShapeObject]) -> str:  # the same objects elsewhere: no held-out pair appears
         return wording(Scene(new, scene.relation), template)
 
-    out: dict[str, str | None] = {}
-    for i in range(len(objs)):
-        for j in range(i + 1, len(objs)):
-            for attribute in ("colour", "shape"):
-                a, b = getattr(objs[i], attribute), getattr(objs[j], attribute)
-                if a != b:
-                    new = list(objs)
-                    new[i] = dataclasses.replace(objs[i], **{attribute: b})
-                    new[j] = dataclasses.replace(objs[j], **{attribute: a})
-                    out[f"swap_{attribute}s({i},{j})"] = caption_of(new)
+    out = {kind: wording(swapped, template) for kind, swapped in attribute_swaps(scene).items()}
     if len(objs) == 3:  # "from left to right" read backwards: mirror every object's x
         out["reverse_order"] = caption_of([dataclasses.replace(o, x=1.0 - o.x) for o in objs])
     if len(objs) == 1:  # a lone object in the mirrored place (left for right, top for bottom)
@@ -254,7 +243,7 @@ def binding_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
         out["mirror_x"] = caption_of([dataclasses.replace(o, x=1.0 - o.x)])
         out["mirror_y"] = caption_of([dataclasses.replace(o, y=1.0 - o.y)])
     own = wording(scene, template)
-    return {kind: text for kind, text in out.items() if text is not None and text != own}
+    return {kind: text for kind, text in out.items() if text != own}
 
 
 def place_negatives(scene: Scene, template: int = 0) -> dict[str, str]:

@@ -255,18 +255,10 @@ def _fits(objects: list[ShapeObject]) -> bool:
     return True
 
 
-def twin_scenes(scene: Scene) -> dict[str, Scene]:
-    """Scenes that hold what ``scene`` holds, bound the other way: two objects' colours, shapes or places
-    traded, a lone object in its mirrored place.
-
-    Set beside its twin in a batch, an image is the hard negative of the other's caption, one that differs
-    only in what goes where: the text->image direction otherwise meets few near misses among random
-    scenes (:class:`mumo.data.sources.TwinScenes`). Keys: ``swap_colours(i,j)``, ``swap_shapes(i,j)``
-    (``i`` < ``j`` index ``scene.objects``, where the two differ), ``swap_places(i,j)`` (two objects
-    trade centres; for three, neighbours from left to right only, where both still fit), ``mirror_x``,
-    ``mirror_y`` (a lone object). A trade that would show a held-out colour-shape pair in a scene without
-    one is left out. Some twins read as the scene itself in a caption that omits what changed.
-    """
+def attribute_swaps(scene: Scene) -> dict[str, Scene]:
+    """The scene with two objects' colours, or two objects' shapes, traded: every such swap, keyed
+    ``swap_colours(i,j)`` or ``swap_shapes(i,j)`` (``i`` < ``j`` index ``scene.objects``, where the two
+    differ), less those that would show a held-out colour-shape pair in a scene without one."""
     objs, held = scene.objects, held_out_combinations()
     closed = not any((o.colour, o.shape) in held for o in objs)
     out: dict[str, Scene] = {}
@@ -280,6 +272,23 @@ def twin_scenes(scene: Scene) -> dict[str, Scene]:
                     new[j] = dataclasses.replace(objs[j], **{attribute: a})
                     if not closed or not any((o.colour, o.shape) in held for o in new):
                         out[f"swap_{attribute}s({i},{j})"] = Scene(new, scene.relation)
+    return out
+
+
+def twin_scenes(scene: Scene) -> dict[str, Scene]:
+    """Scenes that hold what ``scene`` holds, bound the other way: two objects' colours, shapes or places
+    traded, a lone object in its mirrored place.
+
+    Set beside its twin in a batch, an image is the hard negative of the other's caption, one that differs
+    only in what goes where: the text->image direction otherwise meets few near misses among random
+    scenes (:class:`mumo.data.sources.TwinScenes`). Keys: ``swap_colours(i,j)``, ``swap_shapes(i,j)``
+    (``i`` < ``j`` index ``scene.objects``, where the two differ), ``swap_places(i,j)`` (two objects
+    trade centres; for three, neighbours from left to right only, where both still fit), ``mirror_x``,
+    ``mirror_y`` (a lone object). A trade that would show a held-out colour-shape pair in a scene without
+    one is left out. Some twins read as the scene itself in a caption that omits what changed.
+    """
+    objs = scene.objects
+    out = attribute_swaps(scene)
     order = sorted(range(len(objs)), key=lambda k: objs[k].x)  # neighbours from left to right
     for i, j in zip(order, order[1:], strict=False):
         new = list(objs)
