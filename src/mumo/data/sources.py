@@ -139,6 +139,13 @@ def shapes_config(data: DataConfig) -> ShapesConfig:
     )
 
 
+def _template(sample: dict[str, Any]) -> int:
+    """The wording a shapes sample's caption is in, an index into its scene's :func:`wordings` (0 for a
+    caption in none of them)."""
+    texts = wordings(sample["scene"])
+    return texts.index(sample["caption"]) if sample["caption"] in texts else 0
+
+
 class HardNegativeCaptions:
     """For NegCLIP: ``k`` generated hard-negative captions of a shapes sample, chosen by the sample's index
     so that a resumed run sees the same.
@@ -155,8 +162,7 @@ class HardNegativeCaptions:
         self.k, self.binding, self.places = k, binding, places
 
     def __call__(self, sample: dict[str, Any]) -> list[str]:
-        texts = wordings(sample["scene"])
-        template = texts.index(sample["caption"]) if sample["caption"] in texts else 0
+        template = _template(sample)
         negatives = hard_negatives(sample["scene"], template)
         extras = [f for f, on in ((binding_negatives, self.binding), (place_negatives, self.places)) if on]
         for more in extras:  # without the captions already held (hard_negatives holds one swap)
@@ -218,15 +224,14 @@ class TwinScenes:
         for s in samples[: len(samples) - m]:
             if len(twins) == m:
                 break
-            texts = wordings(s["scene"])
-            template = texts.index(s["caption"]) if s["caption"] in texts else 0
+            template = _template(s)
             options = [
-                (kind, twin, text)
-                for kind, twin in sorted(twin_scenes(s["scene"]).items())
+                (twin, text)
+                for _, twin in sorted(twin_scenes(s["scene"]).items())
                 if (text := wording(twin, template)) != s["caption"]
             ]
             if options:
-                _, twin, text = options[s["index"] % len(options)]  # rotates through the kinds, resumably
+                twin, text = options[s["index"] % len(options)]  # rotates through the kinds, resumably
                 image = scene_image(twin, self.image_size)
                 twins.append({"image": image, "caption": text, "scene": twin, "index": s["index"]})
         return samples[: len(samples) - len(twins)] + twins

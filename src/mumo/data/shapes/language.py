@@ -34,6 +34,7 @@ from mumo.data.shapes.scene import (
     _split_id,
     attribute_swaps,
     held_out_combinations,
+    lone_mirrors,
     position_word,
 )
 from mumo.errors import ConfigError
@@ -230,18 +231,10 @@ def binding_negatives(scene: Scene, template: int = 0) -> dict[str, str]:
     ``template`` (an index into :func:`wordings`); edits that would show a held-out colour-shape pair in a
     scene without one are left out, and so are captions equal to the scene's own.
     """
-    objs = scene.objects
-
-    def caption_of(new: list[ShapeObject]) -> str:  # the same objects elsewhere: no held-out pair appears
-        return wording(Scene(new, scene.relation), template)
-
-    out = {kind: wording(swapped, template) for kind, swapped in attribute_swaps(scene).items()}
-    if len(objs) == 3:  # "from left to right" read backwards: mirror every object's x
-        out["reverse_order"] = caption_of([dataclasses.replace(o, x=1.0 - o.x) for o in objs])
-    if len(objs) == 1:  # a lone object in the mirrored place (left for right, top for bottom)
-        o = objs[0]
-        out["mirror_x"] = caption_of([dataclasses.replace(o, x=1.0 - o.x)])
-        out["mirror_y"] = caption_of([dataclasses.replace(o, y=1.0 - o.y)])
+    edits = attribute_swaps(scene) | lone_mirrors(scene)
+    if len(scene.objects) == 3:  # "from left to right" read backwards: mirror every object's x
+        edits["reverse_order"] = Scene([dataclasses.replace(o, x=1.0 - o.x) for o in scene.objects])
+    out = {kind: wording(edited, template) for kind, edited in edits.items()}
     own = wording(scene, template)
     return {kind: text for kind, text in out.items() if text != own}
 

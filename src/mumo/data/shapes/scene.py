@@ -275,6 +275,18 @@ def attribute_swaps(scene: Scene) -> dict[str, Scene]:
     return out
 
 
+def lone_mirrors(scene: Scene) -> dict[str, Scene]:
+    """A lone object in its mirrored place, left for right (``mirror_x``) and top for bottom (``mirror_y``);
+    none for scenes of more objects."""
+    if len(scene.objects) != 1:
+        return {}
+    o = scene.objects[0]
+    return {
+        "mirror_x": Scene([dataclasses.replace(o, x=1.0 - o.x)]),
+        "mirror_y": Scene([dataclasses.replace(o, y=1.0 - o.y)]),
+    }
+
+
 def twin_scenes(scene: Scene) -> dict[str, Scene]:
     """Scenes that hold what ``scene`` holds, bound the other way: two objects' colours, shapes or places
     traded, a lone object in its mirrored place.
@@ -297,8 +309,4 @@ def twin_scenes(scene: Scene) -> dict[str, Scene]:
         if _fits(new):
             relation = None if scene.relation is None else _OPPOSITE[scene.relation]
             out[f"swap_places({min(i, j)},{max(i, j)})"] = Scene(new, relation)
-    if len(objs) == 1:
-        o = objs[0]
-        out["mirror_x"] = Scene([dataclasses.replace(o, x=1.0 - o.x)])
-        out["mirror_y"] = Scene([dataclasses.replace(o, y=1.0 - o.y)])
-    return out
+    return out | lone_mirrors(scene)
